@@ -1,0 +1,305 @@
+//! The catalog: every upstream's tools, prompts and resources under one set
+//! of names, as an immutable snapshot rebuilt whenever an upstream changes.
+//!
+//! Rules: a tool is exposed as `<prefix><separator><name>` after manifest
+//! overrides; two entries that would share a name are both withheld (never a
+//! silent overwrite); a tool whose definition differs from its pin, or whose
+//! schema will not compile within bounds, is quarantined: hidden and
+//! uncallable. Order is deterministic (sorted by exposed name).
+
+pub mod hash;
+pub mod schema;
+mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use jsonschema::Validator;
+use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Manifest, ToolOverride};
+
+/// What one upstream offered the last time it was listed.
+#[derive(Debug, Default, Clone)]
+pub struct Listing {
+    pub tools: Vec<Tool>,
+    pub prompts: Vec<Prompt>,
+    pub resources: Vec<Resource>,
+    pub templates: Vec<ResourceTemplate>,
+}
+
+/// A callable tool.
+#[derive(Debug)]
+pub struct ToolEntry {
+    /// The name agents see.
+    pub name: String,
+    /// Index of the upstream in the manifest list.
+    pub upstream: usize,
+    pub upstream_name: Arc<str>,
+    /// The upstream's own name for it.
+    pub upstream_tool: String,
+    /// The definition agents see: renamed, with overrides applied.
+    pub tool: Tool,
+    /// Hash of the upstream's definition (see `hash`).
+    pub hash: String,
+    /// Arguments must satisfy every one: the upstream's schema, then the manifest's tighter one.
+    pub validators: Vec<Arc<Validator>>,
+    pub settings: ToolOverride,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuarantineReason {
+    /// The definition no longer matches the manifest's pin (a "rug pull").
+    PinMismatch { pinned: String, actual: String },
+    /// The input schema is not usable (too large, too deep, does not compile).
+    Schema(String),
+    /// Another entry would have the same exposed name.
+    Collision(String),
+}
+
+impl std::fmt::Display for QuarantineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuarantineReason::PinMismatch { pinned, actual } => {
+                write!(f, "definition changed from its pin {pinned} to {actual}; an admin must accept it")
+            }
+            QuarantineReason::Schema(e) => write!(f, "{e}"),
+            QuarantineReason::Collision(other) => write!(f, "name collides with {other}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub name: String,
+    pub upstream_name: Arc<str>,
+    pub hash: String,
+    pub reason: QuarantineReason,
+}
+
+#[derive(Debug, Clone)]
+pub struct PromptEntry {
+    pub name: String,
+    pub upstream: usize,
+    pub upstream_prompt: String,
+    pub prompt: Prompt,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResourceEntry {
+    pub upstream: usize,
+    pub resource: Resource,
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateEntry {
+    pub upstream: usize,
+    pub template: ResourceTemplate,
+}
+
+/// One immutable view of everything callable. Cheap to share: callers hold an `Arc`.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    tools: Vec<Arc<ToolEntry>>,
+    tool_index: HashMap<String, usize>,
+    quarantined: Vec<Quarantined>,
+    prompts: Vec<PromptEntry>,
+    prompt_index: HashMap<String, usize>,
+    resources: Vec<ResourceEntry>,
+    resource_index: HashMap<String, usize>,
+    templates: Vec<TemplateEntry>,
+}
+
+impl Catalog {
+    pub fn tools(&self) -> &[Arc<ToolEntry>] {
+        &self.tools
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&Arc<ToolEntry>> {
+        self.tool_index.get(name).map(|i| &self.tools[*i])
+    }
+
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.quarantined
+    }
+
+    pub fn quarantine_of(&self, name: &str) -> Option<&Quarantined> {
+        self.quarantined.iter().find(|q| q.name == name)
+    }
+
+    pub fn prompts(&self) -> &[PromptEntry] {
+        &self.prompts
+    }
+
+    pub fn prompt(&self, name: &str) -> Option<&PromptEntry> {
+        self.prompt_index.get(name).map(|i| &self.prompts[*i])
+    }
+
+    pub fn resources(&self) -> &[ResourceEntry] {
+        &self.resources
+    }
+
+    pub fn templates(&self) -> &[TemplateEntry] {
+        &self.templates
+    }
+
+    /// Which upstream serves `uri`: a listed resource first, then a template that matches.
+    pub fn route_resource(&self, uri: &str) -> Option<usize> {
+        if let Some(i) = self.resource_index.get(uri) {
+            return Some(self.resources[*i].upstream);
+        }
+        self.templates
+            .iter()
+            .find(|t| template::matches(&t.template.uri_template, uri))
+            .map(|t| t.upstream)
+    }
+
+    /// Which upstream a resource-template URI (a completion reference) belongs to.
+    pub fn route_template(&self, uri_template: &str) -> Option<usize> {
+        self.templates.iter().find(|t| t.template.uri_template == uri_template).map(|t| t.upstream)
+    }
+}
+
+/// Compiled validators by schema digest, so an unchanged schema is compiled once
+/// however often its upstream is re-listed.
+#[derive(Default)]
+pub struct SchemaCache {
+    inner: Mutex<HashMap<[u8; 32], Result<Arc<Validator>, String>>>,
+    bounds: schema::Bounds,
+}
+
+impl SchemaCache {
+    pub fn get_or_compile(&self, schema: &Value) -> Result<Arc<Validator>, String> {
+        let mut canonical = String::new();
+        hash::write_canonical(schema, &mut canonical);
+        let key: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
+        if let Some(hit) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return hit.clone();
+        }
+        // Compiled outside the lock: compilation may take up to the time bound.
+        let result = schema::compile(schema, self.bounds);
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result.clone());
+        result
+    }
+}
+
+/// Builds a catalog from the manifests and the latest listing of each upstream
+/// (`None` for one that is not connected).
+pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Listing>>], cache: &SchemaCache) -> Catalog {
+    let mut cat = Catalog::default();
+    // Candidates by exposed name; more than one candidate is a collision.
+    let mut tools: BTreeMap<String, Vec<ToolEntry>> = BTreeMap::new();
+    let mut prompts: BTreeMap<String, Vec<PromptEntry>> = BTreeMap::new();
+    let mut resources: BTreeMap<String, Vec<ResourceEntry>> = BTreeMap::new();
+    for (i, (m, listing)) in manifests.iter().zip(listings).enumerate() {
+        let Some(listing) = listing else { continue };
+        let upstream_name: Arc<str> = Arc::from(m.name.as_str());
+        for t in &listing.tools {
+            let settings = m.tools.get(t.name.as_ref()).cloned().unwrap_or_default();
+            if settings.hide {
+                continue;
+            }
+            let shown = settings.rename.clone().unwrap_or_else(|| t.name.to_string());
+            let name = exposed(&m.prefix, separator, &shown);
+            let definition_hash = hash::of(t);
+            if let Some(pin) = &settings.pin
+                && *pin != definition_hash
+            {
+                tracing::warn!(tool = %name, upstream = %m.name, pinned = %pin, actual = %definition_hash, "tool definition changed from its pin: quarantined");
+                cat.quarantined.push(Quarantined {
+                    name,
+                    upstream_name: upstream_name.clone(),
+                    hash: definition_hash.clone(),
+                    reason: QuarantineReason::PinMismatch { pinned: pin.clone(), actual: definition_hash },
+                });
+                continue;
+            }
+            let mut validators = Vec::new();
+            let mut schemas = vec![Value::Object((*t.input_schema).clone())];
+            if let Some(tighter) = &settings.input_schema {
+                schemas.push(Value::Object(tighter.clone()));
+            }
+            let mut broken = None;
+            for s in &schemas {
+                match cache.get_or_compile(s) {
+                    Ok(v) => validators.push(v),
+                    Err(e) => broken = Some(e),
+                }
+            }
+            if let Some(e) = broken {
+                tracing::warn!(tool = %name, upstream = %m.name, error = %e, "tool schema unusable: quarantined");
+                cat.quarantined.push(Quarantined { name, upstream_name: upstream_name.clone(), hash: definition_hash, reason: QuarantineReason::Schema(e) });
+                continue;
+            }
+            let mut tool = t.clone();
+            tool.name = name.clone().into();
+            if let Some(d) = &settings.description {
+                tool.description = Some(d.clone().into());
+            }
+            if let Some(tighter) = &settings.input_schema {
+                tool.input_schema = Arc::new(tighter.clone());
+            }
+            tools.entry(name.clone()).or_default().push(ToolEntry {
+                name,
+                upstream: i,
+                upstream_name: upstream_name.clone(),
+                upstream_tool: t.name.to_string(),
+                tool,
+                hash: definition_hash,
+                validators,
+                settings,
+            });
+        }
+        for p in &listing.prompts {
+            let name = exposed(&m.prefix, separator, &p.name);
+            let mut prompt = p.clone();
+            prompt.name = name.clone();
+            prompts.entry(name.clone()).or_default().push(PromptEntry { name, upstream: i, upstream_prompt: p.name.clone(), prompt });
+        }
+        for r in &listing.resources {
+            resources.entry(r.uri.clone()).or_default().push(ResourceEntry { upstream: i, resource: r.clone() });
+        }
+        for t in &listing.templates {
+            cat.templates.push(TemplateEntry { upstream: i, template: t.clone() });
+        }
+    }
+    for (name, mut candidates) in tools {
+        if candidates.len() == 1 {
+            let entry = candidates.pop().expect("one candidate");
+            cat.tool_index.insert(name, cat.tools.len());
+            cat.tools.push(Arc::new(entry));
+        } else {
+            let owners: Vec<String> = candidates.iter().map(|c| format!("{}:{}", c.upstream_name, c.upstream_tool)).collect();
+            tracing::error!(tool = %name, owners = ?owners, "tool name collision: withheld");
+            for c in candidates {
+                let others = owners.iter().filter(|o| **o != format!("{}:{}", c.upstream_name, c.upstream_tool)).cloned().collect::<Vec<_>>().join(", ");
+                cat.quarantined.push(Quarantined { name: name.clone(), upstream_name: c.upstream_name, hash: c.hash, reason: QuarantineReason::Collision(others) });
+            }
+        }
+    }
+    for (name, mut candidates) in prompts {
+        if candidates.len() == 1 {
+            cat.prompt_index.insert(name, cat.prompts.len());
+            cat.prompts.push(candidates.pop().expect("one candidate"));
+        } else {
+            tracing::error!(prompt = %name, "prompt name collision: withheld");
+        }
+    }
+    for (uri, mut candidates) in resources {
+        if candidates.len() == 1 {
+            cat.resource_index.insert(uri, cat.resources.len());
+            cat.resources.push(candidates.pop().expect("one candidate"));
+        } else {
+            tracing::error!(uri = %uri, "resource URI offered by several upstreams: withheld");
+        }
+    }
+    cat.templates.sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));
+    cat.quarantined.sort_by(|a, b| a.name.cmp(&b.name));
+    cat
+}
+
+pub fn exposed(prefix: &str, separator: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}{separator}{name}") }
+}

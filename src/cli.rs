@@ -1,0 +1,203 @@
+//! The `tollgate` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::gateway::Gateway;
+use crate::server;
+use crate::upstream::Health;
+
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about = "An MCP gateway: one governed MCP server in front of all of them")]
+pub struct Cli {
+    /// The gateway configuration file.
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway: Streamable HTTP at /mcp, WebSocket at /ws.
+    Serve {
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Serve one agent over standard input/output, with the gateway in-process.
+    Stdio {
+        /// The agent's API key.
+        #[arg(long, env = "TOLLGATE_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// Validate the configuration, manifests and policies without starting anything.
+    Check,
+    /// Connect to the upstreams and print the catalog with each tool's upstream and health.
+    Tools {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Stdio { .. }));
+    if let Command::Check = cli.command {
+        return check(&cli.config);
+    }
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { listen } => serve(config, listen).await,
+            Command::Stdio { key: _ } => stdio(config).await,
+            Command::Tools { json } => tools(config, json).await,
+            Command::Check => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(stdio: bool) {
+    let default = if stdio { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| default.into());
+    // stderr always: in stdio mode stdout carries only JSON-RPC.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!("ok: {} ({} upstream manifests)", path.display(), c.manifests.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        t.cancel();
+    });
+    token
+}
+
+async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
+    let addr = match listen {
+        Some(l) => l.parse().map_err(|e| format!("--listen `{l}`: {e}"))?,
+        None => config.server.listen,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let shutdown = shutdown_on_signal();
+    let gw = Gateway::start(&config, shutdown.clone());
+    let router = server::http::router(gw, &config.server);
+    tracing::info!(%local, "tollgate listening: MCP at http://{local}/mcp");
+    // Tests and scripts wait for this line rather than sleeping.
+    println!("tollgate listening on http://{local}");
+    server::http::serve(listener, router, shutdown).await.map_err(|e| e.to_string())
+}
+
+async fn stdio(config: Config) -> Result<(), String> {
+    let shutdown = shutdown_on_signal();
+    let gw = Gateway::start(&config, shutdown);
+    server::stdio::serve(gw).await
+}
+
+async fn tools(config: Config, json: bool) -> Result<(), String> {
+    let shutdown = CancellationToken::new();
+    let gw = Gateway::start(&config, shutdown.clone());
+    let deadline = config.manifests.iter().map(|m| m.connect_timeout).max().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
+    let mut rx = gw.upstreams.watch();
+    let _ = tokio::time::timeout(deadline, async {
+        while !gw.upstreams.settled() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let catalog = gw.upstreams.catalog();
+    let health: Vec<_> = gw.upstreams.all().iter().map(|u| u.status()).collect();
+    let health_of = |name: &str| {
+        health.iter().find(|s| s.name == name).map_or("unknown".to_string(), |s| match &s.health {
+            Health::Up => "up".to_string(),
+            Health::Starting => "starting".to_string(),
+            Health::Down { error } => format!("down: {error}"),
+        })
+    };
+    if json {
+        let tools: Vec<_> = catalog
+            .tools()
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "upstream": &*t.upstream_name, "upstream_tool": t.upstream_tool, "hash": t.hash, "health": health_of(&t.upstream_name), "description": t.tool.description}))
+            .collect();
+        let quarantined: Vec<_> = catalog
+            .quarantined()
+            .iter()
+            .map(|q| serde_json::json!({"name": q.name, "upstream": &*q.upstream_name, "hash": q.hash, "reason": q.reason.to_string()}))
+            .collect();
+        let out = serde_json::json!({"tools": tools, "quarantined": quarantined, "upstreams": health});
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    } else {
+        println!("{:<40} {:<16} {:<10} HASH", "TOOL", "UPSTREAM", "HEALTH");
+        for t in catalog.tools() {
+            println!("{:<40} {:<16} {:<10} {}", t.name, t.upstream_name, health_of(&t.upstream_name), t.hash);
+        }
+        for q in catalog.quarantined() {
+            println!("{:<40} {:<16} {:<10} {} (quarantined: {})", q.name, q.upstream_name, "blocked", q.hash, q.reason);
+        }
+        for s in &health {
+            if !matches!(s.health, Health::Up) {
+                println!("upstream {}: {}", s.name, health_of(&s.name));
+            }
+        }
+    }
+    shutdown.cancel();
+    Ok(())
+}

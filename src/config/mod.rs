@@ -1,0 +1,147 @@
+//! Configuration: `tollgate.toml` and `tool-manifests/*.toml`, compiled into
+//! immutable values. Runtime code never sees the raw files (see `raw`), and
+//! every value here has already been checked.
+
+mod duration;
+pub mod error;
+mod load;
+mod raw;
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use duration::parse as parse_duration;
+pub use error::{Error, Errors};
+pub use load::{load, load_manifests, load_with_env};
+pub use secret::Secret;
+
+use crate::money::Micros;
+
+/// The whole gateway configuration, as loaded at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; relative folders are resolved against its directory.
+    pub path: PathBuf,
+    pub store: String,
+    pub manifests_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    pub server: Server,
+    pub catalog: CatalogSettings,
+    pub manifests: Vec<Manifest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Browser origins allowed on `/mcp` and `/ws`; a request with any other
+    /// `Origin` is refused with 403. Requests without `Origin` pass.
+    pub allowed_origins: Vec<String>,
+    /// `Host` values accepted (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    pub limits: Limits,
+}
+
+/// Bounds on what an agent may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_arguments_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 4 * 1024 * 1024, max_json_depth: 64, max_arguments_bytes: 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// Between the upstream prefix and the tool name: `github__create_issue`.
+    pub separator: String,
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub file: PathBuf,
+    pub name: String,
+    /// Namespace of its tools; empty exposes them under their own names.
+    pub prefix: String,
+    pub description: Option<String>,
+    pub transport: Transport,
+    pub connect_timeout: Duration,
+    pub call_timeout: Duration,
+    pub restart: Backoff,
+    /// Overrides by the upstream's own tool name.
+    pub tools: BTreeMap<String, ToolOverride>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Stdio(Stdio),
+    /// Streamable HTTP (both protocol eras).
+    Http(Remote),
+    /// The deprecated HTTP+SSE transport of 2024-11-05.
+    Sse(Remote),
+    /// A WebSocket carrying one JSON-RPC message per text frame.
+    Ws(Remote),
+}
+
+impl Transport {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Stdio(_) => "stdio",
+            Transport::Http(_) => "http",
+            Transport::Sse(_) => "sse",
+            Transport::Ws(_) => "ws",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stdio {
+    pub command: String,
+    pub args: Vec<String>,
+    /// The child's whole environment: nothing of tollgate's own is inherited.
+    pub env: Vec<(String, Secret)>,
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub headers: Vec<(String, Secret)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ToolOverride {
+    pub hide: bool,
+    pub rename: Option<String>,
+    pub description: Option<String>,
+    /// A tighter schema: arguments must satisfy it as well as the upstream's.
+    pub input_schema: Option<serde_json::Map<String, serde_json::Value>>,
+    pub risk: Option<Risk>,
+    pub cost: Option<Micros>,
+    pub failure_cost: Option<Micros>,
+    pub timeout: Option<Duration>,
+    pub redact: Vec<String>,
+    /// `sha256:<hex>` of the definition the admin accepted.
+    pub pin: Option<String>,
+}

@@ -1,0 +1,99 @@
+//! The files as written: serde structs that refuse unknown fields.
+//! Nothing outside `config` sees these; `load` compiles them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub store: Option<Spanned<String>>,
+    pub manifests_dir: Option<Spanned<String>>,
+    pub policies_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub catalog: Catalog,
+    #[serde(default)]
+    pub upstreams: UpstreamDefaults,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<Spanned<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub max_body_bytes: Option<Spanned<u64>>,
+    pub max_json_depth: Option<Spanned<u64>>,
+    pub max_arguments_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub separator: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDefaults {
+    pub connect_timeout: Option<Spanned<String>>,
+    pub call_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: Spanned<String>,
+    pub kind: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub description: Option<String>,
+    pub transport: Spanned<Transport>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub call_timeout: Option<Spanned<String>>,
+    pub restart: Option<Restart>,
+    #[serde(default)]
+    pub tools: BTreeMap<String, Spanned<ToolOverride>>,
+}
+
+/// One table for every transport kind; `load` checks which fields each kind takes,
+/// which gives better messages than an internally tagged enum.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transport {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub command: Option<Spanned<String>>,
+    pub args: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, Spanned<String>>>,
+    pub cwd: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub headers: Option<BTreeMap<String, Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    pub initial_backoff: Option<Spanned<String>>,
+    pub max_backoff: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOverride {
+    #[serde(default)]
+    pub hide: bool,
+    pub rename: Option<Spanned<String>>,
+    pub description: Option<String>,
+    pub input_schema: Option<serde_json::Value>,
+    pub risk: Option<Spanned<String>>,
+    pub cost: Option<Spanned<String>>,
+    pub failure_cost: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub redact: Vec<String>,
+    pub pin: Option<Spanned<String>>,
+}

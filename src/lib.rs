@@ -1,0 +1,29 @@
+//! tollgate: an MCP-first gateway.
+//!
+//! Agents see one MCP server; behind it, every upstream MCP server's tools
+//! as one catalog, with every call governed.
+//!
+//! Codemap (dependencies point down this list, never up):
+//!
+//! - [`cli`]: the `tollgate` command: parses flags, loads config, runs a verb.
+//! - [`server`]: the agent-facing edge: Streamable HTTP at `/mcp`, WebSocket
+//!   at `/ws`, stdio; request guards; list-change fan-out. Speaks MCP only.
+//! - [`pipeline`]: the governed call, one straight-line function of stages.
+//! - [`gateway`]: the shared state handed to every session.
+//! - [`catalog`]: namespaced tools/prompts/resources, hashing, pins,
+//!   quarantine, bounded schema compilation. Pure apart from compiling.
+//! - [`upstream`]: supervised connections to upstream MCP servers over
+//!   stdio, Streamable HTTP, legacy HTTP+SSE and WebSocket.
+//! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
+//! - [`config`]: the files, parsed and checked into immutable values.
+//! - [`money`]: integer micro-unit amounts.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod money;
+pub mod pipeline;
+pub mod server;
+pub mod upstream;
+pub mod ws;

@@ -1,0 +1,93 @@
+//! The execute stage: forwarding one call to its upstream with a timeout,
+//! relaying progress to the agent, and passing the agent's cancellation on.
+
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, ResultType,
+    ServerResult,
+};
+use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
+use rmcp::{ErrorData as McpError, RoleServer};
+
+use super::tool_error;
+use crate::catalog::ToolEntry;
+use crate::upstream::Upstream;
+
+pub async fn forward_tool(
+    up: &Upstream,
+    entry: &ToolEntry,
+    params: CallToolRequestParams,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    let peer = match up.peer() {
+        Ok(p) => p,
+        Err(e) => return Ok(tool_error(e)),
+    };
+    let timeout: Duration = entry.settings.timeout.unwrap_or(up.manifest.call_timeout);
+    // tollgate's own message: the upstream's name for the tool and only the
+    // fields MCP defines, never the agent's raw request.
+    let mut out = CallToolRequestParams::new(entry.upstream_tool.clone());
+    out.arguments = params.arguments;
+    out.input_responses = params.input_responses;
+    out.request_state = params.request_state;
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
+    let handle = match peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout)).await {
+        Ok(h) => h,
+        Err(e) => return Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
+    };
+    let request_id = handle.id.clone();
+    let _inflight = up.inflight.insert(request_id.clone(), ctx.peer.clone());
+    let relay = ctx.meta.get_progress_token().map(|agent_token| {
+        let (guard, mut rx) = up.progress.subscribe(handle.progress_token.clone());
+        let agent = ctx.peer.clone();
+        let task = tokio::spawn(async move {
+            while let Some(mut n) = rx.recv().await {
+                n.progress_token = agent_token.clone();
+                if agent.notify_progress(n).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (guard, task)
+    });
+    let response = tokio::select! {
+        r = handle.await_response() => r,
+        _ = ctx.ct.cancelled() => {
+            let note = CancelledNotificationParam::new(Some(request_id), Some("cancelled by the agent".into()));
+            let _ = peer.notify_cancelled(note).await;
+            return Err(McpError::internal_error("cancelled by the agent", None));
+        }
+    };
+    if let Some((guard, task)) = relay {
+        drop(guard);
+        // Progress sent before the result must reach the agent before it.
+        let _ = task.await;
+    }
+    match response {
+        Ok(ServerResult::CallToolResult(mut r)) => {
+            // Results from legacy upstreams lack resultType; modern agents need it
+            // (rmcp strips it again for legacy agents).
+            r.result_type = Some(ResultType::COMPLETE);
+            if let Some(m) = r.meta.as_mut() {
+                m.remove("io.modelcontextprotocol/serverInfo");
+            }
+            Ok(CallToolResponse::Complete(r))
+        }
+        Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
+        Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
+        Ok(other) => Ok(tool_error(format!("upstream `{}` answered with an unexpected result: {}", up.name, result_kind(&other)))),
+        Err(ServiceError::McpError(e)) => Err(e),
+        Err(ServiceError::Timeout { timeout }) => {
+            Ok(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name)))
+        }
+        Err(e) => Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
+    }
+}
+
+fn result_kind(r: &ServerResult) -> &'static str {
+    match r {
+        ServerResult::EmptyResult(_) => "empty",
+        _ => "not a tool result",
+    }
+}

@@ -1,0 +1,156 @@
+//! The HTTP edge: `/mcp` (Streamable HTTP, both protocol eras, served by
+//! rmcp), `/ws` (MCP over WebSocket), `/healthz` and `/readyz`.
+//!
+//! In front of rmcp sits [`guard`]: `Origin` validation, a body cap enforced
+//! before buffering past it, and strict JSON checks (depth, duplicate keys,
+//! no batches). A refused request gets a well-formed JSON-RPC error and never
+//! reaches a handler.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State, WebSocketUpgrade};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{RoleServer, ServiceExt};
+use serde_json::json;
+
+use super::handler::Session;
+use super::strict_json::{self, Rejection};
+use crate::config;
+use crate::gateway::Gateway;
+
+#[derive(Clone)]
+struct Edge {
+    gw: Gateway,
+    allowed_origins: Arc<Vec<String>>,
+    limits: config::Limits,
+}
+
+/// The whole HTTP surface, ready to serve; tests drive it without a socket.
+pub fn router(gw: Gateway, server: &config::Server) -> Router {
+    let edge = Edge { gw: gw.clone(), allowed_origins: Arc::new(server.allowed_origins.clone()), limits: server.limits };
+    let factory_gw = gw.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(Session::new(factory_gw.clone())),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(server.allowed_hosts.clone())
+            .with_max_request_body_bytes(server.limits.max_body_bytes)
+            .with_cancellation_token(gw.shutdown.child_token()),
+    );
+    let guarded = tower::ServiceBuilder::new().layer(middleware::from_fn_with_state(edge.clone(), guard)).service(mcp);
+    Router::new()
+        .route_service("/mcp", guarded)
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(edge)
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+    if let Err(r) = check_origin(request.headers(), &edge.allowed_origins) {
+        return r;
+    }
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let limit = edge.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(limit),
+        Err(_) => return rpc_error(StatusCode::BAD_REQUEST, -32700, "could not read the request body"),
+    };
+    match strict_json::check(&bytes, edge.limits.max_json_depth) {
+        Ok(()) => {}
+        Err(Rejection::Parse(m)) => return rpc_error(StatusCode::BAD_REQUEST, -32700, &format!("parse error: {m}")),
+        Err(Rejection::Invalid(m)) => return rpc_error(StatusCode::BAD_REQUEST, -32600, &format!("invalid request: {m}")),
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+fn too_large(limit: usize) -> Response {
+    rpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, &format!("request body is larger than {limit} bytes"))
+}
+
+/// A JSON-RPC error response with no request id (the request was not read as one).
+pub fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    (status, Json(body)).into_response()
+}
+
+/// A present `Origin` must be allowed; requests without one (non-browser clients) pass.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), Response> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.iter().any(|a| origin_matches(a, origin)) {
+        return Ok(());
+    }
+    Err(rpc_error(StatusCode::FORBIDDEN, -32600, &format!("origin `{origin}` is not allowed")))
+}
+
+/// `pattern` is an origin (`https://app.example.com:8443`) or one with any port (`http://localhost:*`).
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.strip_suffix(":*") {
+        Some(base) => origin == base || origin.strip_prefix(base).is_some_and(|rest| rest.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))),
+        None => pattern == origin,
+    }
+}
+
+async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if let Err(r) = check_origin(&headers, &edge.allowed_origins) {
+        return r;
+    }
+    let gw = edge.gw.clone();
+    ws.max_message_size(edge.limits.max_body_bytes).on_upgrade(move |socket| async move {
+        let transport = crate::ws::axum_socket::<RoleServer>(socket);
+        match Session::new(gw).serve(transport).await {
+            Ok(service) => {
+                let _ = service.waiting().await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket session ended during its handshake"),
+        }
+    })
+}
+
+async fn readyz(State(edge): State<Edge>) -> Response {
+    let upstreams: Vec<_> = edge.gw.upstreams.all().iter().map(|u| u.status()).collect();
+    let ready = edge.gw.upstreams.settled();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": ready, "upstreams": upstreams}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_matches;
+
+    #[test]
+    fn origins_match_exactly_or_by_any_port() {
+        assert!(origin_matches("http://localhost:*", "http://localhost:3000"));
+        assert!(origin_matches("http://localhost:*", "http://localhost"));
+        assert!(!origin_matches("http://localhost:*", "http://localhost.evil.com"));
+        assert!(!origin_matches("http://localhost:*", "http://localhost:3000x"));
+        assert!(origin_matches("https://app.example.com", "https://app.example.com"));
+        assert!(!origin_matches("https://app.example.com", "http://app.example.com"));
+    }
+}

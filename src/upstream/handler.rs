@@ -1,0 +1,137 @@
+//! tollgate's side of each upstream connection: an rmcp `ClientHandler`.
+//!
+//! It routes what the upstream sends back: progress to the waiting call,
+//! list changes to the supervisor (which re-lists and rebuilds the catalog),
+//! and server-to-client requests (elicitation, sampling) to the agent whose
+//! call caused them.
+
+// Sampling and logging are deprecated by SEP-2577 but upstreams still use them.
+#![allow(deprecated)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, Implementation, LoggingMessageNotificationParam, ProgressNotificationParam, RequestId,
+};
+use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer};
+use rmcp::{ClientHandler, ErrorData as McpError, Peer};
+use tokio::sync::mpsc;
+
+use super::progress::Progress;
+
+/// What an upstream asked the supervisor to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    Tools,
+    Prompts,
+    Resources,
+}
+
+/// Calls in flight on one upstream, by the request id tollgate used upstream,
+/// with the agent connection each came from.
+#[derive(Clone, Default)]
+pub struct Inflight {
+    inner: Arc<Mutex<HashMap<RequestId, Peer<RoleServer>>>>,
+}
+
+impl Inflight {
+    pub fn insert(&self, id: RequestId, agent: Peer<RoleServer>) -> InflightGuard {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), agent);
+        InflightGuard { inflight: self.clone(), id }
+    }
+
+    /// The agent to ask for a server-to-client request. Over Streamable HTTP the
+    /// request arrives on the originating call's stream and names it; on stdio
+    /// there is no such link, so it is routed only when exactly one call is in flight.
+    fn agent_for(&self, origin: Option<&InboundStreamOrigin>) -> Option<Peer<RoleServer>> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match origin {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => map.get(id).cloned(),
+            Some(InboundStreamOrigin::Unassociated) => None,
+            None if map.len() == 1 => map.values().next().cloned(),
+            None => None,
+        }
+    }
+}
+
+pub struct InflightGuard {
+    inflight: Inflight,
+    id: RequestId,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.inflight.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+#[derive(Clone)]
+pub struct Handler {
+    pub upstream: Arc<str>,
+    pub progress: Progress,
+    pub inflight: Inflight,
+    pub refresh: mpsc::UnboundedSender<Refresh>,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        let mut caps = ClientCapabilities::default();
+        caps.elicitation = Some(Default::default());
+        caps.sampling = Some(Default::default());
+        ClientConfig::new(caps, Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _ctx: NotificationContext<RoleClient>) {
+        self.progress.dispatch(params);
+    }
+
+    async fn on_tool_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
+        let _ = self.refresh.send(Refresh::Tools);
+    }
+
+    async fn on_prompt_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
+        let _ = self.refresh.send(Refresh::Prompts);
+    }
+
+    async fn on_resource_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
+        let _ = self.refresh.send(Refresh::Resources);
+    }
+
+    async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _ctx: NotificationContext<RoleClient>) {
+        tracing::debug!(upstream = %self.upstream, level = ?params.level, logger = ?params.logger, "upstream log message");
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        agent
+            .create_elicitation(request)
+            .await
+            .map_err(|e| McpError::internal_error(format!("the agent did not answer the elicitation: {e}"), None))
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        agent
+            .create_message(params)
+            .await
+            .map_err(|e| McpError::internal_error(format!("the agent did not answer the sampling request: {e}"), None))
+    }
+}
+
+impl Handler {
+    fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Peer<RoleServer>, McpError> {
+        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).ok_or_else(|| {
+            McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
+        })
+    }
+}

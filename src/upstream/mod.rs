@@ -1,0 +1,285 @@
+//! Upstream MCP servers: one supervised connection each.
+//!
+//! Each upstream has a supervisor task that connects (within the manifest's
+//! connect timeout), lists what the upstream offers, publishes a new catalog,
+//! and reconnects with exponential backoff when the connection ends (a stdio
+//! server that dies is restarted this way). Supervisors are independent: a
+//! dead or slow upstream never delays the others or the gateway's start.
+
+mod connect;
+pub mod handler;
+pub mod progress;
+mod sse;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rmcp::model::ProtocolVersion;
+use rmcp::service::ServiceError;
+use rmcp::{Peer, RoleClient};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, Catalog, Listing, SchemaCache};
+use crate::config::Manifest;
+use handler::{Handler, Inflight};
+use progress::Progress;
+
+/// Health of one upstream, as shown by the admin API, `/readyz` and `tollgate tools`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Health {
+    /// The first connection attempt has not finished.
+    Starting,
+    Up,
+    Down { error: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub name: String,
+    pub transport: &'static str,
+    pub health: Health,
+    pub protocol: Option<String>,
+    /// Connections made after the first one.
+    pub restarts: u64,
+    pub since: SystemTime,
+}
+
+pub struct Upstream {
+    pub index: usize,
+    pub name: Arc<str>,
+    pub manifest: Manifest,
+    pub progress: Progress,
+    pub inflight: Inflight,
+    state: RwLock<State>,
+}
+
+struct State {
+    peer: Option<Peer<RoleClient>>,
+    listing: Option<Arc<Listing>>,
+    health: Health,
+    protocol: Option<ProtocolVersion>,
+    connections: u64,
+    since: SystemTime,
+}
+
+impl Upstream {
+    /// The live connection, or why there is none.
+    pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        match (&st.peer, &st.health) {
+            (Some(p), _) if !p.is_transport_closed() => Ok(p.clone()),
+            (_, Health::Down { error }) => Err(format!("upstream `{}` is unavailable: {error}", self.name)),
+            _ => Err(format!("upstream `{}` is not connected", self.name)),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        Status {
+            name: self.name.to_string(),
+            transport: self.manifest.transport.kind(),
+            health: st.health.clone(),
+            protocol: st.protocol.as_ref().map(|p| p.as_str().to_string()),
+            restarts: st.connections.saturating_sub(1),
+            since: st.since,
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut State)) {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut st);
+    }
+}
+
+/// Every upstream, and the catalog built from them.
+#[derive(Clone)]
+pub struct Upstreams {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    list: Vec<Arc<Upstream>>,
+    separator: String,
+    catalog: watch::Sender<Arc<Catalog>>,
+    schemas: SchemaCache,
+    rebuild: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+impl Upstreams {
+    /// Creates the pool and starts one supervisor per manifest. Returns at once.
+    pub fn start(manifests: Vec<Manifest>, separator: String, shutdown: CancellationToken) -> Upstreams {
+        let list = manifests
+            .into_iter()
+            .enumerate()
+            .map(|(index, manifest)| {
+                Arc::new(Upstream {
+                    index,
+                    name: Arc::from(manifest.name.as_str()),
+                    manifest,
+                    progress: Progress::default(),
+                    inflight: Inflight::default(),
+                    state: RwLock::new(State {
+                        peer: None,
+                        listing: None,
+                        health: Health::Starting,
+                        protocol: None,
+                        connections: 0,
+                        since: SystemTime::now(),
+                    }),
+                })
+            })
+            .collect();
+        let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
+        let pool = Upstreams {
+            inner: Arc::new(Inner { list, separator, catalog, schemas: SchemaCache::default(), rebuild: Default::default(), shutdown }),
+        };
+        for up in &pool.inner.list {
+            tokio::spawn(supervise(pool.clone(), up.clone()));
+        }
+        pool
+    }
+
+    pub fn get(&self, index: usize) -> &Arc<Upstream> {
+        &self.inner.list[index]
+    }
+
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.inner.list
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog.borrow().clone()
+    }
+
+    /// Changes whenever the catalog is rebuilt.
+    pub fn watch(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.inner.catalog.subscribe()
+    }
+
+    /// True once every upstream has finished its first connection attempt.
+    pub fn settled(&self) -> bool {
+        self.inner.list.iter().all(|u| u.status().health != Health::Starting)
+    }
+
+    async fn rebuild(&self) {
+        let _serial = self.inner.rebuild.lock().await;
+        let manifests: Vec<Manifest> = self.inner.list.iter().map(|u| u.manifest.clone()).collect();
+        let listings: Vec<Option<Arc<Listing>>> = self
+            .inner
+            .list
+            .iter()
+            .map(|u| u.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone())
+            .collect();
+        let pool = self.clone();
+        // Schema compilation is CPU work with its own time bound: keep it off the reactor.
+        let built = tokio::task::spawn_blocking(move || {
+            catalog::build(&manifests, &pool.inner.separator, &listings, &pool.inner.schemas)
+        })
+        .await;
+        match built {
+            Ok(cat) => {
+                self.inner.catalog.send_replace(Arc::new(cat));
+            }
+            Err(e) => tracing::error!(error = %e, "catalog build failed; keeping the previous catalog"),
+        }
+    }
+}
+
+async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
+    let m = &up.manifest;
+    let mut backoff = m.restart.initial;
+    let shutdown = pool.inner.shutdown.clone();
+    loop {
+        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
+        let handler = Handler { upstream: up.name.clone(), progress: up.progress.clone(), inflight: up.inflight.clone(), refresh: refresh_tx };
+        let attempt = async {
+            let service = connect::open(&up.name, &m.transport, handler).await?;
+            let listing = list(service.peer()).await.map_err(|e| format!("listing failed: {e}"))?;
+            Ok::<_, String>((service, listing))
+        };
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(m.connect_timeout, attempt) => r.unwrap_or_else(|_| Err(format!("no answer within the connect timeout of {:?}", m.connect_timeout))),
+        };
+        match outcome {
+            Ok((service, listing)) => {
+                let peer = service.peer().clone();
+                let protocol = service.peer_info().map(|i| i.protocol_version.clone());
+                tracing::info!(upstream = %up.name, protocol = ?protocol.as_ref().map(|p| p.as_str().to_string()), tools = listing.tools.len(), "upstream connected");
+                up.set(|st| {
+                    st.peer = Some(peer.clone());
+                    st.listing = Some(Arc::new(listing));
+                    st.health = Health::Up;
+                    st.protocol = protocol;
+                    st.connections += 1;
+                    st.since = SystemTime::now();
+                });
+                pool.rebuild().await;
+                backoff = m.restart.initial;
+                let ct = service.cancellation_token();
+                let mut waiting = std::pin::pin!(service.waiting());
+                let reason = loop {
+                    tokio::select! {
+                        r = &mut waiting => break format!("connection closed ({r:?})"),
+                        _ = shutdown.cancelled() => { ct.cancel(); return; }
+                        Some(what) = refresh_rx.recv() => {
+                            // Coalesce a burst of notifications into one re-list.
+                            while refresh_rx.try_recv().is_ok() {}
+                            match tokio::time::timeout(m.connect_timeout, list(&peer)).await {
+                                Ok(Ok(listing)) => {
+                                    tracing::info!(upstream = %up.name, ?what, "upstream list changed; catalog refreshed");
+                                    up.set(|st| st.listing = Some(Arc::new(listing)));
+                                    pool.rebuild().await;
+                                }
+                                Ok(Err(e)) => tracing::warn!(upstream = %up.name, error = %e, "re-listing after a change failed"),
+                                Err(_) => tracing::warn!(upstream = %up.name, "re-listing after a change timed out"),
+                            }
+                        }
+                    }
+                };
+                tracing::warn!(upstream = %up.name, %reason, "upstream connection ended; reconnecting");
+                up.set(|st| {
+                    st.peer = None;
+                    st.listing = None;
+                    st.health = Health::Down { error: reason };
+                    st.since = SystemTime::now();
+                });
+                pool.rebuild().await;
+            }
+            Err(error) => {
+                tracing::warn!(upstream = %up.name, %error, retry_in = ?backoff, "upstream connection failed");
+                let was_listed = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.is_some();
+                up.set(|st| {
+                    st.peer = None;
+                    st.listing = None;
+                    st.health = Health::Down { error };
+                    st.since = SystemTime::now();
+                });
+                if was_listed {
+                    pool.rebuild().await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(m.restart.max).max(Duration::from_millis(1));
+    }
+}
+
+/// Everything the upstream offers, following pagination.
+async fn list(peer: &Peer<RoleClient>) -> Result<Listing, ServiceError> {
+    let caps = peer.peer_info().map(|i| i.capabilities.clone()).unwrap_or_default();
+    let tools = if caps.tools.is_some() { peer.list_all_tools().await? } else { Vec::new() };
+    let prompts = if caps.prompts.is_some() { peer.list_all_prompts().await? } else { Vec::new() };
+    let (resources, templates) = if caps.resources.is_some() {
+        (peer.list_all_resources().await?, peer.list_all_resource_templates().await?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Ok(Listing { tools, prompts, resources, templates })
+}

@@ -23,8 +23,17 @@ impl Gateway {
     /// Starts the upstream supervisors and the list-change fan-out. Returns at once:
     /// upstreams connect in the background.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Gateway {
-        let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
-        let gw = Gateway { upstreams, limits: config.server.limits, sessions: Sessions::default(), shutdown };
+        let upstreams = Upstreams::start(
+            config.manifests.clone(),
+            config.catalog.separator.clone(),
+            shutdown.clone(),
+        );
+        let gw = Gateway {
+            upstreams,
+            limits: config.server.limits,
+            sessions: Sessions::default(),
+            shutdown,
+        };
         tokio::spawn(crate::server::fanout::run(gw.clone()));
         gw
     }

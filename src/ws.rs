@@ -53,7 +53,11 @@ pub fn axum_socket<R: ServiceRole>(
     use axum::extract::ws::Message as AxMessage;
     let (tx, rx) = ws.split();
     let tx = tx.with(|m: TxJsonRpcMessage<R>| {
-        future::ready(serde_json::to_string(&m).map(|s| AxMessage::Text(s.into())).map_err(axum::Error::new))
+        future::ready(
+            serde_json::to_string(&m)
+                .map(|s| AxMessage::Text(s.into()))
+                .map_err(axum::Error::new),
+        )
     });
     let rx = rx
         .take_while(|f| future::ready(!matches!(f, Err(_) | Ok(AxMessage::Close(_)))))

@@ -63,7 +63,10 @@ impl std::fmt::Display for QuarantineReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QuarantineReason::PinMismatch { pinned, actual } => {
-                write!(f, "definition changed from its pin {pinned} to {actual}; an admin must accept it")
+                write!(
+                    f,
+                    "definition changed from its pin {pinned} to {actual}; an admin must accept it"
+                )
             }
             QuarantineReason::Schema(e) => write!(f, "{e}"),
             QuarantineReason::Collision(other) => write!(f, "name collides with {other}"),
@@ -158,15 +161,20 @@ impl Catalog {
 
     /// Which upstream a resource-template URI (a completion reference) belongs to.
     pub fn route_template(&self, uri_template: &str) -> Option<usize> {
-        self.templates.iter().find(|t| t.template.uri_template == uri_template).map(|t| t.upstream)
+        self.templates
+            .iter()
+            .find(|t| t.template.uri_template == uri_template)
+            .map(|t| t.upstream)
     }
 }
 
 /// Compiled validators by schema digest, so an unchanged schema is compiled once
 /// however often its upstream is re-listed.
+type Compiled = Result<Arc<Validator>, String>;
+
 #[derive(Default)]
 pub struct SchemaCache {
-    inner: Mutex<HashMap<[u8; 32], Result<Arc<Validator>, String>>>,
+    inner: Mutex<HashMap<[u8; 32], Compiled>>,
     bounds: schema::Bounds,
 }
 
@@ -175,19 +183,32 @@ impl SchemaCache {
         let mut canonical = String::new();
         hash::write_canonical(schema, &mut canonical);
         let key: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
-        if let Some(hit) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(hit) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return hit.clone();
         }
         // Compiled outside the lock: compilation may take up to the time bound.
         let result = schema::compile(schema, self.bounds);
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result.clone());
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, result.clone());
         result
     }
 }
 
 /// Builds a catalog from the manifests and the latest listing of each upstream
 /// (`None` for one that is not connected).
-pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Listing>>], cache: &SchemaCache) -> Catalog {
+pub fn build(
+    manifests: &[Manifest],
+    separator: &str,
+    listings: &[Option<Arc<Listing>>],
+    cache: &SchemaCache,
+) -> Catalog {
     let mut cat = Catalog::default();
     // Candidates by exposed name; more than one candidate is a collision.
     let mut tools: BTreeMap<String, Vec<ToolEntry>> = BTreeMap::new();
@@ -201,7 +222,10 @@ pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Lis
             if settings.hide {
                 continue;
             }
-            let shown = settings.rename.clone().unwrap_or_else(|| t.name.to_string());
+            let shown = settings
+                .rename
+                .clone()
+                .unwrap_or_else(|| t.name.to_string());
             let name = exposed(&m.prefix, separator, &shown);
             let definition_hash = hash::of(t);
             if let Some(pin) = &settings.pin
@@ -212,7 +236,10 @@ pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Lis
                     name,
                     upstream_name: upstream_name.clone(),
                     hash: definition_hash.clone(),
-                    reason: QuarantineReason::PinMismatch { pinned: pin.clone(), actual: definition_hash },
+                    reason: QuarantineReason::PinMismatch {
+                        pinned: pin.clone(),
+                        actual: definition_hash,
+                    },
                 });
                 continue;
             }
@@ -230,7 +257,12 @@ pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Lis
             }
             if let Some(e) = broken {
                 tracing::warn!(tool = %name, upstream = %m.name, error = %e, "tool schema unusable: quarantined");
-                cat.quarantined.push(Quarantined { name, upstream_name: upstream_name.clone(), hash: definition_hash, reason: QuarantineReason::Schema(e) });
+                cat.quarantined.push(Quarantined {
+                    name,
+                    upstream_name: upstream_name.clone(),
+                    hash: definition_hash,
+                    reason: QuarantineReason::Schema(e),
+                });
                 continue;
             }
             let mut tool = t.clone();
@@ -256,13 +288,27 @@ pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Lis
             let name = exposed(&m.prefix, separator, &p.name);
             let mut prompt = p.clone();
             prompt.name = name.clone();
-            prompts.entry(name.clone()).or_default().push(PromptEntry { name, upstream: i, upstream_prompt: p.name.clone(), prompt });
+            prompts.entry(name.clone()).or_default().push(PromptEntry {
+                name,
+                upstream: i,
+                upstream_prompt: p.name.clone(),
+                prompt,
+            });
         }
         for r in &listing.resources {
-            resources.entry(r.uri.clone()).or_default().push(ResourceEntry { upstream: i, resource: r.clone() });
+            resources
+                .entry(r.uri.clone())
+                .or_default()
+                .push(ResourceEntry {
+                    upstream: i,
+                    resource: r.clone(),
+                });
         }
         for t in &listing.templates {
-            cat.templates.push(TemplateEntry { upstream: i, template: t.clone() });
+            cat.templates.push(TemplateEntry {
+                upstream: i,
+                template: t.clone(),
+            });
         }
     }
     for (name, mut candidates) in tools {
@@ -271,11 +317,24 @@ pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Lis
             cat.tool_index.insert(name, cat.tools.len());
             cat.tools.push(Arc::new(entry));
         } else {
-            let owners: Vec<String> = candidates.iter().map(|c| format!("{}:{}", c.upstream_name, c.upstream_tool)).collect();
+            let owners: Vec<String> = candidates
+                .iter()
+                .map(|c| format!("{}:{}", c.upstream_name, c.upstream_tool))
+                .collect();
             tracing::error!(tool = %name, owners = ?owners, "tool name collision: withheld");
             for c in candidates {
-                let others = owners.iter().filter(|o| **o != format!("{}:{}", c.upstream_name, c.upstream_tool)).cloned().collect::<Vec<_>>().join(", ");
-                cat.quarantined.push(Quarantined { name: name.clone(), upstream_name: c.upstream_name, hash: c.hash, reason: QuarantineReason::Collision(others) });
+                let others = owners
+                    .iter()
+                    .filter(|o| **o != format!("{}:{}", c.upstream_name, c.upstream_tool))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                cat.quarantined.push(Quarantined {
+                    name: name.clone(),
+                    upstream_name: c.upstream_name,
+                    hash: c.hash,
+                    reason: QuarantineReason::Collision(others),
+                });
             }
         }
     }
@@ -295,11 +354,16 @@ pub fn build(manifests: &[Manifest], separator: &str, listings: &[Option<Arc<Lis
             tracing::error!(uri = %uri, "resource URI offered by several upstreams: withheld");
         }
     }
-    cat.templates.sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));
+    cat.templates
+        .sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));
     cat.quarantined.sort_by(|a, b| a.name.cmp(&b.name));
     cat
 }
 
 pub fn exposed(prefix: &str, separator: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_string() } else { format!("{prefix}{separator}{name}") }
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}{separator}{name}")
+    }
 }

@@ -17,7 +17,9 @@ pub fn matches(template: &str, uri: &str) -> bool {
     if parts.len() == 1 {
         return template == uri;
     }
-    let Some(mut remaining) = uri.strip_prefix(parts[0]) else { return false };
+    let Some(mut remaining) = uri.strip_prefix(parts[0]) else {
+        return false;
+    };
     let last = parts.len() - 1;
     for (i, literal) in parts.iter().enumerate().skip(1) {
         if i == last {
@@ -42,8 +44,14 @@ mod tests {
 
     #[test]
     fn routes_by_template() {
-        assert!(matches("test://static/resource/{id}", "test://static/resource/7"));
-        assert!(!matches("test://static/resource/{id}", "test://static/resource/"));
+        assert!(matches(
+            "test://static/resource/{id}",
+            "test://static/resource/7"
+        ));
+        assert!(!matches(
+            "test://static/resource/{id}",
+            "test://static/resource/"
+        ));
         assert!(!matches("test://static/resource/{id}", "other://x"));
         assert!(matches("file:///{path}.md", "file:///docs/a.md"));
         assert!(!matches("file:///{path}.md", "file:///docs/a.txt"));

@@ -76,7 +76,12 @@ impl<'a> Sink<'a> {
         self.errors.len()
     }
 
-    pub fn at(&mut self, span: Option<Range<usize>>, field: impl Into<String>, message: impl Into<String>) {
+    pub fn at(
+        &mut self,
+        span: Option<Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = span.map(|s| line_of(self.text, s.start));
         self.errors.push(Error {
             file: self.file.to_path_buf(),
@@ -91,9 +96,19 @@ impl<'a> Sink<'a> {
         let line = err.span().map(|s| line_of(self.text, s.start));
         // The parser's message carries a code excerpt; keep the first line only,
         // the location is given separately.
-        let message = err.message().lines().next().unwrap_or("invalid TOML").to_string();
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
         let field = field_from_toml_message(err.message());
-        self.errors.push(Error { file: self.file.to_path_buf(), line, field, message });
+        self.errors.push(Error {
+            file: self.file.to_path_buf(),
+            line,
+            field,
+            message,
+        });
     }
 }
 
@@ -111,7 +126,11 @@ fn field_from_toml_message(message: &str) -> String {
 /// 1-based line number of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -135,6 +154,9 @@ mod tests {
             field: "transport.command".into(),
             message: "must not be empty".into(),
         };
-        assert_eq!(e.to_string(), "m.toml:3: transport.command: must not be empty");
+        assert_eq!(
+            e.to_string(),
+            "m.toml:3: transport.command: must not be empty"
+        );
     }
 }

@@ -54,32 +54,59 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
     let server = compile_server(&raw.server, &mut sink);
     let separator = match &raw.catalog.separator {
         Some(s) if !valid_tool_name_chars(s.get_ref()) => {
-            sink.at(Some(s.span()), "catalog.separator", "may only use letters, digits, `_`, `-` and `.`");
+            sink.at(
+                Some(s.span()),
+                "catalog.separator",
+                "may only use letters, digits, `_`, `-` and `.`",
+            );
             "__".to_string()
         }
         Some(s) if s.get_ref().is_empty() => {
-            sink.at(Some(s.span()), "catalog.separator", "must not be empty (use an empty manifest prefix instead)");
+            sink.at(
+                Some(s.span()),
+                "catalog.separator",
+                "must not be empty (use an empty manifest prefix instead)",
+            );
             "__".to_string()
         }
         Some(s) => s.get_ref().clone(),
         None => "__".to_string(),
     };
-    let connect = opt_duration(&raw.upstreams.connect_timeout, "upstreams.connect_timeout", &mut sink)
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let call = opt_duration(&raw.upstreams.call_timeout, "upstreams.call_timeout", &mut sink)
-        .unwrap_or(DEFAULT_CALL_TIMEOUT);
-    let dir = |v: &Option<Spanned<String>>, default: &str| base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()));
+    let connect = opt_duration(
+        &raw.upstreams.connect_timeout,
+        "upstreams.connect_timeout",
+        &mut sink,
+    )
+    .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let call = opt_duration(
+        &raw.upstreams.call_timeout,
+        "upstreams.call_timeout",
+        &mut sink,
+    )
+    .unwrap_or(DEFAULT_CALL_TIMEOUT);
+    let dir = |v: &Option<Spanned<String>>, default: &str| {
+        base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()))
+    };
     let manifests_dir = dir(&raw.manifests_dir, "tool-manifests");
     let policies_dir = dir(&raw.policies_dir, "policies");
-    let store = raw
-        .store
-        .as_ref()
-        .map_or_else(|| "sqlite://tollgate.db".to_string(), |s| s.get_ref().clone());
-    if !(store.starts_with("sqlite:") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+    let store = raw.store.as_ref().map_or_else(
+        || "sqlite://tollgate.db".to_string(),
+        |s| s.get_ref().clone(),
+    );
+    if !(store.starts_with("sqlite:")
+        || store.starts_with("postgres://")
+        || store.starts_with("postgresql://"))
+    {
         let span = raw.store.as_ref().map(Spanned::span);
         sink.at(span, "store", "must be a `sqlite://` or `postgres://` URL");
     }
-    let manifests = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
+    let manifests = load_manifests(
+        &manifests_dir,
+        &separator,
+        (connect, call),
+        env,
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
@@ -97,10 +124,21 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
 fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
     let listen = match &raw.listen {
         Some(l) => l.get_ref().parse::<SocketAddr>().unwrap_or_else(|e| {
-            sink.at(Some(l.span()), "server.listen", format!("`{}` is not an address like 127.0.0.1:7400: {e}", l.get_ref()));
-            DEFAULT_LISTEN.parse().expect("default listen address parses")
+            sink.at(
+                Some(l.span()),
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:7400: {e}",
+                    l.get_ref()
+                ),
+            );
+            DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address parses")
         }),
-        None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+        None => DEFAULT_LISTEN
+            .parse()
+            .expect("default listen address parses"),
     };
     let defaults = Limits::default();
     let mut limit = |v: &Option<Spanned<u64>>, field: &str, default: usize, min: u64| match v {
@@ -112,9 +150,24 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
         None => default,
     };
     let limits = Limits {
-        max_body_bytes: limit(&raw.max_body_bytes, "server.max_body_bytes", defaults.max_body_bytes, 1024),
-        max_json_depth: limit(&raw.max_json_depth, "server.max_json_depth", defaults.max_json_depth, 8),
-        max_arguments_bytes: limit(&raw.max_arguments_bytes, "server.max_arguments_bytes", defaults.max_arguments_bytes, 64),
+        max_body_bytes: limit(
+            &raw.max_body_bytes,
+            "server.max_body_bytes",
+            defaults.max_body_bytes,
+            1024,
+        ),
+        max_json_depth: limit(
+            &raw.max_json_depth,
+            "server.max_json_depth",
+            defaults.max_json_depth,
+            8,
+        ),
+        max_arguments_bytes: limit(
+            &raw.max_arguments_bytes,
+            "server.max_arguments_bytes",
+            defaults.max_arguments_bytes,
+            64,
+        ),
     };
     let default_hosts = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     Server {
@@ -139,7 +192,12 @@ pub fn load_manifests(
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect(),
         Err(e) => {
-            errors.push(Error { file: dir.to_path_buf(), line: None, field: String::new(), message: format!("cannot read manifest folder: {e}") });
+            errors.push(Error {
+                file: dir.to_path_buf(),
+                line: None,
+                field: String::new(),
+                message: format!("cannot read manifest folder: {e}"),
+            });
             return Vec::new();
         }
     };
@@ -151,7 +209,12 @@ pub fn load_manifests(
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(Error { file: file.clone(), line: None, field: String::new(), message: format!("cannot read: {e}") });
+                errors.push(Error {
+                    file: file.clone(),
+                    line: None,
+                    field: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
                 continue;
             }
         };
@@ -163,17 +226,34 @@ pub fn load_manifests(
                 continue;
             }
         };
-        let Some(m) = compile_manifest(raw, &file, separator, (connect, call), env, &mut sink) else {
+        let Some(m) = compile_manifest(raw, &file, separator, (connect, call), env, &mut sink)
+        else {
             continue;
         };
         if let Some(other) = by_name.insert(m.name.clone(), file.clone()) {
-            sink.at(None, "name", format!("`{}` is already the name of the upstream in {}", m.name, other.display()));
+            sink.at(
+                None,
+                "name",
+                format!(
+                    "`{}` is already the name of the upstream in {}",
+                    m.name,
+                    other.display()
+                ),
+            );
             continue;
         }
         if !m.prefix.is_empty()
             && let Some(other) = by_prefix.insert(m.prefix.clone(), file.clone())
         {
-            sink.at(None, "prefix", format!("`{}` is already the prefix of the upstream in {}", m.prefix, other.display()));
+            sink.at(
+                None,
+                "prefix",
+                format!(
+                    "`{}` is already the prefix of the upstream in {}",
+                    m.prefix,
+                    other.display()
+                ),
+            );
             continue;
         }
         out.push(m);
@@ -192,31 +272,59 @@ fn compile_manifest(
     let before = error_count(sink);
     let name = raw.name.get_ref().clone();
     if !valid_upstream_name(&name) {
-        sink.at(Some(raw.name.span()), "name", "must be 1 to 64 letters, digits, `_` or `-`");
+        sink.at(
+            Some(raw.name.span()),
+            "name",
+            "must be 1 to 64 letters, digits, `_` or `-`",
+        );
     }
     if let Some(kind) = &raw.kind
         && kind.get_ref() != "mcp"
     {
-        sink.at(Some(kind.span()), "kind", format!("`{}` is not supported; use \"mcp\"", kind.get_ref()));
+        sink.at(
+            Some(kind.span()),
+            "kind",
+            format!("`{}` is not supported; use \"mcp\"", kind.get_ref()),
+        );
     }
     let prefix = match &raw.prefix {
         Some(p) if !p.get_ref().is_empty() && !valid_upstream_name(p.get_ref()) => {
-            sink.at(Some(p.span()), "prefix", "must be empty or 1 to 64 letters, digits, `_` or `-`");
+            sink.at(
+                Some(p.span()),
+                "prefix",
+                "must be empty or 1 to 64 letters, digits, `_` or `-`",
+            );
             String::new()
         }
         Some(p) => p.get_ref().clone(),
         None => name.clone(),
     };
     if !prefix.is_empty() && prefix.contains(separator) {
-        sink.at(raw.prefix.as_ref().map(Spanned::span).or(Some(raw.name.span())), "prefix", format!("must not contain the separator `{separator}`"));
+        sink.at(
+            raw.prefix
+                .as_ref()
+                .map(Spanned::span)
+                .or(Some(raw.name.span())),
+            "prefix",
+            format!("must not contain the separator `{separator}`"),
+        );
     }
     let transport_span = raw.transport.span();
     let transport = compile_transport(raw.transport.into_inner(), transport_span, file, env, sink);
-    let connect_timeout = opt_duration(&raw.connect_timeout, "connect_timeout", sink).unwrap_or(connect);
+    let connect_timeout =
+        opt_duration(&raw.connect_timeout, "connect_timeout", sink).unwrap_or(connect);
     let call_timeout = opt_duration(&raw.call_timeout, "call_timeout", sink).unwrap_or(call);
     let restart = Backoff {
-        initial: raw.restart.as_ref().and_then(|r| opt_duration(&r.initial_backoff, "restart.initial_backoff", sink)).unwrap_or(Duration::from_millis(250)),
-        max: raw.restart.as_ref().and_then(|r| opt_duration(&r.max_backoff, "restart.max_backoff", sink)).unwrap_or(Duration::from_secs(30)),
+        initial: raw
+            .restart
+            .as_ref()
+            .and_then(|r| opt_duration(&r.initial_backoff, "restart.initial_backoff", sink))
+            .unwrap_or(Duration::from_millis(250)),
+        max: raw
+            .restart
+            .as_ref()
+            .and_then(|r| opt_duration(&r.max_backoff, "restart.max_backoff", sink))
+            .unwrap_or(Duration::from_secs(30)),
     };
     let mut tools = BTreeMap::new();
     let mut exposed: HashMap<String, String> = HashMap::new();
@@ -227,7 +335,11 @@ fn compile_manifest(
         if !o.hide
             && let Some(other) = exposed.insert(shown.clone(), tool.clone())
         {
-            sink.at(Some(span), format!("tools.{tool}.rename"), format!("`{shown}` is also the name of tool `{other}`"));
+            sink.at(
+                Some(span),
+                format!("tools.{tool}.rename"),
+                format!("`{shown}` is also the name of tool `{other}`"),
+            );
         }
         tools.insert(tool, o);
     }
@@ -259,7 +371,11 @@ fn compile_transport(
         "stdio" => &["command", "args", "env", "cwd"],
         "http" | "sse" | "ws" => &["url", "headers"],
         other => {
-            sink.at(Some(t.kind.span()), "transport.type", format!("`{other}` is not one of stdio, http, sse, ws"));
+            sink.at(
+                Some(t.kind.span()),
+                "transport.type",
+                format!("`{other}` is not one of stdio, http, sse, ws"),
+            );
             return None;
         }
     };
@@ -273,50 +389,91 @@ fn compile_transport(
     ];
     for (field, is_set) in present {
         if is_set && !allowed.contains(&field) {
-            sink.at(Some(span.clone()), format!("transport.{field}"), format!("is not a field of the {kind} transport"));
+            sink.at(
+                Some(span.clone()),
+                format!("transport.{field}"),
+                format!("is not a field of the {kind} transport"),
+            );
         }
     }
-    let resolve_map = |map: Option<BTreeMap<String, Spanned<String>>>, what: &str, sink: &mut Sink<'_>| {
-        let mut out = Vec::new();
-        for (k, v) in map.unwrap_or_default() {
-            if secret::names_a_credential(&k) && !secret::has_reference(v.get_ref()) {
-                sink.at(Some(v.span()), format!("transport.{what}.{k}"), "looks like a credential: give it as a `${env:NAME}` reference, never inline");
-                continue;
+    let resolve_map =
+        |map: Option<BTreeMap<String, Spanned<String>>>, what: &str, sink: &mut Sink<'_>| {
+            let mut out = Vec::new();
+            for (k, v) in map.unwrap_or_default() {
+                if secret::names_a_credential(&k) && !secret::has_reference(v.get_ref()) {
+                    sink.at(
+                    Some(v.span()),
+                    format!("transport.{what}.{k}"),
+                    "looks like a credential: give it as a `${env:NAME}` reference, never inline",
+                );
+                    continue;
+                }
+                match secret::resolve(v.get_ref(), env) {
+                    Ok(s) => out.push((k, s)),
+                    Err(e) => sink.at(Some(v.span()), format!("transport.{what}.{k}"), e),
+                }
             }
-            match secret::resolve(v.get_ref(), env) {
-                Ok(s) => out.push((k, s)),
-                Err(e) => sink.at(Some(v.span()), format!("transport.{what}.{k}"), e),
-            }
-        }
-        out
-    };
+            out
+        };
     match kind {
         "stdio" => {
             let Some(command) = t.command else {
-                sink.at(Some(span), "transport.command", "is required for the stdio transport");
+                sink.at(
+                    Some(span),
+                    "transport.command",
+                    "is required for the stdio transport",
+                );
                 return None;
             };
             if command.get_ref().trim().is_empty() {
-                sink.at(Some(command.span()), "transport.command", "must not be empty");
+                sink.at(
+                    Some(command.span()),
+                    "transport.command",
+                    "must not be empty",
+                );
             }
             let env = resolve_map(t.env, "env", sink);
             let cwd = t.cwd.map(|c| {
                 let p = PathBuf::from(c.get_ref());
-                if p.is_absolute() { p } else { file.parent().unwrap_or(Path::new(".")).join(p) }
+                if p.is_absolute() {
+                    p
+                } else {
+                    file.parent().unwrap_or(Path::new(".")).join(p)
+                }
             });
-            Some(Transport::Stdio(Stdio { command: command.into_inner(), args: t.args.unwrap_or_default(), env, cwd }))
+            Some(Transport::Stdio(Stdio {
+                command: command.into_inner(),
+                args: t.args.unwrap_or_default(),
+                env,
+                cwd,
+            }))
         }
         _ => {
             let Some(url) = t.url else {
-                sink.at(Some(span), "transport.url", format!("is required for the {kind} transport"));
+                sink.at(
+                    Some(span),
+                    "transport.url",
+                    format!("is required for the {kind} transport"),
+                );
                 return None;
             };
-            let schemes: &[&str] = if kind == "ws" { &["ws://", "wss://"] } else { &["http://", "https://"] };
+            let schemes: &[&str] = if kind == "ws" {
+                &["ws://", "wss://"]
+            } else {
+                &["http://", "https://"]
+            };
             if !schemes.iter().any(|s| url.get_ref().starts_with(s)) {
-                sink.at(Some(url.span()), "transport.url", format!("must start with {}", schemes.join(" or ")));
+                sink.at(
+                    Some(url.span()),
+                    "transport.url",
+                    format!("must start with {}", schemes.join(" or ")),
+                );
             }
             let headers = resolve_map(t.headers, "headers", sink);
-            let remote = Remote { url: url.into_inner(), headers };
+            let remote = Remote {
+                url: url.into_inner(),
+                headers,
+            };
             Some(match kind {
                 "http" => Transport::Http(remote),
                 "sse" => Transport::Sse(remote),
@@ -326,23 +483,41 @@ fn compile_transport(
     }
 }
 
-fn compile_override(tool: &str, o: raw::ToolOverride, span: std::ops::Range<usize>, sink: &mut Sink<'_>) -> ToolOverride {
+fn compile_override(
+    tool: &str,
+    o: raw::ToolOverride,
+    span: std::ops::Range<usize>,
+    sink: &mut Sink<'_>,
+) -> ToolOverride {
     let field = |f: &str| format!("tools.{tool}.{f}");
     let rename = o.rename.map(|r| {
-        if !valid_tool_name_chars(r.get_ref()) || r.get_ref().is_empty() || r.get_ref().len() > 128 {
-            sink.at(Some(r.span()), field("rename"), "must be 1 to 128 letters, digits, `_`, `-` or `.`");
+        if !valid_tool_name_chars(r.get_ref()) || r.get_ref().is_empty() || r.get_ref().len() > 128
+        {
+            sink.at(
+                Some(r.span()),
+                field("rename"),
+                "must be 1 to 128 letters, digits, `_`, `-` or `.`",
+            );
         }
         r.into_inner()
     });
     let input_schema = match o.input_schema {
         Some(serde_json::Value::Object(map)) => {
             if let Err(e) = jsonschema::meta::validate(&serde_json::Value::Object(map.clone())) {
-                sink.at(Some(span.clone()), field("input_schema"), format!("is not a valid JSON Schema: {e}"));
+                sink.at(
+                    Some(span.clone()),
+                    field("input_schema"),
+                    format!("is not a valid JSON Schema: {e}"),
+                );
             }
             Some(map)
         }
         Some(_) => {
-            sink.at(Some(span.clone()), field("input_schema"), "must be a table (a JSON Schema object)");
+            sink.at(
+                Some(span.clone()),
+                field("input_schema"),
+                "must be a table (a JSON Schema object)",
+            );
             None
         }
         None => None,
@@ -352,24 +527,50 @@ fn compile_override(tool: &str, o: raw::ToolOverride, span: std::ops::Range<usiz
         "medium" => Some(Risk::Medium),
         "high" => Some(Risk::High),
         other => {
-            sink.at(Some(r.span()), field("risk"), format!("`{other}` is not one of low, medium, high"));
+            sink.at(
+                Some(r.span()),
+                field("risk"),
+                format!("`{other}` is not one of low, medium, high"),
+            );
             None
         }
     });
     let mut money = |v: Option<Spanned<String>>, f: &str| {
-        v.and_then(|c| Micros::parse(c.get_ref()).map_err(|e| sink.at(Some(c.span()), field(f), e)).ok())
+        v.and_then(|c| {
+            Micros::parse(c.get_ref())
+                .map_err(|e| sink.at(Some(c.span()), field(f), e))
+                .ok()
+        })
     };
     let cost = money(o.cost, "cost");
     let failure_cost = money(o.failure_cost, "failure_cost");
     let timeout = opt_duration(&o.timeout, &field("timeout"), sink);
     let pin = o.pin.map(|p| {
-        let ok = p.get_ref().strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        let ok = p
+            .get_ref()
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !ok {
-            sink.at(Some(p.span()), field("pin"), "must be `sha256:` followed by 64 hex digits (see `tollgate tools`)");
+            sink.at(
+                Some(p.span()),
+                field("pin"),
+                "must be `sha256:` followed by 64 hex digits (see `tollgate tools`)",
+            );
         }
         p.into_inner().to_ascii_lowercase()
     });
-    ToolOverride { hide: o.hide, rename, description: o.description, input_schema, risk, cost, failure_cost, timeout, redact: o.redact, pin }
+    ToolOverride {
+        hide: o.hide,
+        rename,
+        description: o.description,
+        input_schema,
+        risk,
+        cost,
+        failure_cost,
+        timeout,
+        redact: o.redact,
+        pin,
+    }
 }
 
 fn opt_duration(v: &Option<Spanned<String>>, field: &str, sink: &mut Sink<'_>) -> Option<Duration> {
@@ -392,10 +593,14 @@ fn error_count(sink: &Sink<'_>) -> usize {
 }
 
 fn valid_upstream_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The character set MCP allows in tool names.
 pub fn valid_tool_name_chars(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

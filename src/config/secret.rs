@@ -33,13 +33,14 @@ pub fn resolve(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             .find('}')
             .ok_or_else(|| "unterminated `${` reference".to_string())?;
         let reference = &after[..end];
-        let name = reference
-            .strip_prefix("env:")
-            .ok_or_else(|| format!("unknown reference `${{{reference}}}`: only `${{env:NAME}}` is supported"))?;
+        let name = reference.strip_prefix("env:").ok_or_else(|| {
+            format!("unknown reference `${{{reference}}}`: only `${{env:NAME}}` is supported")
+        })?;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("`{name}` is not an environment variable name"));
         }
-        let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -55,9 +56,21 @@ pub fn has_reference(template: &str) -> bool {
 /// Names that say a value is a credential; such values must be references.
 pub fn names_a_credential(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["authorization", "token", "secret", "password", "passwd", "api-key", "api_key", "apikey", "cookie", "credential", "private"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "authorization",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "api-key",
+        "api_key",
+        "apikey",
+        "cookie",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 #[cfg(test)]
@@ -70,7 +83,10 @@ mod tests {
 
     #[test]
     fn resolves_references_inside_text() {
-        assert_eq!(resolve("Bearer ${env:GH}", &env).unwrap().expose(), "Bearer s3cr3t");
+        assert_eq!(
+            resolve("Bearer ${env:GH}", &env).unwrap().expose(),
+            "Bearer s3cr3t"
+        );
         assert_eq!(resolve("plain", &env).unwrap().expose(), "plain");
     }
 

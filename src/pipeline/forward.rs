@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, ResultType,
-    ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
+    ClientRequest, ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -32,7 +32,10 @@ pub async fn forward_tool(
     out.input_responses = params.input_responses;
     out.request_state = params.request_state;
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
-    let handle = match peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout)).await {
+    let handle = match peer
+        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+        .await
+    {
         Ok(h) => h,
         Err(e) => return Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
     };
@@ -76,11 +79,16 @@ pub async fn forward_tool(
         }
         Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
         Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
-        Ok(other) => Ok(tool_error(format!("upstream `{}` answered with an unexpected result: {}", up.name, result_kind(&other)))),
+        Ok(other) => Ok(tool_error(format!(
+            "upstream `{}` answered with an unexpected result: {}",
+            up.name,
+            result_kind(&other)
+        ))),
         Err(ServiceError::McpError(e)) => Err(e),
-        Err(ServiceError::Timeout { timeout }) => {
-            Ok(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name)))
-        }
+        Err(ServiceError::Timeout { timeout }) => Ok(tool_error(format!(
+            "upstream `{}` did not answer within {timeout:?}",
+            up.name
+        ))),
         Err(e) => Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
     }
 }

@@ -22,13 +22,23 @@ pub async fn call(
     params: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, McpError> {
-    // resolve: one catalog snapshot for the whole call.
+    // resolve: one catalog snapshot for the whole call (right after start-up,
+    // once the upstreams' first connection attempts are done, bounded).
+    if !gw.upstreams.settled() {
+        gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
+    }
     let catalog = gw.upstreams.catalog();
     let Some(entry) = catalog.tool(&params.name).cloned() else {
         if let Some(q) = catalog.quarantine_of(&params.name) {
-            return Err(McpError::invalid_params(format!("tool `{}` is quarantined: {}", q.name, q.reason), None));
+            return Err(McpError::invalid_params(
+                format!("tool `{}` is quarantined: {}", q.name, q.reason),
+                None,
+            ));
         }
-        return Err(McpError::invalid_params(format!("unknown tool: {}", params.name), None));
+        return Err(McpError::invalid_params(
+            format!("unknown tool: {}", params.name),
+            None,
+        ));
     };
 
     // validate: the upstream is never called with arguments that fail a schema.
@@ -52,7 +62,11 @@ pub async fn call(
         return Ok(tool_error(format!(
             "invalid arguments for {}:\n{}",
             entry.name,
-            violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
+            violations
+                .iter()
+                .map(|v| format!("- {v}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         )));
     }
 

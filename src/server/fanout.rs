@@ -17,15 +17,35 @@ pub struct Changes {
 }
 
 pub fn diff(old: &Catalog, new: &Catalog) -> Changes {
-    let tools = |c: &Catalog| c.tools().iter().map(|t| (t.name.clone(), t.tool.clone())).collect::<Vec<_>>();
-    let prompts = |c: &Catalog| c.prompts().iter().map(|p| p.prompt.clone()).collect::<Vec<_>>();
+    let tools = |c: &Catalog| {
+        c.tools()
+            .iter()
+            .map(|t| (t.name.clone(), t.tool.clone()))
+            .collect::<Vec<_>>()
+    };
+    let prompts = |c: &Catalog| {
+        c.prompts()
+            .iter()
+            .map(|p| p.prompt.clone())
+            .collect::<Vec<_>>()
+    };
     let resources = |c: &Catalog| {
         (
-            c.resources().iter().map(|r| r.resource.clone()).collect::<Vec<_>>(),
-            c.templates().iter().map(|t| t.template.clone()).collect::<Vec<_>>(),
+            c.resources()
+                .iter()
+                .map(|r| r.resource.clone())
+                .collect::<Vec<_>>(),
+            c.templates()
+                .iter()
+                .map(|t| t.template.clone())
+                .collect::<Vec<_>>(),
         )
     };
-    Changes { tools: tools(old) != tools(new), prompts: prompts(old) != prompts(new), resources: resources(old) != resources(new) }
+    Changes {
+        tools: tools(old) != tools(new),
+        prompts: prompts(old) != prompts(new),
+        resources: resources(old) != resources(new),
+    }
 }
 
 /// Sends list-changed notifications to legacy sessions whenever the catalog changes.

@@ -8,11 +8,12 @@
 #![allow(deprecated)]
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
-    CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
-    ServerResult, SetLevelRequestParams, SubscriptionFilter, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    Reference, ResultType, ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams,
+    SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -34,7 +35,18 @@ impl Session {
     fn upstream(&self, index: usize) -> &Upstream {
         self.gw.upstreams.get(index)
     }
+
+    /// The catalog, once start-up has had its chance to fill it.
+    async fn catalog(&self) -> std::sync::Arc<crate::catalog::Catalog> {
+        if !self.gw.upstreams.settled() {
+            self.gw.upstreams.wait_settled(STARTUP_WAIT).await;
+        }
+        self.gw.upstreams.catalog()
+    }
 }
+
+/// How long a request right after start-up waits for upstreams' first connections.
+const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Maps a failure talking to an upstream onto the error the agent receives.
 fn relay(up: &Upstream, e: ServiceError) -> McpError {
@@ -66,14 +78,20 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let catalog = self.gw.upstreams.catalog();
+        let catalog = self.catalog().await;
         let tools: Vec<Tool> = catalog.tools().iter().map(|e| e.tool.clone()).collect();
         // Lists are per principal and change with grants: never cacheable by others.
-        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
+        Ok(ListToolsResult::with_all_items(tools)
+            .with_ttl_ms(0)
+            .with_cache_scope(CacheScope::Private))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.gw.upstreams.catalog().tool(name).map(|e| e.tool.clone())
+        self.gw
+            .upstreams
+            .catalog()
+            .tool(name)
+            .map(|e| e.tool.clone())
     }
 
     async fn call_tool(
@@ -89,9 +107,11 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        let catalog = self.gw.upstreams.catalog();
+        let catalog = self.catalog().await;
         let prompts = catalog.prompts().iter().map(|p| p.prompt.clone()).collect();
-        Ok(ListPromptsResult::with_all_items(prompts).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
+        Ok(ListPromptsResult::with_all_items(prompts)
+            .with_ttl_ms(0)
+            .with_cache_scope(CacheScope::Private))
     }
 
     async fn get_prompt(
@@ -99,10 +119,10 @@ impl ServerHandler for Session {
         request: GetPromptRequestParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let catalog = self.gw.upstreams.catalog();
-        let entry = catalog
-            .prompt(&request.name)
-            .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", request.name), None))?;
+        let catalog = self.catalog().await;
+        let entry = catalog.prompt(&request.name).ok_or_else(|| {
+            McpError::invalid_params(format!("unknown prompt: {}", request.name), None)
+        })?;
         let up = self.upstream(entry.upstream);
         let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
         let mut out = GetPromptRequestParams::new(entry.upstream_prompt.clone());
@@ -123,9 +143,15 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let catalog = self.gw.upstreams.catalog();
-        let resources = catalog.resources().iter().map(|r| r.resource.clone()).collect();
-        Ok(ListResourcesResult::with_all_items(resources).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
+        let catalog = self.catalog().await;
+        let resources = catalog
+            .resources()
+            .iter()
+            .map(|r| r.resource.clone())
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources)
+            .with_ttl_ms(0)
+            .with_cache_scope(CacheScope::Private))
     }
 
     async fn list_resource_templates(
@@ -133,9 +159,15 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        let catalog = self.gw.upstreams.catalog();
-        let templates = catalog.templates().iter().map(|t| t.template.clone()).collect();
-        Ok(ListResourceTemplatesResult::with_all_items(templates).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
+        let catalog = self.catalog().await;
+        let templates = catalog
+            .templates()
+            .iter()
+            .map(|t| t.template.clone())
+            .collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates)
+            .with_ttl_ms(0)
+            .with_cache_scope(CacheScope::Private))
     }
 
     async fn read_resource(
@@ -143,16 +175,20 @@ impl ServerHandler for Session {
         request: ReadResourceRequestParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let catalog = self.gw.upstreams.catalog();
-        let index = catalog
-            .route_resource(&request.uri)
-            .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
+        let catalog = self.catalog().await;
+        let index = catalog.route_resource(&request.uri).ok_or_else(|| {
+            McpError::resource_not_found(format!("unknown resource: {}", request.uri), None)
+        })?;
         let up = self.upstream(index);
         let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
         let mut out = ReadResourceRequestParams::new(request.uri);
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
-        match peer.read_resource_once(out).await.map_err(|e| relay(up, e))? {
+        match peer
+            .read_resource_once(out)
+            .await
+            .map_err(|e| relay(up, e))?
+        {
             ReadResourceResponse::Complete(mut r) => {
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(ReadResourceResponse::Complete(r))
@@ -166,12 +202,12 @@ impl ServerHandler for Session {
         request: CompleteRequestParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
-        let catalog = self.gw.upstreams.catalog();
+        let catalog = self.catalog().await;
         let (index, reference) = match &request.r#ref {
             Reference::Prompt(p) => {
-                let entry = catalog
-                    .prompt(&p.name)
-                    .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", p.name), None))?;
+                let entry = catalog.prompt(&p.name).ok_or_else(|| {
+                    McpError::invalid_params(format!("unknown prompt: {}", p.name), None)
+                })?;
                 let mut upstream_ref = p.clone();
                 upstream_ref.name = entry.upstream_prompt.clone();
                 (entry.upstream, Reference::Prompt(upstream_ref))
@@ -180,10 +216,20 @@ impl ServerHandler for Session {
                 let index = catalog
                     .route_template(&r.uri)
                     .or_else(|| catalog.route_resource(&r.uri))
-                    .ok_or_else(|| McpError::invalid_params(format!("unknown resource template: {}", r.uri), None))?;
+                    .ok_or_else(|| {
+                        McpError::invalid_params(
+                            format!("unknown resource template: {}", r.uri),
+                            None,
+                        )
+                    })?;
                 (index, Reference::Resource(r.clone()))
             }
-            _ => return Err(McpError::invalid_params("unsupported completion reference", None)),
+            _ => {
+                return Err(McpError::invalid_params(
+                    "unsupported completion reference",
+                    None,
+                ));
+            }
         };
         let up = self.upstream(index);
         let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
@@ -195,15 +241,27 @@ impl ServerHandler for Session {
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(r)
             }
-            _ => Err(McpError::internal_error(format!("upstream `{}` answered completion with another result", up.name), None)),
+            _ => Err(McpError::internal_error(
+                format!(
+                    "upstream `{}` answered completion with another result",
+                    up.name
+                ),
+                None,
+            )),
         }
     }
 
-    async fn set_level(&self, request: SetLevelRequestParams, _ctx: RequestContext<RoleServer>) -> Result<(), McpError> {
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
         // The level applies to every upstream that speaks the legacy logging API.
         for up in self.gw.upstreams.all() {
             if let Ok(peer) = up.peer()
-                && peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())
+                && peer
+                    .peer_info()
+                    .is_some_and(|i| i.capabilities.logging.is_some())
             {
                 #[allow(deprecated)]
                 let _ = peer.set_level(request.clone()).await;
@@ -216,7 +274,10 @@ impl ServerHandler for Session {
         self.gw.sessions.add(ctx.peer);
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         let mut accepted = SubscriptionFilter::new();
         accepted.tools_list_changed = requested.tools_list_changed;
         accepted.prompts_list_changed = requested.prompts_list_changed;

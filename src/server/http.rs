@@ -35,7 +35,11 @@ struct Edge {
 
 /// The whole HTTP surface, ready to serve; tests drive it without a socket.
 pub fn router(gw: Gateway, server: &config::Server) -> Router {
-    let edge = Edge { gw: gw.clone(), allowed_origins: Arc::new(server.allowed_origins.clone()), limits: server.limits };
+    let edge = Edge {
+        gw: gw.clone(),
+        allowed_origins: Arc::new(server.allowed_origins.clone()),
+        limits: server.limits,
+    };
     let factory_gw = gw.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(Session::new(factory_gw.clone())),
@@ -45,7 +49,9 @@ pub fn router(gw: Gateway, server: &config::Server) -> Router {
             .with_max_request_body_bytes(server.limits.max_body_bytes)
             .with_cancellation_token(gw.shutdown.child_token()),
     );
-    let guarded = tower::ServiceBuilder::new().layer(middleware::from_fn_with_state(edge.clone(), guard)).service(mcp);
+    let guarded = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(edge.clone(), guard))
+        .service(mcp);
     Router::new()
         .route_service("/mcp", guarded)
         .route("/ws", get(websocket))
@@ -55,13 +61,19 @@ pub fn router(gw: Gateway, server: &config::Server) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Response {
-    if let Err(r) = check_origin(request.headers(), &edge.allowed_origins) {
-        return r;
+    if let Some(refused) = refuse_origin(request.headers(), &edge.allowed_origins) {
+        return refused;
     }
     if request.method() != Method::POST {
         return next.run(request).await;
@@ -78,19 +90,47 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
     let (parts, body) = request.into_parts();
     let bytes: Bytes = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(limit),
-        Err(_) => return rpc_error(StatusCode::BAD_REQUEST, -32700, "could not read the request body"),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large(limit);
+        }
+        Err(_) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                "could not read the request body",
+            );
+        }
     };
     match strict_json::check(&bytes, edge.limits.max_json_depth) {
         Ok(()) => {}
-        Err(Rejection::Parse(m)) => return rpc_error(StatusCode::BAD_REQUEST, -32700, &format!("parse error: {m}")),
-        Err(Rejection::Invalid(m)) => return rpc_error(StatusCode::BAD_REQUEST, -32600, &format!("invalid request: {m}")),
+        Err(Rejection::Parse(m)) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                &format!("parse error: {m}"),
+            );
+        }
+        Err(Rejection::Invalid(m)) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                &format!("invalid request: {m}"),
+            );
+        }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn too_large(limit: usize) -> Response {
-    rpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, &format!("request body is larger than {limit} bytes"))
+    rpc_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        -32600,
+        &format!("request body is larger than {limit} bytes"),
+    )
 }
 
 /// A JSON-RPC error response with no request id (the request was not read as one).
@@ -100,44 +140,65 @@ pub fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
 }
 
 /// A present `Origin` must be allowed; requests without one (non-browser clients) pass.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), Response> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+fn refuse_origin(headers: &HeaderMap, allowed: &[String]) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?;
     let origin = origin.to_str().unwrap_or("");
     if allowed.iter().any(|a| origin_matches(a, origin)) {
-        return Ok(());
+        return None;
     }
-    Err(rpc_error(StatusCode::FORBIDDEN, -32600, &format!("origin `{origin}` is not allowed")))
+    Some(rpc_error(
+        StatusCode::FORBIDDEN,
+        -32600,
+        &format!("origin `{origin}` is not allowed"),
+    ))
 }
 
 /// `pattern` is an origin (`https://app.example.com:8443`) or one with any port (`http://localhost:*`).
 pub fn origin_matches(pattern: &str, origin: &str) -> bool {
     match pattern.strip_suffix(":*") {
-        Some(base) => origin == base || origin.strip_prefix(base).is_some_and(|rest| rest.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))),
+        Some(base) => {
+            origin == base
+                || origin.strip_prefix(base).is_some_and(|rest| {
+                    rest.strip_prefix(':')
+                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+        }
         None => pattern == origin,
     }
 }
 
 async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Err(r) = check_origin(&headers, &edge.allowed_origins) {
-        return r;
+    if let Some(refused) = refuse_origin(&headers, &edge.allowed_origins) {
+        return refused;
     }
     let gw = edge.gw.clone();
-    ws.max_message_size(edge.limits.max_body_bytes).on_upgrade(move |socket| async move {
-        let transport = crate::ws::axum_socket::<RoleServer>(socket);
-        match Session::new(gw).serve(transport).await {
-            Ok(service) => {
-                let _ = service.waiting().await;
+    ws.max_message_size(edge.limits.max_body_bytes)
+        .on_upgrade(move |socket| async move {
+            let transport = crate::ws::axum_socket::<RoleServer>(socket);
+            match Session::new(gw).serve(transport).await {
+                Ok(service) => {
+                    let _ = service.waiting().await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket session ended during its handshake")
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "websocket session ended during its handshake"),
-        }
-    })
+        })
 }
 
 async fn readyz(State(edge): State<Edge>) -> Response {
     let upstreams: Vec<_> = edge.gw.upstreams.all().iter().map(|u| u.status()).collect();
     let ready = edge.gw.upstreams.settled();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": ready, "upstreams": upstreams}))).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": ready, "upstreams": upstreams})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -146,11 +207,26 @@ mod tests {
 
     #[test]
     fn origins_match_exactly_or_by_any_port() {
-        assert!(origin_matches("http://localhost:*", "http://localhost:3000"));
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:3000"
+        ));
         assert!(origin_matches("http://localhost:*", "http://localhost"));
-        assert!(!origin_matches("http://localhost:*", "http://localhost.evil.com"));
-        assert!(!origin_matches("http://localhost:*", "http://localhost:3000x"));
-        assert!(origin_matches("https://app.example.com", "https://app.example.com"));
-        assert!(!origin_matches("https://app.example.com", "http://app.example.com"));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost.evil.com"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost:3000x"
+        ));
+        assert!(origin_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://app.example.com",
+            "http://app.example.com"
+        ));
     }
 }

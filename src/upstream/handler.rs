@@ -12,10 +12,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
-    ElicitResult, Implementation, LoggingMessageNotificationParam, ProgressNotificationParam, RequestId,
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, Implementation, LoggingMessageNotificationParam,
+    ProgressNotificationParam, RequestId,
 };
-use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer};
+use rmcp::service::{
+    InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer,
+};
 use rmcp::{ClientHandler, ErrorData as McpError, Peer};
 use tokio::sync::mpsc;
 
@@ -38,8 +41,14 @@ pub struct Inflight {
 
 impl Inflight {
     pub fn insert(&self, id: RequestId, agent: Peer<RoleServer>) -> InflightGuard {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), agent);
-        InflightGuard { inflight: self.clone(), id }
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), agent);
+        InflightGuard {
+            inflight: self.clone(),
+            id,
+        }
     }
 
     /// The agent to ask for a server-to-client request. Over Streamable HTTP the
@@ -63,7 +72,11 @@ pub struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.inflight.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.inflight
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -80,10 +93,17 @@ impl ClientHandler for Handler {
         let mut caps = ClientCapabilities::default();
         caps.elicitation = Some(Default::default());
         caps.sampling = Some(Default::default());
-        ClientConfig::new(caps, Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+        ClientConfig::new(
+            caps,
+            Implementation::new("tollgate", env!("CARGO_PKG_VERSION")),
+        )
     }
 
-    async fn on_progress(&self, params: ProgressNotificationParam, _ctx: NotificationContext<RoleClient>) {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
         self.progress.dispatch(params);
     }
 
@@ -99,7 +119,11 @@ impl ClientHandler for Handler {
         let _ = self.refresh.send(Refresh::Resources);
     }
 
-    async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _ctx: NotificationContext<RoleClient>) {
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
         tracing::debug!(upstream = %self.upstream, level = ?params.level, logger = ?params.logger, "upstream log message");
     }
 
@@ -109,10 +133,12 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         let agent = self.agent(&ctx)?;
-        agent
-            .create_elicitation(request)
-            .await
-            .map_err(|e| McpError::internal_error(format!("the agent did not answer the elicitation: {e}"), None))
+        agent.create_elicitation(request).await.map_err(|e| {
+            McpError::internal_error(
+                format!("the agent did not answer the elicitation: {e}"),
+                None,
+            )
+        })
     }
 
     async fn create_message(
@@ -121,17 +147,24 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
         let agent = self.agent(&ctx)?;
-        agent
-            .create_message(params)
-            .await
-            .map_err(|e| McpError::internal_error(format!("the agent did not answer the sampling request: {e}"), None))
+        agent.create_message(params).await.map_err(|e| {
+            McpError::internal_error(
+                format!("the agent did not answer the sampling request: {e}"),
+                None,
+            )
+        })
     }
 }
 
 impl Handler {
     fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Peer<RoleServer>, McpError> {
-        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).ok_or_else(|| {
-            McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
-        })
+        self.inflight
+            .agent_for(ctx.extensions.get::<InboundStreamOrigin>())
+            .ok_or_else(|| {
+                McpError::invalid_request(
+                    "tollgate cannot tell which agent call this request belongs to",
+                    None,
+                )
+            })
     }
 }

@@ -32,7 +32,9 @@ pub enum Health {
     /// The first connection attempt has not finished.
     Starting,
     Up,
-    Down { error: String },
+    Down {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -62,6 +64,7 @@ struct State {
     protocol: Option<ProtocolVersion>,
     connections: u64,
     since: SystemTime,
+    attempted: bool,
 }
 
 impl Upstream {
@@ -70,7 +73,9 @@ impl Upstream {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         match (&st.peer, &st.health) {
             (Some(p), _) if !p.is_transport_closed() => Ok(p.clone()),
-            (_, Health::Down { error }) => Err(format!("upstream `{}` is unavailable: {error}", self.name)),
+            (_, Health::Down { error }) => {
+                Err(format!("upstream `{}` is unavailable: {error}", self.name))
+            }
             _ => Err(format!("upstream `{}` is not connected", self.name)),
         }
     }
@@ -105,12 +110,18 @@ struct Inner {
     catalog: watch::Sender<Arc<Catalog>>,
     schemas: SchemaCache,
     rebuild: tokio::sync::Mutex<()>,
+    /// How many upstreams have finished their first connection attempt.
+    attempted: watch::Sender<usize>,
     shutdown: CancellationToken,
 }
 
 impl Upstreams {
     /// Creates the pool and starts one supervisor per manifest. Returns at once.
-    pub fn start(manifests: Vec<Manifest>, separator: String, shutdown: CancellationToken) -> Upstreams {
+    pub fn start(
+        manifests: Vec<Manifest>,
+        separator: String,
+        shutdown: CancellationToken,
+    ) -> Upstreams {
         let list = manifests
             .into_iter()
             .enumerate()
@@ -128,13 +139,22 @@ impl Upstreams {
                         protocol: None,
                         connections: 0,
                         since: SystemTime::now(),
+                        attempted: false,
                     }),
                 })
             })
             .collect();
         let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
         let pool = Upstreams {
-            inner: Arc::new(Inner { list, separator, catalog, schemas: SchemaCache::default(), rebuild: Default::default(), shutdown }),
+            inner: Arc::new(Inner {
+                list,
+                separator,
+                catalog,
+                schemas: SchemaCache::default(),
+                rebuild: Default::default(),
+                attempted: watch::channel(0).0,
+                shutdown,
+            }),
         };
         for up in &pool.inner.list {
             tokio::spawn(supervise(pool.clone(), up.clone()));
@@ -161,7 +181,26 @@ impl Upstreams {
 
     /// True once every upstream has finished its first connection attempt.
     pub fn settled(&self) -> bool {
-        self.inner.list.iter().all(|u| u.status().health != Health::Starting)
+        *self.inner.attempted.borrow() >= self.inner.list.len()
+    }
+
+    /// Waits, at most `bound`, until every upstream has finished its first
+    /// connection attempt, so that an agent's first list right after start-up
+    /// is complete. A slow upstream delays this by at most `bound`.
+    pub async fn wait_settled(&self, bound: Duration) {
+        let mut rx = self.inner.attempted.subscribe();
+        let n = self.inner.list.len();
+        let _ = tokio::time::timeout(bound, rx.wait_for(|a| *a >= n)).await;
+    }
+
+    fn first_attempt_done(&self, up: &Upstream) {
+        let first = {
+            let mut st = up.state.write().unwrap_or_else(|p| p.into_inner());
+            !std::mem::replace(&mut st.attempted, true)
+        };
+        if first {
+            self.inner.attempted.send_modify(|a| *a += 1);
+        }
     }
 
     async fn rebuild(&self) {
@@ -171,19 +210,32 @@ impl Upstreams {
             .inner
             .list
             .iter()
-            .map(|u| u.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone())
+            .map(|u| {
+                u.state
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .listing
+                    .clone()
+            })
             .collect();
         let pool = self.clone();
         // Schema compilation is CPU work with its own time bound: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
-            catalog::build(&manifests, &pool.inner.separator, &listings, &pool.inner.schemas)
+            catalog::build(
+                &manifests,
+                &pool.inner.separator,
+                &listings,
+                &pool.inner.schemas,
+            )
         })
         .await;
         match built {
             Ok(cat) => {
                 self.inner.catalog.send_replace(Arc::new(cat));
             }
-            Err(e) => tracing::error!(error = %e, "catalog build failed; keeping the previous catalog"),
+            Err(e) => {
+                tracing::error!(error = %e, "catalog build failed; keeping the previous catalog")
+            }
         }
     }
 }
@@ -194,10 +246,17 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
     let shutdown = pool.inner.shutdown.clone();
     loop {
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
-        let handler = Handler { upstream: up.name.clone(), progress: up.progress.clone(), inflight: up.inflight.clone(), refresh: refresh_tx };
+        let handler = Handler {
+            upstream: up.name.clone(),
+            progress: up.progress.clone(),
+            inflight: up.inflight.clone(),
+            refresh: refresh_tx.clone(),
+        };
         let attempt = async {
             let service = connect::open(&up.name, &m.transport, handler).await?;
-            let listing = list(service.peer()).await.map_err(|e| format!("listing failed: {e}"))?;
+            let listing = list(service.peer())
+                .await
+                .map_err(|e| format!("listing failed: {e}"))?;
             Ok::<_, String>((service, listing))
         };
         let outcome = tokio::select! {
@@ -218,7 +277,9 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                     st.since = SystemTime::now();
                 });
                 pool.rebuild().await;
+                pool.first_attempt_done(&up);
                 backoff = m.restart.initial;
+                let listener = listen_for_changes(&up.name, &peer, refresh_tx.clone()).await;
                 let ct = service.cancellation_token();
                 let mut waiting = std::pin::pin!(service.waiting());
                 let reason = loop {
@@ -240,6 +301,9 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                         }
                     }
                 };
+                if let Some(l) = listener {
+                    l.abort();
+                }
                 tracing::warn!(upstream = %up.name, %reason, "upstream connection ended; reconnecting");
                 up.set(|st| {
                     st.peer = None;
@@ -251,7 +315,12 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             }
             Err(error) => {
                 tracing::warn!(upstream = %up.name, %error, retry_in = ?backoff, "upstream connection failed");
-                let was_listed = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.is_some();
+                let was_listed = up
+                    .state
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .listing
+                    .is_some();
                 up.set(|st| {
                     st.peer = None;
                     st.listing = None;
@@ -261,25 +330,109 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 if was_listed {
                     pool.rebuild().await;
                 }
+                pool.first_attempt_done(&up);
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(m.restart.max).max(Duration::from_millis(1));
+        backoff = (backoff * 2)
+            .min(m.restart.max)
+            .max(Duration::from_millis(1));
     }
+}
+
+/// A 2026-07-28 upstream announces list changes only on a `subscriptions/listen`
+/// stream; legacy upstreams send them on the session (see `handler`).
+async fn listen_for_changes(
+    name: &str,
+    peer: &Peer<RoleClient>,
+    refresh: mpsc::UnboundedSender<handler::Refresh>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use rmcp::model::{ServerNotification, SubscriptionFilter};
+    let info = peer.peer_info()?;
+    if info.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str() {
+        return None;
+    }
+    let caps = &info.capabilities;
+    let mut filter = SubscriptionFilter::new();
+    if caps
+        .tools
+        .as_ref()
+        .is_some_and(|t| t.list_changed == Some(true))
+    {
+        filter.tools_list_changed = Some(true);
+    }
+    if caps
+        .prompts
+        .as_ref()
+        .is_some_and(|p| p.list_changed == Some(true))
+    {
+        filter.prompts_list_changed = Some(true);
+    }
+    if caps
+        .resources
+        .as_ref()
+        .is_some_and(|r| r.list_changed == Some(true))
+    {
+        filter.resources_list_changed = Some(true);
+    }
+    if filter == SubscriptionFilter::new() {
+        return None;
+    }
+    let mut sub = match peer.listen(filter).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(upstream = %name, error = %e, "cannot subscribe to list changes");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while let Ok(Some(n)) = sub.next().await {
+            let what = match n {
+                ServerNotification::ToolListChangedNotification(_) => handler::Refresh::Tools,
+                ServerNotification::PromptListChangedNotification(_) => handler::Refresh::Prompts,
+                ServerNotification::ResourceListChangedNotification(_) => {
+                    handler::Refresh::Resources
+                }
+                _ => continue,
+            };
+            if refresh.send(what).is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 /// Everything the upstream offers, following pagination.
 async fn list(peer: &Peer<RoleClient>) -> Result<Listing, ServiceError> {
-    let caps = peer.peer_info().map(|i| i.capabilities.clone()).unwrap_or_default();
-    let tools = if caps.tools.is_some() { peer.list_all_tools().await? } else { Vec::new() };
-    let prompts = if caps.prompts.is_some() { peer.list_all_prompts().await? } else { Vec::new() };
+    let caps = peer
+        .peer_info()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_default();
+    let tools = if caps.tools.is_some() {
+        peer.list_all_tools().await?
+    } else {
+        Vec::new()
+    };
+    let prompts = if caps.prompts.is_some() {
+        peer.list_all_prompts().await?
+    } else {
+        Vec::new()
+    };
     let (resources, templates) = if caps.resources.is_some() {
-        (peer.list_all_resources().await?, peer.list_all_resource_templates().await?)
+        (
+            peer.list_all_resources().await?,
+            peer.list_all_resource_templates().await?,
+        )
     } else {
         (Vec::new(), Vec::new())
     };
-    Ok(Listing { tools, prompts, resources, templates })
+    Ok(Listing {
+        tools,
+        prompts,
+        resources,
+        templates,
+    })
 }

@@ -50,14 +50,21 @@ impl Progress {
                     st.slots.remove(&old);
                 }
                 st.unclaimed_order.push_back(n.progress_token.clone());
-                st.slots.insert(n.progress_token.clone(), Slot::Unclaimed(vec![n]));
+                st.slots
+                    .insert(n.progress_token.clone(), Slot::Unclaimed(vec![n]));
             }
         }
     }
 
     /// Receives every notification for `token`, including any that arrived
     /// before this call. Dropping the guard unsubscribes.
-    pub fn subscribe(&self, token: ProgressToken) -> (Subscription, mpsc::UnboundedReceiver<ProgressNotificationParam>) {
+    pub fn subscribe(
+        &self,
+        token: ProgressToken,
+    ) -> (
+        Subscription,
+        mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(Slot::Unclaimed(buf)) = st.slots.remove(&token) {
@@ -67,7 +74,13 @@ impl Progress {
             st.unclaimed_order.retain(|t| *t != token);
         }
         st.slots.insert(token.clone(), Slot::Claimed(tx));
-        (Subscription { progress: self.clone(), token }, rx)
+        (
+            Subscription {
+                progress: self.clone(),
+                token,
+            },
+            rx,
+        )
     }
 }
 
@@ -78,7 +91,11 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut st = self.progress.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self
+            .progress
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         st.slots.remove(&self.token);
     }
 }

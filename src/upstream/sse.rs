@@ -79,7 +79,10 @@ pub struct SseTransport {
 pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
     let sse_url = Url::parse(&r.url).map_err(|e| format!("bad sse url: {e}"))?;
     if !matches!(sse_url.scheme(), "http" | "https") {
-        return Err(format!("sse url must be http or https, not `{}`", sse_url.scheme()));
+        return Err(format!(
+            "sse url must be http or https, not `{}`",
+            sse_url.scheme()
+        ));
     }
     let client = client(&sse_url, headers(r)?)?;
     let response = client
@@ -94,13 +97,17 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
         return Err(format!("sse connect returned {status}"));
     }
     if !is_event_stream(response.headers()) {
-        return Err("sse connect did not return an event stream (is this a streamable http url?)".into());
+        return Err(
+            "sse connect did not return an event stream (is this a streamable http url?)".into(),
+        );
     }
 
     let mut bound = EventBound::new(MAX_EVENT_BYTES);
     let bytes = response.bytes_stream().map(move |chunk| match chunk {
         Ok(b) if bound.feed(&b) => Ok(b),
-        Ok(_) => Err(SseError(format!("an sse event exceeds {MAX_EVENT_BYTES} bytes"))),
+        Ok(_) => Err(SseError(format!(
+            "an sse event exceeds {MAX_EVENT_BYTES} bytes"
+        ))),
         Err(e) => Err(SseError(format!("sse stream failed: {}", describe(e)))),
     });
     let mut events = Box::pin(SseStream::from_bytes_stream(bytes));
@@ -108,14 +115,23 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
     let endpoint = loop {
         match events.next().await {
             None => return Err("sse stream ended before the endpoint event".into()),
-            Some(Err(e)) => return Err(format!("sse stream failed before the endpoint event: {e}")),
-            Some(Ok(Sse { event: Some(name), data, .. })) if name == "endpoint" => {
+            Some(Err(e)) => {
+                return Err(format!("sse stream failed before the endpoint event: {e}"));
+            }
+            Some(Ok(Sse {
+                event: Some(name),
+                data,
+                ..
+            })) if name == "endpoint" => {
                 break resolve_endpoint(&sse_url, data.as_deref().unwrap_or(""))?;
             }
             // Nothing sent yet, so nothing here can be a reply; the spec puts
             // the endpoint first and a server that does otherwise loses these.
             Some(Ok(ev)) => {
-                tracing::warn!(event = ev.event.as_deref().unwrap_or("message"), "dropping an sse event sent before the endpoint")
+                tracing::warn!(
+                    event = ev.event.as_deref().unwrap_or("message"),
+                    "dropping an sse event sent before the endpoint"
+                )
             }
         }
     };
@@ -123,7 +139,12 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
 
     let (tx, inbox) = mpsc::channel(INBOX);
     let reader = tokio::spawn(pump(events, tx));
-    Ok(SseTransport { client, endpoint, inbox, reader })
+    Ok(SseTransport {
+        client,
+        endpoint,
+        inbox,
+        reader,
+    })
 }
 
 impl Transport<RoleClient> for SseTransport {
@@ -137,7 +158,8 @@ impl Transport<RoleClient> for SseTransport {
     ) -> impl Future<Output = Result<(), SseError>> + Send + 'static {
         let client = self.client.clone();
         let endpoint = self.endpoint.clone();
-        let body = serde_json::to_vec(&item).map_err(|e| SseError(format!("cannot encode a message: {e}")));
+        let body = serde_json::to_vec(&item)
+            .map_err(|e| SseError(format!("cannot encode a message: {e}")));
         async move { post(&client, endpoint, body?).await }
     }
 
@@ -163,7 +185,8 @@ fn headers(r: &Remote) -> Result<HeaderMap, String> {
     let mut out = HeaderMap::new();
     for (k, v) in &r.headers {
         let name = HeaderName::try_from(k.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
-        let mut value = HeaderValue::try_from(v.expose()).map_err(|_| format!("header `{k}`: invalid value"))?;
+        let mut value = HeaderValue::try_from(v.expose())
+            .map_err(|_| format!("header `{k}`: invalid value"))?;
         value.set_sensitive(true);
         out.append(name, value);
     }
@@ -208,7 +231,9 @@ fn resolve_endpoint(sse_url: &Url, data: &str) -> Result<Url, String> {
     if data.is_empty() {
         return Err("the endpoint event is empty".into());
     }
-    let endpoint = sse_url.join(data).map_err(|e| format!("bad endpoint event: {e}"))?;
+    let endpoint = sse_url
+        .join(data)
+        .map_err(|e| format!("bad endpoint event: {e}"))?;
     let (ours, theirs) = (sse_url.origin(), endpoint.origin());
     if ours != theirs {
         return Err(format!(
@@ -228,7 +253,12 @@ async fn post(client: &reqwest::Client, endpoint: Url, body: Vec<u8>) -> Result<
         .body(body)
         .send()
         .await
-        .map_err(|e| SseError(format!("post to the message endpoint failed: {}", describe(e))))?;
+        .map_err(|e| {
+            SseError(format!(
+                "post to the message endpoint failed: {}",
+                describe(e)
+            ))
+        })?;
     let status = response.status();
     let mut drained = 0;
     while drained < POST_DRAIN_BYTES {
@@ -312,7 +342,12 @@ struct EventBound {
 
 impl EventBound {
     fn new(limit: usize) -> Self {
-        Self { limit, pending: 0, at_line_start: true, after_cr: false }
+        Self {
+            limit,
+            pending: 0,
+            at_line_start: true,
+            after_cr: false,
+        }
     }
 
     /// Accounts for `chunk`; false once an event has exceeded the limit.
@@ -341,5 +376,440 @@ impl EventBound {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap as AxHeaders, StatusCode};
+    use axum::response::sse::{Event, Sse as AxSse};
+    use axum::response::{IntoResponse, Redirect, Response};
+    use axum::routing::{get, post};
+    use futures::StreamExt;
+    use futures::channel::mpsc as fmpsc;
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt, QuitReason};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::secret;
+
+    const KEY: &str = "k-123";
+    /// Bounds every wait, so that a broken transport fails the test instead of hanging it.
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    /// A minimal legacy (2024-11-05) HTTP+SSE MCP server with one tool, `echo`.
+    #[derive(Clone, Default)]
+    struct Legacy(Arc<Mutex<Inner>>);
+
+    #[derive(Default)]
+    struct Inner {
+        /// Replaces the endpoint event's data.
+        endpoint: Option<String>,
+        reject_posts: bool,
+        sessions: HashMap<String, fmpsc::UnboundedSender<Event>>,
+        next_session: u64,
+        /// The `x-api-key` of every request, GET and POST.
+        keys: Vec<Option<String>>,
+        /// The method of every message POSTed.
+        methods: Vec<String>,
+    }
+
+    impl Legacy {
+        fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+            self.0.lock().unwrap()
+        }
+
+        fn push(&self, event: Event) {
+            for tx in self.lock().sessions.values() {
+                tx.unbounded_send(event.clone()).unwrap();
+            }
+        }
+
+        /// Ends every SSE stream by dropping its sender.
+        fn end_streams(&self) {
+            self.lock().sessions.clear();
+        }
+
+        fn methods(&self) -> Vec<String> {
+            self.lock().methods.clone()
+        }
+    }
+
+    fn key(headers: &AxHeaders) -> Option<String> {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    async fn open_stream(State(s): State<Legacy>, headers: AxHeaders) -> Response {
+        let (tx, rx) = fmpsc::unbounded();
+        let mut inner = s.lock();
+        inner.keys.push(key(&headers));
+        inner.next_session += 1;
+        let id = format!("s{}", inner.next_session);
+        let endpoint = inner
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("/messages?sessionId={id}"));
+        tx.unbounded_send(Event::default().event("endpoint").data(endpoint))
+            .unwrap();
+        inner.sessions.insert(id, tx);
+        AxSse::new(rx.map(Ok::<_, Infallible>)).into_response()
+    }
+
+    async fn message(
+        State(s): State<Legacy>,
+        Query(q): Query<HashMap<String, String>>,
+        headers: AxHeaders,
+        body: String,
+    ) -> StatusCode {
+        let mut inner = s.lock();
+        inner.keys.push(key(&headers));
+        if inner.reject_posts {
+            return StatusCode::NOT_FOUND;
+        }
+        let Some(tx) = q
+            .get("sessionId")
+            .and_then(|id| inner.sessions.get(id))
+            .cloned()
+        else {
+            return StatusCode::NOT_FOUND;
+        };
+        let Ok(msg) = serde_json::from_str::<Value>(&body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        if let Some(method) = msg["method"].as_str() {
+            inner.methods.push(method.to_owned());
+        }
+        if let Some(reply) = answer(&msg) {
+            tx.unbounded_send(Event::default().event("message").data(reply.to_string()))
+                .unwrap();
+        }
+        StatusCode::ACCEPTED
+    }
+
+    fn answer(msg: &Value) -> Option<Value> {
+        let id = msg.get("id")?.clone();
+        let method = msg.get("method")?.as_str()?;
+        let result = match method {
+            "initialize" => json!({
+                "protocolVersion": "2024-11-05",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "legacy", "version": "0.1.0"},
+            }),
+            "ping" => json!({}),
+            "tools/list" => json!({"tools": [{
+                "name": "echo",
+                "description": "echoes its message",
+                "inputSchema": {
+                    "type": "object",
+                    "properties": {"message": {"type": "string"}},
+                    "required": ["message"],
+                },
+            }]}),
+            "tools/call" => {
+                let text = msg["params"]["arguments"]["message"]
+                    .as_str()
+                    .unwrap_or_default();
+                json!({"content": [{"type": "text", "text": text}]})
+            }
+            _ => {
+                return Some(json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": -32601, "message": "method not found"},
+                }));
+            }
+        };
+        Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    }
+
+    /// Starts `legacy` on a free port and returns its SSE URL.
+    async fn serve(legacy: Legacy) -> String {
+        let app = Router::new()
+            .route("/sse", get(open_stream))
+            .route("/messages", post(message))
+            .route("/json", get(|| async { axum::Json(json!({"not": "sse"})) }))
+            .route("/moved", get(|| async { Redirect::temporary("/sse") }))
+            .route(
+                "/away",
+                get(|| async { Redirect::temporary("http://evil.example/sse") }),
+            )
+            .with_state(legacy);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/sse")
+    }
+
+    fn remote(url: &str) -> Remote {
+        let value = secret::resolve(KEY, &|_| None).unwrap();
+        Remote {
+            url: url.to_owned(),
+            headers: vec![("X-Api-Key".to_owned(), value)],
+        }
+    }
+
+    async fn open(legacy: &Legacy) -> SseTransport {
+        let url = serve(legacy.clone()).await;
+        tokio::time::timeout(LIMIT, connect(&remote(&url)))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn echo(message: &str) -> CallToolRequestParams {
+        let args = json!({"message": message});
+        CallToolRequestParams::new("echo").with_arguments(args.as_object().unwrap().clone())
+    }
+
+    async fn assert_echo_works<S: rmcp::service::Service<rmcp::RoleClient>>(
+        client: &rmcp::service::RunningService<rmcp::RoleClient, S>,
+    ) {
+        let tools = tokio::time::timeout(LIMIT, client.list_all_tools())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>(),
+            ["echo"]
+        );
+        let result = tokio::time::timeout(LIMIT, client.call_tool(echo("hello over sse")))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = result.content[0].as_text().unwrap();
+        assert_eq!(text.text, "hello over sse");
+    }
+
+    #[tokio::test]
+    async fn legacy_handshake_then_tools() {
+        let legacy = Legacy::default();
+        let t = open(&legacy).await;
+        let client = tokio::time::timeout(LIMIT, ().serve(t))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            client.peer_info().unwrap().protocol_version,
+            ProtocolVersion::V_2024_11_05
+        );
+        assert_echo_works(&client).await;
+
+        assert_eq!(
+            legacy.methods(),
+            [
+                "initialize",
+                "notifications/initialized",
+                "tools/list",
+                "tools/call"
+            ]
+        );
+        // The GET and all four POSTs carried the configured header.
+        let keys = legacy.lock().keys.clone();
+        assert_eq!(keys.len(), 5);
+        assert!(keys.iter().all(|k| k.as_deref() == Some(KEY)), "{keys:?}");
+        client.cancel().await.unwrap();
+    }
+
+    /// The lifecycle connect.rs uses: probe `server/discover`, fall back to `initialize`.
+    #[tokio::test]
+    async fn auto_lifecycle_falls_back_to_initialize() {
+        let legacy = Legacy::default();
+        let t = open(&legacy).await;
+        let lifecycle = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: Some(ProtocolVersion::V_2025_11_25),
+        };
+        let client = tokio::time::timeout(LIMIT, ().serve_with_lifecycle(t, lifecycle))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_echo_works(&client).await;
+        assert_eq!(
+            legacy.methods()[..3],
+            ["server/discover", "initialize", "notifications/initialized"]
+        );
+        client.cancel().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cross_origin_endpoint_is_refused() {
+        for endpoint in [
+            "http://evil.example/messages",
+            "//evil.example/messages",
+            "https://127.0.0.1/messages",
+        ] {
+            let legacy = Legacy::default();
+            legacy.lock().endpoint = Some(endpoint.to_owned());
+            let url = serve(legacy.clone()).await;
+            let err = tokio::time::timeout(LIMIT, connect(&remote(&url)))
+                .await
+                .unwrap()
+                .err()
+                .unwrap();
+            assert!(
+                err.contains("refusing an endpoint on origin"),
+                "{endpoint}: {err}"
+            );
+            assert!(legacy.methods().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_end_closes_the_client() {
+        let legacy = Legacy::default();
+        let t = open(&legacy).await;
+        let client = tokio::time::timeout(LIMIT, ().serve(t))
+            .await
+            .unwrap()
+            .unwrap();
+        legacy.end_streams();
+        let reason = tokio::time::timeout(LIMIT, client.waiting())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(reason, QuitReason::Closed), "{reason:?}");
+    }
+
+    #[tokio::test]
+    async fn oversized_event_closes_the_client() {
+        let legacy = Legacy::default();
+        let t = open(&legacy).await;
+        let client = tokio::time::timeout(LIMIT, ().serve(t))
+            .await
+            .unwrap()
+            .unwrap();
+        legacy.push(
+            Event::default()
+                .event("message")
+                .data("x".repeat(MAX_EVENT_BYTES + 1)),
+        );
+        let reason = tokio::time::timeout(LIMIT, client.waiting())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(reason, QuitReason::Closed), "{reason:?}");
+    }
+
+    #[tokio::test]
+    async fn failed_post_fails_its_request() {
+        let legacy = Legacy::default();
+        let t = open(&legacy).await;
+        let client = tokio::time::timeout(LIMIT, ().serve(t))
+            .await
+            .unwrap()
+            .unwrap();
+        legacy.lock().reject_posts = true;
+        let err = tokio::time::timeout(LIMIT, client.list_all_tools())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("404"), "{err}");
+        client.cancel().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_non_sse_answer_is_refused() {
+        let url = serve(Legacy::default()).await.replace("/sse", "/json");
+        let err = connect(&remote(&url)).await.err().unwrap();
+        assert!(err.contains("did not return an event stream"), "{err}");
+        let err = connect(&remote(&url.replace("/json", "/missing")))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.contains("404"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn redirects_stay_on_the_origin() {
+        let legacy = Legacy::default();
+        let url = serve(legacy.clone()).await;
+        let t = connect(&remote(&url.replace("/sse", "/moved")))
+            .await
+            .unwrap();
+        let client = tokio::time::timeout(LIMIT, ().serve(t))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_echo_works(&client).await;
+        client.cancel().await.unwrap();
+
+        let err = connect(&remote(&url.replace("/sse", "/away")))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("refusing a redirect to another origin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn endpoints_resolve_against_the_sse_url() {
+        let base = Url::parse("https://h.example:8443/mcp/sse?token=t").unwrap();
+        let ok = |data: &str| resolve_endpoint(&base, data).unwrap().to_string();
+        assert_eq!(
+            ok("/messages?sessionId=abc"),
+            "https://h.example:8443/messages?sessionId=abc"
+        );
+        assert_eq!(
+            ok("messages?sessionId=abc\n"),
+            "https://h.example:8443/mcp/messages?sessionId=abc"
+        );
+        assert_eq!(ok("https://h.example:8443/m"), "https://h.example:8443/m");
+        for bad in [
+            "",
+            "http://h.example:8443/m",
+            "https://h.example/m",
+            "https://other.example:8443/m",
+            "//x.example/m",
+        ] {
+            assert!(resolve_endpoint(&base, bad).is_err(), "{bad}");
+        }
+        // Default ports are the same origin whether written or not.
+        let base = Url::parse("https://h.example/sse").unwrap();
+        assert!(resolve_endpoint(&base, "https://h.example:443/m").is_ok());
+    }
+
+    #[test]
+    fn event_bound_resets_at_each_blank_line() {
+        let feed = |chunks: &[&str]| {
+            let mut bound = EventBound::new(10);
+            chunks
+                .iter()
+                .all(|c| bound.feed(&Bytes::copy_from_slice(c.as_bytes())))
+        };
+        // Many small events, with every line ending, split anywhere.
+        assert!(feed(&[
+            "data: 123\n\n",
+            "data: 123\r\n",
+            "\r\n",
+            "data: 123\r\rdata: 123\n\r"
+        ]));
+        assert!(feed(&["data: 123\r", "\n\r", "\ndata: 123\n\n"]));
+        // One event over the limit, even across lines and chunks.
+        assert!(!feed(&["data: 123\n", "data: 123\n\n"]));
+        assert!(!feed(&["data: 12", "345678901"]));
+        // A CRLF is one line ending, not a blank line.
+        assert!(!feed(&["data: 1\r\ndata: 2\r\n"]));
+    }
+
+    #[test]
+    fn batches_and_garbage_decode() {
+        let one = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
+        assert_eq!(decode(&one.to_string()).len(), 1);
+        assert_eq!(decode(&json!([one, one]).to_string()).len(), 2);
+        assert!(decode("not json").is_empty());
     }
 }

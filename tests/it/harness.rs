@@ -1,0 +1,259 @@
+//! The test harness: a real gateway on 127.0.0.1:0 with real upstreams, and
+//! real MCP clients as agents. Nothing is mocked; waits are on conditions
+//! (catalog changes, output lines), never on sleeps.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion,
+};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, RoleClient};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use tollgate::config;
+use tollgate::gateway::Gateway;
+use tollgate::upstream::Health;
+
+pub const FIXTURE: &str = env!("CARGO_BIN_EXE_tollgate-fixture");
+pub const TOLLGATE: &str = env!("CARGO_BIN_EXE_tollgate");
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn stdio_fixture(name: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--name\", \"{name}\"]\n"
+    )
+}
+
+pub fn remote_manifest(name: &str, kind: &str, url: &str) -> String {
+    format!("name = \"{name}\"\n[transport]\ntype = \"{kind}\"\nurl = \"{url}\"\n")
+}
+
+pub struct Builder {
+    server: String,
+    manifests: Vec<(String, String)>,
+}
+
+impl Builder {
+    pub fn server(mut self, toml: &str) -> Self {
+        self.server = toml.to_string();
+        self
+    }
+
+    pub fn manifest(mut self, name: &str, toml: impl Into<String>) -> Self {
+        self.manifests.push((name.to_string(), toml.into()));
+        self
+    }
+
+    pub fn stdio_fixture(self, name: &str) -> Self {
+        let m = stdio_fixture(name);
+        self.manifest(name, m)
+    }
+
+    /// Writes the files, starts the gateway in-process and waits until every
+    /// upstream has finished its first connection attempt.
+    pub async fn spawn(self) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("tollgate.toml"), &self.server).unwrap();
+        for (name, toml) in &self.manifests {
+            std::fs::write(
+                dir.path()
+                    .join("tool-manifests")
+                    .join(format!("{name}.toml")),
+                toml,
+            )
+            .unwrap();
+        }
+        let cfg = config::load(&dir.path().join("tollgate.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        let shutdown = CancellationToken::new();
+        let gw = Gateway::start(&cfg, shutdown.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = tollgate::server::http::router(gw.clone(), &cfg.server);
+        tokio::spawn(tollgate::server::http::serve(
+            listener,
+            router,
+            shutdown.clone(),
+        ));
+        let tg = TestGateway {
+            base: format!("http://{addr}"),
+            gw,
+            shutdown,
+            _dir: dir,
+        };
+        tg.wait_until(|g| g.upstreams.settled()).await;
+        tg
+    }
+}
+
+pub struct TestGateway {
+    pub base: String,
+    pub gw: Gateway,
+    pub shutdown: CancellationToken,
+    /// Holds the config files for the gateway's lifetime.
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestGateway {
+    pub fn builder() -> Builder {
+        Builder {
+            server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(),
+            manifests: Vec::new(),
+        }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// Waits (bounded) until `cond` holds, re-checking on every catalog change.
+    pub async fn wait_until(&self, cond: impl Fn(&Gateway) -> bool) {
+        let mut rx = self.gw.upstreams.watch();
+        let gw = self.gw.clone();
+        tokio::time::timeout(WAIT, async move {
+            loop {
+                if cond(&gw) {
+                    return;
+                }
+                // Health changes come with a catalog rebuild, except a failed
+                // first attempt of an upstream that never listed anything.
+                let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+            }
+        })
+        .await
+        .expect("condition not reached in time");
+    }
+
+    pub fn health(&self, upstream: &str) -> Health {
+        self.gw
+            .upstreams
+            .all()
+            .iter()
+            .find(|u| &*u.name == upstream)
+            .expect("upstream")
+            .status()
+            .health
+    }
+}
+
+/// What an agent heard besides responses.
+#[derive(Debug, Clone)]
+pub enum Heard {
+    Progress(ProgressNotificationParam),
+    ToolsChanged,
+}
+
+/// An rmcp client acting as the agent; records notifications.
+#[derive(Clone)]
+pub struct Agent {
+    pub tx: mpsc::UnboundedSender<Heard>,
+}
+
+impl ClientHandler for Agent {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("test-agent", "1.0.0"),
+        )
+    }
+    async fn on_progress(&self, p: ProgressNotificationParam, _c: NotificationContext<RoleClient>) {
+        let _ = self.tx.send(Heard::Progress(p));
+    }
+    async fn on_tool_list_changed(&self, _c: NotificationContext<RoleClient>) {
+        let _ = self.tx.send(Heard::ToolsChanged);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    Legacy,
+    Modern,
+}
+
+pub fn lifecycle(era: Era) -> ClientLifecycleMode {
+    match era {
+        Era::Legacy => ClientLifecycleMode::Initialize,
+        Era::Modern => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    }
+}
+
+pub type AgentService = RunningService<RoleClient, Agent>;
+
+pub async fn http_agent(url: &str, era: Era) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let t = StreamableHttpClientTransport::from_uri(url.to_string());
+    let svc = Agent { tx }
+        .serve_with_lifecycle(t, lifecycle(era))
+        .await
+        .expect("agent connects");
+    (svc, rx)
+}
+
+/// A child process that prints `LISTENING <url>` when ready.
+pub struct Listening {
+    pub url: String,
+    /// Killed when dropped.
+    pub _child: tokio::process::Child,
+}
+
+pub async fn spawn_listening(program: &str, args: &[&str]) -> Listening {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("LISTENING ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("{program} exited before listening");
+    })
+    .await
+    .expect("listening in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Listening { url, _child: child }
+}
+
+pub async fn fixture_http(name: &str) -> Listening {
+    spawn_listening(FIXTURE, &["--name", name, "--http", "127.0.0.1:0"]).await
+}
+
+pub fn text_of(r: &rmcp::model::CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn _arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary; each module tests one capability end to end.
+
+mod harness;
+
+mod config_files;
+mod edge;
+mod faults;
+mod proxy;
+mod thirdparty;

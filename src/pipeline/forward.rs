@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
-    ClientRequest, ResultType, ServerResult,
+    ClientRequest, ProgressNotificationParam, ProgressToken, ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -41,31 +41,34 @@ pub async fn forward_tool(
     };
     let request_id = handle.id.clone();
     let _inflight = up.inflight.insert(request_id.clone(), ctx.peer.clone());
-    let relay = ctx.meta.get_progress_token().map(|agent_token| {
-        let (guard, mut rx) = up.progress.subscribe(handle.progress_token.clone());
-        let agent = ctx.peer.clone();
-        let task = tokio::spawn(async move {
-            while let Some(mut n) = rx.recv().await {
-                n.progress_token = agent_token.clone();
-                if agent.notify_progress(n).await.is_err() {
-                    break;
+    // Progress is relayed from inside this future, in arrival order, and any
+    // that arrived before the result is sent before it.
+    let mut progress = ctx.meta.get_progress_token().map(|agent_token| {
+        let (guard, rx) = up.progress.subscribe(handle.progress_token.clone());
+        (guard, rx, agent_token)
+    });
+    let mut response = std::pin::pin!(handle.await_response());
+    let response = loop {
+        tokio::select! {
+            biased;
+            r = &mut response => break r,
+            _ = ctx.ct.cancelled() => {
+                let note = CancelledNotificationParam::new(Some(request_id), Some("cancelled by the agent".into()));
+                let _ = peer.notify_cancelled(note).await;
+                return Err(McpError::internal_error("cancelled by the agent", None));
+            }
+            Some(n) = async { match progress.as_mut() { Some((_, rx, _)) => rx.recv().await, None => std::future::pending().await } } => {
+                if let Some((_, _, token)) = &progress {
+                    relay_progress(&ctx, n, token).await;
                 }
             }
-        });
-        (guard, task)
-    });
-    let response = tokio::select! {
-        r = handle.await_response() => r,
-        _ = ctx.ct.cancelled() => {
-            let note = CancelledNotificationParam::new(Some(request_id), Some("cancelled by the agent".into()));
-            let _ = peer.notify_cancelled(note).await;
-            return Err(McpError::internal_error("cancelled by the agent", None));
         }
     };
-    if let Some((guard, task)) = relay {
+    if let Some((guard, mut rx, token)) = progress {
         drop(guard);
-        // Progress sent before the result must reach the agent before it.
-        let _ = task.await;
+        while let Ok(n) = rx.try_recv() {
+            relay_progress(&ctx, n, &token).await;
+        }
     }
     match response {
         Ok(ServerResult::CallToolResult(mut r)) => {
@@ -91,6 +94,15 @@ pub async fn forward_tool(
         ))),
         Err(e) => Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
     }
+}
+
+async fn relay_progress(
+    ctx: &RequestContext<RoleServer>,
+    mut n: ProgressNotificationParam,
+    agent_token: &ProgressToken,
+) {
+    n.progress_token = agent_token.clone();
+    let _ = ctx.peer.notify_progress(n).await;
 }
 
 fn result_kind(r: &ServerResult) -> &'static str {

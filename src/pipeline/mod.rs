@@ -25,7 +25,9 @@ pub async fn call(
     // resolve: one catalog snapshot for the whole call (right after start-up,
     // once the upstreams' first connection attempts are done, bounded).
     if !gw.upstreams.settled() {
-        gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
+        gw.upstreams
+            .wait_settled(std::time::Duration::from_secs(10))
+            .await;
     }
     let catalog = gw.upstreams.catalog();
     let Some(entry) = catalog.tool(&params.name).cloned() else {

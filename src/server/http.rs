@@ -47,6 +47,9 @@ pub fn router(gw: Gateway, server: &config::Server) -> Router {
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(server.allowed_hosts.clone())
             .with_max_request_body_bytes(server.limits.max_body_bytes)
+            // A call that emits nothing before its result is answered as plain
+            // JSON; one that sends progress first falls back to SSE.
+            .with_json_response(true)
             .with_cancellation_token(gw.shutdown.child_token()),
     );
     let guarded = tower::ServiceBuilder::new()

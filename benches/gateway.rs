@@ -79,6 +79,14 @@ async fn throughput(peer: &Peer<RoleClient>, tool: &str, concurrency: usize, tot
     (per * concurrency) as f64 / start.elapsed().as_secs_f64()
 }
 
+fn fixture_args(mode: &str) -> Vec<&'static str> {
+    let mut a = vec!["--name", "bench", "--http", "127.0.0.1:0"];
+    if mode == "json" {
+        a.push("--json");
+    }
+    a
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -90,12 +98,15 @@ fn us(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // BENCH_UPSTREAM=sse (default: the upstream answers every call on an SSE
+    // stream, rmcp's default) or json (plain JSON responses).
+    let mode = std::env::var("BENCH_UPSTREAM").unwrap_or_else(|_| "sse".into());
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let mut fixture = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate-fixture"))
-        .args(["--name", "bench", "--http", "127.0.0.1:0"])
+        .args(fixture_args(&mode))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -162,6 +173,7 @@ async fn main() {
     }
     d_lat.sort();
     t_lat.sort();
+    println!("upstream responses: {mode}");
     println!(
         "machine: {} cores; rounds: {rounds}; calls at c=1 per path: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

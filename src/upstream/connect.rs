@@ -40,7 +40,7 @@ pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result
             let config = StreamableHttpClientTransportConfig::with_uri(r.url.as_str())
                 .custom_headers(headers(r)?)
                 .max_concurrent_requests(HTTP_MAX_CONCURRENT);
-            let t = StreamableHttpClientTransport::from_config(config);
+            let t = StreamableHttpClientTransport::with_client(pooled_client()?, config);
             handler
                 .serve_with_lifecycle(t, lifecycle)
                 .await
@@ -73,6 +73,22 @@ pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result
                 .map_err(serve_err)
         }
     }
+}
+
+/// The HTTP client for Streamable HTTP upstreams.
+///
+/// rmcp's default client disables connection reuse (a guard against delayed-ACK
+/// stalls when a body is dropped early), which costs a TCP handshake and
+/// teardown per call. A gateway makes many calls to the same few hosts, so it
+/// keeps idle connections (hyper only reuses one after its body is fully read)
+/// and sets TCP_NODELAY. Redirects are not followed: the manifest names the URL.
+fn pooled_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(HTTP_MAX_CONCURRENT)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, String> {

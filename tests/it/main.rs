@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod cli;
 mod config_files;
 mod edge;
 mod faults;

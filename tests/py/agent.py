@@ -198,6 +198,8 @@ class Agent:
             log(f"step {index} ({op}) timed out after {timeout}s")
             return {"error": {"code": None, "message": f"step timed out after {timeout}s", "kind": "timeout",
                               "type": "TimeoutError"}}
+        except KeyError as exc:
+            return {"error": {"code": None, "message": f"step {op!r} lacks field {exc}", "kind": "plan"}}
         except Exception as exc:  # noqa: BLE001 - every failure becomes a result entry
             log(f"step {index} ({op}) failed: {type(exc).__name__}: {exc}")
             return error_entry(exc)

@@ -1,0 +1,98 @@
+//! The `tollgate` binary itself: `tools` and `stdio`.
+
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::TokioChildProcess;
+
+use crate::harness::*;
+
+fn config_dir(manifests: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
+    std::fs::write(dir.path().join("tollgate.toml"), "").unwrap();
+    for (name, m) in manifests {
+        std::fs::write(dir.path().join(format!("tool-manifests/{name}.toml")), m).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
+    let dead = "name = \"dead\"\nconnect_timeout = \"2s\"\n[transport]\ntype = \"stdio\"\ncommand = \"/nonexistent/server\"\n".to_string();
+    let hostile = format!(
+        "name = \"h\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--hostile-schema\"]\n"
+    );
+    let dir = config_dir(&[("fs", stdio_fixture("fs")), ("dead", dead), ("h", hostile)]);
+    let out = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .args(["tools", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let echo = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "fs__echo")
+        .expect("fs__echo listed");
+    assert_eq!(echo["upstream"], "fs");
+    assert_eq!(echo["health"], "up");
+    assert!(echo["hash"].as_str().unwrap().starts_with("sha256:"));
+    let deep = v["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "h__deep")
+        .expect("hostile schema quarantined");
+    assert!(deep["reason"].as_str().unwrap().contains("nests"), "{deep}");
+    assert!(
+        v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "h__echo"),
+        "the rest of that upstream still works"
+    );
+    let dead = v["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "dead")
+        .unwrap();
+    assert_eq!(dead["health"]["state"], "down");
+
+    let table = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .arg("tools")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("fs__echo") && table.contains("quarantined"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn rmcp_agent_over_tollgate_stdio() {
+    let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
+    let mut cmd = tokio::process::Command::new(TOLLGATE);
+    cmd.arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .args(["stdio", "--key", "tg_test"]);
+    let agent = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("handshake over stdio");
+    let tools = agent.peer().list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "fs__echo"));
+    let mut p = CallToolRequestParams::new("fs__echo");
+    p.arguments = serde_json::json!({"message": "stdio"}).as_object().cloned();
+    let r = agent.peer().call_tool(p).await.unwrap();
+    assert_eq!(text_of(&r), "echo: stdio");
+    let _ = agent.cancel().await;
+}

@@ -184,15 +184,7 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         .max()
         .unwrap_or(Duration::ZERO)
         + Duration::from_secs(1);
-    let mut rx = gw.upstreams.watch();
-    let _ = tokio::time::timeout(deadline, async {
-        while !gw.upstreams.settled() {
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
+    gw.upstreams.wait_settled(deadline).await;
     let catalog = gw.upstreams.catalog();
     let health: Vec<_> = gw.upstreams.all().iter().map(|u| u.status()).collect();
     let health_of = |name: &str| {

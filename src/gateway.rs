@@ -1,6 +1,7 @@
 //! The gateway's shared state: a `Clone` bundle of cheap handles that every
 //! agent session, the HTTP edge and background tasks hold.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::{Peer, RoleServer};
@@ -16,6 +17,8 @@ pub struct Gateway {
     /// Agents on 2025-11-25 sessions, told when lists change. (Agents on
     /// 2026-07-28 hear of changes through `subscriptions/listen`.)
     pub sessions: Sessions,
+    /// Legacy sessions subscribed to resource URIs.
+    pub watchers: Watchers,
     pub shutdown: CancellationToken,
 }
 
@@ -32,9 +35,11 @@ impl Gateway {
             upstreams,
             limits: config.server.limits,
             sessions: Sessions::default(),
+            watchers: Watchers::default(),
             shutdown,
         };
         tokio::spawn(crate::server::fanout::run(gw.clone()));
+        tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
         gw
     }
 }
@@ -57,5 +62,60 @@ impl Sessions {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.retain(|p| !p.is_transport_closed());
         peers.clone()
+    }
+}
+
+/// Legacy sessions that subscribed to resource URIs, by URI.
+#[derive(Clone, Default)]
+pub struct Watchers {
+    by_uri: Arc<Mutex<HashMap<String, Vec<Peer<RoleServer>>>>>,
+}
+
+impl Watchers {
+    /// Returns false if this session already watches `uri`.
+    pub fn add(&self, uri: &str, peer: Peer<RoleServer>) -> bool {
+        let mut map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = map.entry(uri.to_string()).or_default();
+        peers.retain(|p| !p.is_transport_closed());
+        if peers.iter().any(|p| same_session(p, &peer)) {
+            return false;
+        }
+        peers.push(peer);
+        true
+    }
+
+    /// Returns false if this session did not watch `uri`.
+    pub fn remove(&self, uri: &str, peer: &Peer<RoleServer>) -> bool {
+        let mut map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(peers) = map.get_mut(uri) else {
+            return false;
+        };
+        let before = peers.len();
+        peers.retain(|p| !same_session(p, peer));
+        let removed = peers.len() < before;
+        if peers.is_empty() {
+            map.remove(uri);
+        }
+        removed
+    }
+
+    pub fn of(&self, uri: &str) -> Vec<Peer<RoleServer>> {
+        let map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(uri)
+            .map(|v| {
+                v.iter()
+                    .filter(|p| !p.is_transport_closed())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Two peers are the same session when they share the session's peer info.
+fn same_session(a: &Peer<RoleServer>, b: &Peer<RoleServer>) -> bool {
+    match (a.peer_info(), b.peer_info()) {
+        (Some(x), Some(y)) => Arc::ptr_eq(&x, &y),
+        _ => false,
     }
 }

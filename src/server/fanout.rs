@@ -79,31 +79,99 @@ pub async fn run(gw: Gateway) {
 
 /// Serves one modern `subscriptions/listen` stream until the agent closes it.
 pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
+    let accepted = sub.accepted().clone();
+    let uris = accepted.resource_subscriptions.clone().unwrap_or_default();
+    let mut acquired = Vec::new();
+    for uri in &uris {
+        if let Some(index) = gw.upstreams.catalog().route_resource(uri) {
+            match gw
+                .upstreams
+                .subscriptions()
+                .acquire(uri, gw.upstreams.get(index).clone())
+                .await
+            {
+                Ok(()) => acquired.push(uri.clone()),
+                Err(e) => tracing::warn!(%uri, error = %e, "resource subscription not established"),
+            }
+        }
+    }
+    let mut updates = gw.upstreams.subscriptions().updates();
     let mut rx = gw.upstreams.watch();
     let mut seen: Arc<Catalog> = rx.borrow_and_update().clone();
-    let accepted = sub.accepted().clone();
     loop {
         tokio::select! {
-            _ = sub.cancelled() => return,
+            _ = sub.cancelled() => break,
+            _ = gw.shutdown.cancelled() => break,
+            u = updates.recv() => {
+                match u {
+                    Ok(uri) if acquired.contains(&uri) => {
+                        if sub.sink().notify_resource_updated(uri).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = rx.borrow_and_update().clone();
+                let c = diff(&seen, &now);
+                seen = now;
+                if !notify_changes(&sub, &accepted, c).await {
+                    break;
+                }
+            }
+        }
+    }
+    for uri in acquired {
+        gw.upstreams.subscriptions().release(&uri).await;
+    }
+}
+
+/// Returns false once the stream is closed.
+async fn notify_changes(
+    sub: &SubscriptionContext,
+    accepted: &rmcp::model::SubscriptionFilter,
+    c: Changes,
+) -> bool {
+    let sink = sub.sink();
+    let mut open = true;
+    if c.tools && accepted.tools_list_changed == Some(true) {
+        open &= sink.notify_tool_list_changed().await.is_ok();
+    }
+    if c.prompts && accepted.prompts_list_changed == Some(true) {
+        open &= sink.notify_prompt_list_changed().await.is_ok();
+    }
+    if c.resources && accepted.resources_list_changed == Some(true) {
+        open &= sink.notify_resource_list_changed().await.is_ok();
+    }
+    open
+}
+
+/// Sends `notifications/resources/updated` to legacy sessions watching the URI.
+pub async fn resource_updates(gw: Gateway) {
+    let mut rx = gw.upstreams.subscriptions().updates();
+    loop {
+        let uri = tokio::select! {
             _ = gw.shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-        let now = rx.borrow_and_update().clone();
-        let c = diff(&seen, &now);
-        seen = now;
-        let sink = sub.sink();
-        let mut closed = false;
-        if c.tools && accepted.tools_list_changed == Some(true) {
-            closed |= sink.notify_tool_list_changed().await.is_err();
-        }
-        if c.prompts && accepted.prompts_list_changed == Some(true) {
-            closed |= sink.notify_prompt_list_changed().await.is_err();
-        }
-        if c.resources && accepted.resources_list_changed == Some(true) {
-            closed |= sink.notify_resource_list_changed().await.is_err();
-        }
-        if closed {
-            return;
+            r = rx.recv() => match r {
+                Ok(uri) => uri,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "resource updates dropped: agents were too slow");
+                    continue;
+                }
+                Err(_) => return,
+            },
+        };
+        for peer in gw.watchers.of(&uri) {
+            let _ = peer
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                    uri.clone(),
+                ))
+                .await;
         }
     }
 }

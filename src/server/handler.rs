@@ -13,7 +13,7 @@ use rmcp::model::{
     Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
     Reference, ResultType, ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams,
-    SubscriptionFilter, Tool,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -65,6 +65,7 @@ impl ServerHandler for Session {
             .enable_prompts_list_changed()
             .enable_resources()
             .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_completions()
             .enable_logging()
             .build();
@@ -270,6 +271,47 @@ impl ServerHandler for Session {
         Ok(())
     }
 
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let catalog = self.catalog().await;
+        let index = catalog.route_resource(&request.uri).ok_or_else(|| {
+            McpError::resource_not_found(format!("unknown resource: {}", request.uri), None)
+        })?;
+        if !self.gw.watchers.add(&request.uri, ctx.peer.clone()) {
+            return Ok(());
+        }
+        let up = self.gw.upstreams.get(index).clone();
+        if let Err(e) = self
+            .gw
+            .upstreams
+            .subscriptions()
+            .acquire(&request.uri, up)
+            .await
+        {
+            self.gw.watchers.remove(&request.uri, &ctx.peer);
+            return Err(McpError::internal_error(e, None));
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if self.gw.watchers.remove(&request.uri, &ctx.peer) {
+            self.gw
+                .upstreams
+                .subscriptions()
+                .release(&request.uri)
+                .await;
+        }
+        Ok(())
+    }
+
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
         self.gw.sessions.add(ctx.peer);
     }
@@ -282,6 +324,7 @@ impl ServerHandler for Session {
         accepted.tools_list_changed = requested.tools_list_changed;
         accepted.prompts_list_changed = requested.prompts_list_changed;
         accepted.resources_list_changed = requested.resources_list_changed;
+        accepted.resource_subscriptions = requested.resource_subscriptions.clone();
         Some(accepted)
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequestParams, ElicitResult, Implementation, LoggingMessageNotificationParam,
-    ProgressNotificationParam, RequestId,
+    ProgressNotificationParam, RequestId, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{
     InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer,
@@ -86,6 +86,7 @@ pub struct Handler {
     pub progress: Progress,
     pub inflight: Inflight,
     pub refresh: mpsc::UnboundedSender<Refresh>,
+    pub subscriptions: super::Subscriptions,
 }
 
 impl ClientHandler for Handler {
@@ -113,6 +114,14 @@ impl ClientHandler for Handler {
 
     async fn on_prompt_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
         let _ = self.refresh.send(Refresh::Prompts);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
+        self.subscriptions.publish(params.uri);
     }
 
     async fn on_resource_list_changed(&self, _ctx: NotificationContext<RoleClient>) {

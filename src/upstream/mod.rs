@@ -10,6 +10,7 @@ mod connect;
 pub mod handler;
 pub mod progress;
 mod sse;
+pub mod subscription;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -24,6 +25,7 @@ use crate::catalog::{self, Catalog, Listing, SchemaCache};
 use crate::config::Manifest;
 use handler::{Handler, Inflight};
 use progress::Progress;
+pub use subscription::Subscriptions;
 
 /// Health of one upstream, as shown by the admin API, `/readyz` and `tollgate tools`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -112,6 +114,7 @@ struct Inner {
     rebuild: tokio::sync::Mutex<()>,
     /// How many upstreams have finished their first connection attempt.
     attempted: watch::Sender<usize>,
+    subscriptions: Subscriptions,
     shutdown: CancellationToken,
 }
 
@@ -153,6 +156,7 @@ impl Upstreams {
                 schemas: SchemaCache::default(),
                 rebuild: Default::default(),
                 attempted: watch::channel(0).0,
+                subscriptions: Subscriptions::default(),
                 shutdown,
             }),
         };
@@ -164,6 +168,10 @@ impl Upstreams {
 
     pub fn get(&self, index: usize) -> &Arc<Upstream> {
         &self.inner.list[index]
+    }
+
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.inner.subscriptions
     }
 
     pub fn all(&self) -> &[Arc<Upstream>] {
@@ -251,6 +259,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             progress: up.progress.clone(),
             inflight: up.inflight.clone(),
             refresh: refresh_tx.clone(),
+            subscriptions: pool.inner.subscriptions.clone(),
         };
         let attempt = async {
             let service = connect::open(&up.name, &m.transport, handler).await?;

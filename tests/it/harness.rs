@@ -156,6 +156,7 @@ impl TestGateway {
 pub enum Heard {
     Progress(ProgressNotificationParam),
     ToolsChanged,
+    ResourceUpdated(String),
 }
 
 /// An rmcp client acting as the agent; records notifications.
@@ -176,6 +177,13 @@ impl ClientHandler for Agent {
     }
     async fn on_tool_list_changed(&self, _c: NotificationContext<RoleClient>) {
         let _ = self.tx.send(Heard::ToolsChanged);
+    }
+    async fn on_resource_updated(
+        &self,
+        p: rmcp::model::ResourceUpdatedNotificationParam,
+        _c: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.tx.send(Heard::ResourceUpdated(p.uri));
     }
 }
 

@@ -386,3 +386,61 @@ async fn colliding_names_are_withheld_never_overwritten() {
             .all(|q| matches!(q.reason, tollgate::catalog::QuarantineReason::Collision(_)))
     );
 }
+
+#[tokio::test]
+async fn legacy_agent_resource_subscription_receives_updates() {
+    let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
+    let (agent, mut heard) = http_agent(&tg.mcp_url(), Era::Legacy).await;
+    #[allow(deprecated)]
+    agent
+        .peer()
+        .subscribe(rmcp::model::SubscribeRequestParams::new(
+            "fixture://greeting",
+        ))
+        .await
+        .expect("subscribe");
+    call(&agent, "fs__touch", json!({"uri": "fixture://other"})).await;
+    call(&agent, "fs__touch", json!({"uri": "fixture://greeting"})).await;
+    let uri = tokio::time::timeout(WAIT, async {
+        while let Some(h) = heard.recv().await {
+            if let Heard::ResourceUpdated(uri) = h {
+                return uri;
+            }
+        }
+        panic!("agent connection closed");
+    })
+    .await
+    .expect("update in time");
+    assert_eq!(
+        uri, "fixture://greeting",
+        "only the subscribed URI is reported"
+    );
+    #[allow(deprecated)]
+    agent
+        .peer()
+        .unsubscribe(rmcp::model::UnsubscribeRequestParams::new(
+            "fixture://greeting",
+        ))
+        .await
+        .expect("unsubscribe");
+}
+
+#[tokio::test]
+async fn modern_agent_resource_subscription_receives_updates() {
+    let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
+    let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
+    let mut filter = SubscriptionFilter::new();
+    filter.resource_subscriptions = Some(vec!["fixture://greeting".into()]);
+    let mut sub = agent.peer().listen(filter).await.expect("listen");
+    call(&agent, "fs__touch", json!({"uri": "fixture://greeting"})).await;
+    let n = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("in time")
+        .expect("stream open");
+    match n {
+        Some(rmcp::model::ServerNotification::ResourceUpdatedNotification(u)) => {
+            assert_eq!(u.params.uri, "fixture://greeting")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -1,0 +1,156 @@
+//! Resource subscriptions: agents' interest in URIs, and the one upstream
+//! subscription that backs each URI however many agents want it.
+//!
+//! A legacy upstream is asked with `resources/subscribe` and sends
+//! `notifications/resources/updated` on its session (see `handler`); a
+//! 2026-07-28 upstream is asked on a `subscriptions/listen` stream. Either
+//! way each update is published once on [`Subscriptions::updates`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    ProtocolVersion, ServerNotification, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
+};
+use tokio::sync::broadcast;
+
+use super::Upstream;
+
+enum Backing {
+    /// Subscribed with `resources/subscribe` on a legacy session.
+    Session,
+    /// A task reading a `subscriptions/listen` stream.
+    Listen(tokio::task::JoinHandle<()>),
+}
+
+struct Entry {
+    refs: usize,
+    upstream: Arc<Upstream>,
+    backing: Backing,
+}
+
+#[derive(Clone)]
+pub struct Subscriptions {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    updates: broadcast::Sender<String>,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self {
+            entries: Default::default(),
+            updates: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Subscriptions {
+    /// URIs of updated resources, as upstreams report them.
+    pub fn updates(&self) -> broadcast::Receiver<String> {
+        self.updates.subscribe()
+    }
+
+    pub(super) fn publish(&self, uri: String) {
+        let _ = self.updates.send(uri);
+    }
+
+    /// Registers one agent's interest in `uri`, subscribing upstream on the first.
+    pub async fn acquire(&self, uri: &str, upstream: Arc<Upstream>) -> Result<(), String> {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = entries.get_mut(uri) {
+                e.refs += 1;
+                return Ok(());
+            }
+        }
+        let backing = self.subscribe_upstream(uri, &upstream).await?;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get_mut(uri) {
+            // Another agent subscribed while we were asking the upstream: keep theirs.
+            Some(e) => {
+                e.refs += 1;
+                if let Backing::Listen(task) = backing {
+                    task.abort();
+                }
+            }
+            None => {
+                entries.insert(
+                    uri.to_string(),
+                    Entry {
+                        refs: 1,
+                        upstream,
+                        backing,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops one agent's interest; the last one unsubscribes upstream.
+    pub async fn release(&self, uri: &str) {
+        let last = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            match entries.get_mut(uri) {
+                Some(e) if e.refs > 1 => {
+                    e.refs -= 1;
+                    None
+                }
+                Some(_) => entries.remove(uri),
+                None => None,
+            }
+        };
+        if let Some(entry) = last {
+            match entry.backing {
+                Backing::Listen(task) => task.abort(),
+                Backing::Session => {
+                    if let Ok(peer) = entry.upstream.peer() {
+                        #[allow(deprecated)]
+                        let _ = peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn subscribe_upstream(&self, uri: &str, up: &Upstream) -> Result<Backing, String> {
+        let peer = up.peer()?;
+        let info = peer
+            .peer_info()
+            .ok_or_else(|| format!("upstream `{}` is not connected", up.name))?;
+        if info
+            .capabilities
+            .resources
+            .as_ref()
+            .and_then(|r| r.subscribe)
+            != Some(true)
+        {
+            return Err(format!(
+                "upstream `{}` does not support resource subscriptions",
+                up.name
+            ));
+        }
+        if info.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str() {
+            #[allow(deprecated)]
+            peer.subscribe(SubscribeRequestParams::new(uri))
+                .await
+                .map_err(|e| format!("upstream `{}` refused the subscription: {e}", up.name))?;
+            return Ok(Backing::Session);
+        }
+        let mut filter = SubscriptionFilter::new();
+        filter.resource_subscriptions = Some(vec![uri.to_string()]);
+        let mut sub = peer
+            .listen(filter)
+            .await
+            .map_err(|e| format!("upstream `{}` refused the subscription: {e}", up.name))?;
+        let this = self.clone();
+        Ok(Backing::Listen(tokio::spawn(async move {
+            while let Ok(Some(n)) = sub.next().await {
+                if let ServerNotification::ResourceUpdatedNotification(u) = n {
+                    this.publish(u.params.uri);
+                }
+            }
+        })))
+    }
+}

@@ -9,9 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
-};
+use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -24,24 +22,15 @@ use tokio_util::sync::CancellationToken;
 struct Quiet;
 impl ClientHandler for Quiet {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("bench", "1"),
-        )
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("bench", "1"))
     }
 }
 
 async fn client(url: &str) -> RunningService<RoleClient, Quiet> {
-    let cfg =
-        StreamableHttpClientTransportConfig::with_uri(url.to_string()).max_concurrent_requests(256);
+    let cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string()).max_concurrent_requests(256);
     let t = StreamableHttpClientTransport::from_config(cfg);
-    let mode = ClientLifecycleMode::Discover {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-    };
-    Quiet
-        .serve_with_lifecycle(t, mode)
-        .await
-        .expect("client connects")
+    let mode = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+    Quiet.serve_with_lifecycle(t, mode).await.expect("client connects")
 }
 
 fn echo(name: &str) -> CallToolRequestParams {
@@ -101,10 +90,7 @@ async fn main() {
     // BENCH_UPSTREAM=sse (default: the upstream answers every call on an SSE
     // stream, rmcp's default) or json (plain JSON responses).
     let mode = std::env::var("BENCH_UPSTREAM").unwrap_or_else(|_| "sse".into());
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut fixture = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate-fixture"))
         .args(fixture_args(&mode))
         .stdout(Stdio::piped())
@@ -114,11 +100,7 @@ async fn main() {
         .expect("fixture");
     let mut lines = BufReader::new(fixture.stdout.take().expect("stdout")).lines();
     let upstream_url = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("read")
-            .expect("fixture exited");
+        let line = lines.next_line().await.expect("read").expect("fixture exited");
         if let Some(u) = line.strip_prefix("LISTENING ") {
             break u.trim().to_string();
         }
@@ -126,11 +108,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("dir");
-    std::fs::write(
-        dir.path().join("tollgate.toml"),
-        "[server]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("tollgate.toml"), "[server]\nlisten = \"127.0.0.1:0\"\n").expect("write");
     std::fs::write(
         dir.path().join("tool-manifests/bench.toml"),
         format!("name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n"),
@@ -143,16 +121,10 @@ async fn main() {
     while gw.upstreams.catalog().tool("bench__echo").is_none() {
         rx.changed().await.expect("catalog");
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let gw_url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
     let router = tollgate::server::http::router(gw, &cfg.server);
-    tokio::spawn(tollgate::server::http::serve(
-        listener,
-        router,
-        shutdown.clone(),
-    ));
+    tokio::spawn(tollgate::server::http::serve(listener, router, shutdown.clone()));
 
     let direct = client(&upstream_url).await;
     let through = client(&gw_url).await;
@@ -179,16 +151,8 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         d_lat.len()
     );
-    println!(
-        "latency c=1   direct p50 {:>8.1} us  p99 {:>8.1} us",
-        us(pct(&d_lat, 0.5)),
-        us(pct(&d_lat, 0.99))
-    );
-    println!(
-        "latency c=1   tollgate p50 {:>6.1} us  p99 {:>8.1} us",
-        us(pct(&t_lat, 0.5)),
-        us(pct(&t_lat, 0.99))
-    );
+    println!("latency c=1   direct p50 {:>8.1} us  p99 {:>8.1} us", us(pct(&d_lat, 0.5)), us(pct(&d_lat, 0.99)));
+    println!("latency c=1   tollgate p50 {:>6.1} us  p99 {:>8.1} us", us(pct(&t_lat, 0.5)), us(pct(&t_lat, 0.99)));
     println!(
         "added latency p50 {:>8.1} us  p99 {:>8.1} us",
         us(pct(&t_lat, 0.5)) - us(pct(&d_lat, 0.5)),
@@ -198,10 +162,7 @@ async fn main() {
         let rows: Vec<_> = tput.iter().filter(|r| r.0 == c).collect();
         let d = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
         let t = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
-        println!(
-            "throughput c={c:<3} direct {d:>8.0} calls/s  tollgate {t:>8.0} calls/s  ratio {:.2}",
-            t / d
-        );
+        println!("throughput c={c:<3} direct {d:>8.0} calls/s  tollgate {t:>8.0} calls/s  ratio {:.2}", t / d);
     }
     shutdown.cancel();
 }

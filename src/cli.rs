@@ -13,19 +13,10 @@ use crate::server;
 use crate::upstream::Health;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tollgate",
-    version,
-    about = "An MCP gateway: one governed MCP server in front of all of them"
-)]
+#[command(name = "tollgate", version, about = "An MCP gateway: one governed MCP server in front of all of them")]
 pub struct Cli {
     /// The gateway configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "TOLLGATE_CONFIG",
-        default_value = "tollgate.toml"
-    )]
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -68,10 +59,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -97,23 +85,15 @@ pub fn main() -> ExitCode {
 
 fn init_logging(stdio: bool) {
     let default = if stdio { "warn" } else { "info,rmcp=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| default.into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| default.into());
     // stderr always: in stdio mode stdout carries only JSON-RPC.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
-            println!(
-                "ok: {} ({} upstream manifests)",
-                path.display(),
-                c.manifests.len()
-            );
+            println!("ok: {} ({} upstream manifests)", path.display(), c.manifests.len());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -130,15 +110,14 @@ fn shutdown_on_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
-                    }
-                };
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -153,9 +132,7 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
         Some(l) => l.parse().map_err(|e| format!("--listen `{l}`: {e}"))?,
         None => config.server.listen,
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = shutdown_on_signal();
     let gw = Gateway::start(&config, shutdown.clone());
@@ -163,9 +140,7 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     tracing::info!(%local, "tollgate listening: MCP at http://{local}/mcp");
     // Tests and scripts wait for this line rather than sleeping.
     println!("tollgate listening on http://{local}");
-    server::http::serve(listener, router, shutdown)
-        .await
-        .map_err(|e| e.to_string())
+    server::http::serve(listener, router, shutdown).await.map_err(|e| e.to_string())
 }
 
 async fn stdio(config: Config) -> Result<(), String> {
@@ -177,25 +152,17 @@ async fn stdio(config: Config) -> Result<(), String> {
 async fn tools(config: Config, json: bool) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(&config, shutdown.clone());
-    let deadline = config
-        .manifests
-        .iter()
-        .map(|m| m.connect_timeout)
-        .max()
-        .unwrap_or(Duration::ZERO)
-        + Duration::from_secs(1);
+    let deadline =
+        config.manifests.iter().map(|m| m.connect_timeout).max().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
     gw.upstreams.wait_settled(deadline).await;
     let catalog = gw.upstreams.catalog();
     let health: Vec<_> = gw.upstreams.all().iter().map(|u| u.status()).collect();
     let health_of = |name: &str| {
-        health
-            .iter()
-            .find(|s| s.name == name)
-            .map_or("unknown".to_string(), |s| match &s.health {
-                Health::Up => "up".to_string(),
-                Health::Starting => "starting".to_string(),
-                Health::Down { error } => format!("down: {error}"),
-            })
+        health.iter().find(|s| s.name == name).map_or("unknown".to_string(), |s| match &s.health {
+            Health::Up => "up".to_string(),
+            Health::Starting => "starting".to_string(),
+            Health::Down { error } => format!("down: {error}"),
+        })
     };
     if json {
         let tools: Vec<_> = catalog
@@ -208,28 +175,15 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
             .iter()
             .map(|q| serde_json::json!({"name": q.name, "upstream": &*q.upstream_name, "hash": q.hash, "reason": q.reason.to_string()}))
             .collect();
-        let out =
-            serde_json::json!({"tools": tools, "quarantined": quarantined, "upstreams": health});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
-        );
+        let out = serde_json::json!({"tools": tools, "quarantined": quarantined, "upstreams": health});
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
     } else {
         println!("{:<40} {:<16} {:<10} HASH", "TOOL", "UPSTREAM", "HEALTH");
         for t in catalog.tools() {
-            println!(
-                "{:<40} {:<16} {:<10} {}",
-                t.name,
-                t.upstream_name,
-                health_of(&t.upstream_name),
-                t.hash
-            );
+            println!("{:<40} {:<16} {:<10} {}", t.name, t.upstream_name, health_of(&t.upstream_name), t.hash);
         }
         for q in catalog.quarantined() {
-            println!(
-                "{:<40} {:<16} {:<10} {} (quarantined: {})",
-                q.name, q.upstream_name, "blocked", q.hash, q.reason
-            );
+            println!("{:<40} {:<16} {:<10} {} (quarantined: {})", q.name, q.upstream_name, "blocked", q.hash, q.reason);
         }
         for s in &health {
             if !matches!(s.health, Health::Up) {

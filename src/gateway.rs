@@ -26,11 +26,7 @@ impl Gateway {
     /// Starts the upstream supervisors and the list-change fan-out. Returns at once:
     /// upstreams connect in the background.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Gateway {
-        let upstreams = Upstreams::start(
-            config.manifests.clone(),
-            config.catalog.separator.clone(),
-            shutdown.clone(),
-        );
+        let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
         let gw = Gateway {
             upstreams,
             limits: config.server.limits,
@@ -101,14 +97,7 @@ impl Watchers {
 
     pub fn of(&self, uri: &str) -> Vec<Peer<RoleServer>> {
         let map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(uri)
-            .map(|v| {
-                v.iter()
-                    .filter(|p| !p.is_transport_closed())
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        map.get(uri).map(|v| v.iter().filter(|p| !p.is_transport_closed()).cloned().collect()).unwrap_or_default()
     }
 }
 

@@ -26,9 +26,7 @@ impl Micros {
         if frac.len() > 6 {
             return Err(format!("`{text}` has more than 6 decimals"));
         }
-        let whole: i64 = whole
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
+        let whole: i64 = whole.parse().map_err(|_| format!("`{text}` is too large"))?;
         let mut frac_micros: i64 = 0;
         for (i, b) in frac.bytes().enumerate() {
             frac_micros += i64::from(b - b'0') * 10_i64.pow(5 - i as u32);
@@ -63,16 +61,7 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_an_exact_amount() {
-        for bad in [
-            "",
-            "-1",
-            "1.",
-            ".5",
-            "1e3",
-            "0.0000001",
-            "abc",
-            "99999999999999999999",
-        ] {
+        for bad in ["", "-1", "1.", ".5", "1e3", "0.0000001", "abc", "99999999999999999999"] {
             assert!(Micros::parse(bad).is_err(), "{bad} should be refused");
         }
     }

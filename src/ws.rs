@@ -31,15 +31,13 @@ where
                 .map_err(|e| WsError::Io(std::io::Error::other(e))),
         )
     });
-    let rx = rx
-        .take_while(|f| future::ready(!matches!(f, Err(_) | Ok(Message::Close(_)))))
-        .filter_map(|f| {
-            future::ready(match f {
-                Ok(Message::Text(t)) => decode::<R>(t.as_str()),
-                Ok(Message::Binary(b)) => std::str::from_utf8(&b).ok().and_then(decode::<R>),
-                _ => None,
-            })
-        });
+    let rx = rx.take_while(|f| future::ready(!matches!(f, Err(_) | Ok(Message::Close(_))))).filter_map(|f| {
+        future::ready(match f {
+            Ok(Message::Text(t)) => decode::<R>(t.as_str()),
+            Ok(Message::Binary(b)) => std::str::from_utf8(&b).ok().and_then(decode::<R>),
+            _ => None,
+        })
+    });
     (tx, rx)
 }
 
@@ -53,21 +51,15 @@ pub fn axum_socket<R: ServiceRole>(
     use axum::extract::ws::Message as AxMessage;
     let (tx, rx) = ws.split();
     let tx = tx.with(|m: TxJsonRpcMessage<R>| {
-        future::ready(
-            serde_json::to_string(&m)
-                .map(|s| AxMessage::Text(s.into()))
-                .map_err(axum::Error::new),
-        )
+        future::ready(serde_json::to_string(&m).map(|s| AxMessage::Text(s.into())).map_err(axum::Error::new))
     });
-    let rx = rx
-        .take_while(|f| future::ready(!matches!(f, Err(_) | Ok(AxMessage::Close(_)))))
-        .filter_map(|f| {
-            future::ready(match f {
-                Ok(AxMessage::Text(t)) => decode::<R>(t.as_str()),
-                Ok(AxMessage::Binary(b)) => std::str::from_utf8(&b).ok().and_then(decode::<R>),
-                _ => None,
-            })
-        });
+    let rx = rx.take_while(|f| future::ready(!matches!(f, Err(_) | Ok(AxMessage::Close(_))))).filter_map(|f| {
+        future::ready(match f {
+            Ok(AxMessage::Text(t)) => decode::<R>(t.as_str()),
+            Ok(AxMessage::Binary(b)) => std::str::from_utf8(&b).ok().and_then(decode::<R>),
+            _ => None,
+        })
+    });
     (tx, rx)
 }
 

@@ -63,10 +63,7 @@ impl std::fmt::Display for QuarantineReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QuarantineReason::PinMismatch { pinned, actual } => {
-                write!(
-                    f,
-                    "definition changed from its pin {pinned} to {actual}; an admin must accept it"
-                )
+                write!(f, "definition changed from its pin {pinned} to {actual}; an admin must accept it")
             }
             QuarantineReason::Schema(e) => write!(f, "{e}"),
             QuarantineReason::Collision(other) => write!(f, "name collides with {other}"),
@@ -153,18 +150,12 @@ impl Catalog {
         if let Some(i) = self.resource_index.get(uri) {
             return Some(self.resources[*i].upstream);
         }
-        self.templates
-            .iter()
-            .find(|t| template::matches(&t.template.uri_template, uri))
-            .map(|t| t.upstream)
+        self.templates.iter().find(|t| template::matches(&t.template.uri_template, uri)).map(|t| t.upstream)
     }
 
     /// Which upstream a resource-template URI (a completion reference) belongs to.
     pub fn route_template(&self, uri_template: &str) -> Option<usize> {
-        self.templates
-            .iter()
-            .find(|t| t.template.uri_template == uri_template)
-            .map(|t| t.upstream)
+        self.templates.iter().find(|t| t.template.uri_template == uri_template).map(|t| t.upstream)
     }
 }
 
@@ -183,20 +174,12 @@ impl SchemaCache {
         let mut canonical = String::new();
         hash::write_canonical(schema, &mut canonical);
         let key: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
-        if let Some(hit) = self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(hit) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return hit.clone();
         }
         // Compiled outside the lock: compilation may take up to the time bound.
         let result = schema::compile(schema, self.bounds);
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, result.clone());
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result.clone());
         result
     }
 }
@@ -222,10 +205,7 @@ pub fn build(
             if settings.hide {
                 continue;
             }
-            let shown = settings
-                .rename
-                .clone()
-                .unwrap_or_else(|| t.name.to_string());
+            let shown = settings.rename.clone().unwrap_or_else(|| t.name.to_string());
             let name = exposed(&m.prefix, separator, &shown);
             let definition_hash = hash::of(t);
             if let Some(pin) = &settings.pin
@@ -236,10 +216,7 @@ pub fn build(
                     name,
                     upstream_name: upstream_name.clone(),
                     hash: definition_hash.clone(),
-                    reason: QuarantineReason::PinMismatch {
-                        pinned: pin.clone(),
-                        actual: definition_hash,
-                    },
+                    reason: QuarantineReason::PinMismatch { pinned: pin.clone(), actual: definition_hash },
                 });
                 continue;
             }
@@ -296,19 +273,10 @@ pub fn build(
             });
         }
         for r in &listing.resources {
-            resources
-                .entry(r.uri.clone())
-                .or_default()
-                .push(ResourceEntry {
-                    upstream: i,
-                    resource: r.clone(),
-                });
+            resources.entry(r.uri.clone()).or_default().push(ResourceEntry { upstream: i, resource: r.clone() });
         }
         for t in &listing.templates {
-            cat.templates.push(TemplateEntry {
-                upstream: i,
-                template: t.clone(),
-            });
+            cat.templates.push(TemplateEntry { upstream: i, template: t.clone() });
         }
     }
     for (name, mut candidates) in tools {
@@ -317,10 +285,8 @@ pub fn build(
             cat.tool_index.insert(name, cat.tools.len());
             cat.tools.push(Arc::new(entry));
         } else {
-            let owners: Vec<String> = candidates
-                .iter()
-                .map(|c| format!("{}:{}", c.upstream_name, c.upstream_tool))
-                .collect();
+            let owners: Vec<String> =
+                candidates.iter().map(|c| format!("{}:{}", c.upstream_name, c.upstream_tool)).collect();
             tracing::error!(tool = %name, owners = ?owners, "tool name collision: withheld");
             for c in candidates {
                 let others = owners
@@ -354,16 +320,11 @@ pub fn build(
             tracing::error!(uri = %uri, "resource URI offered by several upstreams: withheld");
         }
     }
-    cat.templates
-        .sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));
+    cat.templates.sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));
     cat.quarantined.sort_by(|a, b| a.name.cmp(&b.name));
     cat
 }
 
 pub fn exposed(prefix: &str, separator: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}{separator}{name}")
-    }
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}{separator}{name}") }
 }

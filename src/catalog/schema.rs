@@ -25,39 +25,23 @@ pub struct Bounds {
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self {
-            max_bytes: 256 * 1024,
-            max_depth: 48,
-            max_nodes: 20_000,
-            compile_time: Duration::from_secs(2),
-        }
+        Self { max_bytes: 256 * 1024, max_depth: 48, max_nodes: 20_000, compile_time: Duration::from_secs(2) }
     }
 }
 
 /// Compiles `schema`, or says why it will not.
 pub fn compile(schema: &Value, bounds: Bounds) -> Result<Arc<Validator>, String> {
-    let size = serde_json::to_vec(schema)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(schema).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > bounds.max_bytes {
-        return Err(format!(
-            "input schema is {size} bytes, more than the {} allowed",
-            bounds.max_bytes
-        ));
+        return Err(format!("input schema is {size} bytes, more than the {} allowed", bounds.max_bytes));
     }
     let mut nodes = 0usize;
     let depth = measure(schema, 1, &mut nodes);
     if depth > bounds.max_depth {
-        return Err(format!(
-            "input schema nests {depth} levels, more than the {} allowed",
-            bounds.max_depth
-        ));
+        return Err(format!("input schema nests {depth} levels, more than the {} allowed", bounds.max_depth));
     }
     if nodes > bounds.max_nodes {
-        return Err(format!(
-            "input schema has {nodes} nodes, more than the {} allowed",
-            bounds.max_nodes
-        ));
+        return Err(format!("input schema has {nodes} nodes, more than the {} allowed", bounds.max_nodes));
     }
     // Compilation runs on its own thread so a pathological schema can be
     // abandoned after the time bound without blocking the caller.
@@ -67,11 +51,7 @@ pub fn compile(schema: &Value, bounds: Bounds) -> Result<Arc<Validator>, String>
         .name("schema-compile".into())
         .spawn(move || {
             let result = jsonschema::options()
-                .with_pattern_options(
-                    PatternOptions::regex()
-                        .size_limit(1 << 20)
-                        .dfa_size_limit(1 << 20),
-                )
+                .with_pattern_options(PatternOptions::regex().size_limit(1 << 20).dfa_size_limit(1 << 20))
                 .should_validate_formats(false)
                 .build(&owned)
                 .map(Arc::new)
@@ -81,26 +61,15 @@ pub fn compile(schema: &Value, bounds: Bounds) -> Result<Arc<Validator>, String>
         .map_err(|e| format!("cannot start schema compilation: {e}"))?;
     match rx.recv_timeout(bounds.compile_time) {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "input schema did not compile within {:?}",
-            bounds.compile_time
-        )),
+        Err(_) => Err(format!("input schema did not compile within {:?}", bounds.compile_time)),
     }
 }
 
 fn measure(v: &Value, depth: usize, nodes: &mut usize) -> usize {
     *nodes += 1;
     match v {
-        Value::Object(map) => map
-            .values()
-            .map(|c| measure(c, depth + 1, nodes))
-            .max()
-            .unwrap_or(depth),
-        Value::Array(items) => items
-            .iter()
-            .map(|c| measure(c, depth + 1, nodes))
-            .max()
-            .unwrap_or(depth),
+        Value::Object(map) => map.values().map(|c| measure(c, depth + 1, nodes)).max().unwrap_or(depth),
+        Value::Array(items) => items.iter().map(|c| measure(c, depth + 1, nodes)).max().unwrap_or(depth),
         _ => depth,
     }
 }
@@ -111,11 +80,7 @@ pub fn violations(validator: &Validator, instance: &Value) -> Vec<String> {
         .iter_errors(instance)
         .map(|e| {
             let pointer = e.instance_path().to_string();
-            let pointer = if pointer.is_empty() {
-                "/".to_string()
-            } else {
-                pointer
-            };
+            let pointer = if pointer.is_empty() { "/".to_string() } else { pointer };
             format!("{pointer}: {e}")
         })
         .collect()
@@ -136,10 +101,7 @@ mod tests {
         let errs = violations(&v, &json!({"n":"x"}));
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs.iter().any(|e| e.starts_with("/n:")));
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("/:") && e.contains("\"m\""))
-        );
+        assert!(errs.iter().any(|e| e.starts_with("/:") && e.contains("\"m\"")));
     }
 
     #[test]
@@ -148,11 +110,7 @@ mod tests {
         for _ in 0..100 {
             deep = json!({"items": deep});
         }
-        assert!(
-            compile(&deep, Bounds::default())
-                .unwrap_err()
-                .contains("nests")
-        );
+        assert!(compile(&deep, Bounds::default()).unwrap_err().contains("nests"));
         let wide = json!({"allOf": vec![json!({"type":"object"}); 30_000]});
         assert!(compile(&wide, Bounds::default()).is_err());
     }
@@ -166,21 +124,14 @@ mod tests {
 
     #[test]
     fn catastrophic_pattern_is_linear_time() {
-        let v = compile(
-            &json!({"type":"string","pattern":"^(a+)+$"}),
-            Bounds::default(),
-        )
-        .unwrap();
+        let v = compile(&json!({"type":"string","pattern":"^(a+)+$"}), Bounds::default()).unwrap();
         let hostile = format!("{}!", "a".repeat(50_000));
         assert_eq!(violations(&v, &json!(hostile)).len(), 1);
     }
 
     #[test]
     fn remote_refs_are_not_fetched() {
-        let r = compile(
-            &json!({"$ref":"http://127.0.0.1:9/schema.json"}),
-            Bounds::default(),
-        );
+        let r = compile(&json!({"$ref":"http://127.0.0.1:9/schema.json"}), Bounds::default());
         assert!(r.is_err());
     }
 }

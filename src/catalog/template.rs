@@ -44,14 +44,8 @@ mod tests {
 
     #[test]
     fn routes_by_template() {
-        assert!(matches(
-            "test://static/resource/{id}",
-            "test://static/resource/7"
-        ));
-        assert!(!matches(
-            "test://static/resource/{id}",
-            "test://static/resource/"
-        ));
+        assert!(matches("test://static/resource/{id}", "test://static/resource/7"));
+        assert!(!matches("test://static/resource/{id}", "test://static/resource/"));
         assert!(!matches("test://static/resource/{id}", "other://x"));
         assert!(matches("file:///{path}.md", "file:///docs/a.md"));
         assert!(!matches("file:///{path}.md", "file:///docs/a.txt"));

@@ -76,19 +76,9 @@ impl<'a> Sink<'a> {
         self.errors.len()
     }
 
-    pub fn at(
-        &mut self,
-        span: Option<Range<usize>>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) {
+    pub fn at(&mut self, span: Option<Range<usize>>, field: impl Into<String>, message: impl Into<String>) {
         let line = span.map(|s| line_of(self.text, s.start));
-        self.errors.push(Error {
-            file: self.file.to_path_buf(),
-            line,
-            field: field.into(),
-            message: message.into(),
-        });
+        self.errors.push(Error { file: self.file.to_path_buf(), line, field: field.into(), message: message.into() });
     }
 
     /// A TOML syntax or shape error from the parser, with its own span.
@@ -96,41 +86,22 @@ impl<'a> Sink<'a> {
         let line = err.span().map(|s| line_of(self.text, s.start));
         // The parser's message carries a code excerpt; keep the first line only,
         // the location is given separately.
-        let message = err
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("invalid TOML")
-            .to_string();
+        let message = err.message().lines().next().unwrap_or("invalid TOML").to_string();
         let field = field_from_toml_message(err.message());
-        self.errors.push(Error {
-            file: self.file.to_path_buf(),
-            line,
-            field,
-            message,
-        });
+        self.errors.push(Error { file: self.file.to_path_buf(), line, field, message });
     }
 }
 
 fn field_from_toml_message(message: &str) -> String {
     // serde messages such as "unknown field `foo`, expected ..." or "missing field `bar`"
     // name the field between backticks.
-    message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.contains("field"))
-        .unwrap_or("")
-        .to_string()
+    message.split('`').nth(1).filter(|_| message.contains("field")).unwrap_or("").to_string()
 }
 
 /// 1-based line number of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -154,9 +125,6 @@ mod tests {
             field: "transport.command".into(),
             message: "must not be empty".into(),
         };
-        assert_eq!(
-            e.to_string(),
-            "m.toml:3: transport.command: must not be empty"
-        );
+        assert_eq!(e.to_string(), "m.toml:3: transport.command: must not be empty");
     }
 }

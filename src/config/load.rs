@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use super::error::{Error, Errors, Sink};
 use super::{
-    Backoff, CatalogSettings, Config, Limits, Manifest, Remote, Risk, Server, Stdio, ToolOverride,
-    Transport, duration, raw, secret,
+    Backoff, CatalogSettings, Config, Limits, Manifest, Remote, Risk, Server, Stdio, ToolOverride, Transport, duration,
+    raw, secret,
 };
 use crate::money::Micros;
 
@@ -54,59 +54,30 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
     let server = compile_server(&raw.server, &mut sink);
     let separator = match &raw.catalog.separator {
         Some(s) if !valid_tool_name_chars(s.get_ref()) => {
-            sink.at(
-                Some(s.span()),
-                "catalog.separator",
-                "may only use letters, digits, `_`, `-` and `.`",
-            );
+            sink.at(Some(s.span()), "catalog.separator", "may only use letters, digits, `_`, `-` and `.`");
             "__".to_string()
         }
         Some(s) if s.get_ref().is_empty() => {
-            sink.at(
-                Some(s.span()),
-                "catalog.separator",
-                "must not be empty (use an empty manifest prefix instead)",
-            );
+            sink.at(Some(s.span()), "catalog.separator", "must not be empty (use an empty manifest prefix instead)");
             "__".to_string()
         }
         Some(s) => s.get_ref().clone(),
         None => "__".to_string(),
     };
-    let connect = opt_duration(
-        &raw.upstreams.connect_timeout,
-        "upstreams.connect_timeout",
-        &mut sink,
-    )
-    .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let call = opt_duration(
-        &raw.upstreams.call_timeout,
-        "upstreams.call_timeout",
-        &mut sink,
-    )
-    .unwrap_or(DEFAULT_CALL_TIMEOUT);
-    let dir = |v: &Option<Spanned<String>>, default: &str| {
-        base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()))
-    };
+    let connect = opt_duration(&raw.upstreams.connect_timeout, "upstreams.connect_timeout", &mut sink)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let call =
+        opt_duration(&raw.upstreams.call_timeout, "upstreams.call_timeout", &mut sink).unwrap_or(DEFAULT_CALL_TIMEOUT);
+    let dir =
+        |v: &Option<Spanned<String>>, default: &str| base.join(v.as_ref().map_or(default, |s| s.get_ref().as_str()));
     let manifests_dir = dir(&raw.manifests_dir, "tool-manifests");
     let policies_dir = dir(&raw.policies_dir, "policies");
-    let store = raw.store.as_ref().map_or_else(
-        || "sqlite://tollgate.db".to_string(),
-        |s| s.get_ref().clone(),
-    );
-    if !(store.starts_with("sqlite:")
-        || store.starts_with("postgres://")
-        || store.starts_with("postgresql://"))
-    {
+    let store = raw.store.as_ref().map_or_else(|| "sqlite://tollgate.db".to_string(), |s| s.get_ref().clone());
+    if !(store.starts_with("sqlite:") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
         let span = raw.store.as_ref().map(Spanned::span);
         sink.at(span, "store", "must be a `sqlite://` or `postgres://` URL");
     }
-    let manifests = load_manifests(
-        &manifests_dir,
-        &separator,
-        (connect, call),
-        env,
-        &mut errors,
-    );
+    let manifests = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
@@ -127,18 +98,11 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
             sink.at(
                 Some(l.span()),
                 "server.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:7400: {e}",
-                    l.get_ref()
-                ),
+                format!("`{}` is not an address like 127.0.0.1:7400: {e}", l.get_ref()),
             );
-            DEFAULT_LISTEN
-                .parse()
-                .expect("default listen address parses")
+            DEFAULT_LISTEN.parse().expect("default listen address parses")
         }),
-        None => DEFAULT_LISTEN
-            .parse()
-            .expect("default listen address parses"),
+        None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
     };
     let defaults = Limits::default();
     let mut limit = |v: &Option<Spanned<u64>>, field: &str, default: usize, min: u64| match v {
@@ -150,18 +114,8 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
         None => default,
     };
     let limits = Limits {
-        max_body_bytes: limit(
-            &raw.max_body_bytes,
-            "server.max_body_bytes",
-            defaults.max_body_bytes,
-            1024,
-        ),
-        max_json_depth: limit(
-            &raw.max_json_depth,
-            "server.max_json_depth",
-            defaults.max_json_depth,
-            8,
-        ),
+        max_body_bytes: limit(&raw.max_body_bytes, "server.max_body_bytes", defaults.max_body_bytes, 1024),
+        max_json_depth: limit(&raw.max_json_depth, "server.max_json_depth", defaults.max_json_depth, 8),
         max_arguments_bytes: limit(
             &raw.max_arguments_bytes,
             "server.max_arguments_bytes",
@@ -226,20 +180,11 @@ pub fn load_manifests(
                 continue;
             }
         };
-        let Some(m) = compile_manifest(raw, &file, separator, (connect, call), env, &mut sink)
-        else {
+        let Some(m) = compile_manifest(raw, &file, separator, (connect, call), env, &mut sink) else {
             continue;
         };
         if let Some(other) = by_name.insert(m.name.clone(), file.clone()) {
-            sink.at(
-                None,
-                "name",
-                format!(
-                    "`{}` is already the name of the upstream in {}",
-                    m.name,
-                    other.display()
-                ),
-            );
+            sink.at(None, "name", format!("`{}` is already the name of the upstream in {}", m.name, other.display()));
             continue;
         }
         if !m.prefix.is_empty()
@@ -248,11 +193,7 @@ pub fn load_manifests(
             sink.at(
                 None,
                 "prefix",
-                format!(
-                    "`{}` is already the prefix of the upstream in {}",
-                    m.prefix,
-                    other.display()
-                ),
+                format!("`{}` is already the prefix of the upstream in {}", m.prefix, other.display()),
             );
             continue;
         }
@@ -272,28 +213,16 @@ fn compile_manifest(
     let before = error_count(sink);
     let name = raw.name.get_ref().clone();
     if !valid_upstream_name(&name) {
-        sink.at(
-            Some(raw.name.span()),
-            "name",
-            "must be 1 to 64 letters, digits, `_` or `-`",
-        );
+        sink.at(Some(raw.name.span()), "name", "must be 1 to 64 letters, digits, `_` or `-`");
     }
     if let Some(kind) = &raw.kind
         && kind.get_ref() != "mcp"
     {
-        sink.at(
-            Some(kind.span()),
-            "kind",
-            format!("`{}` is not supported; use \"mcp\"", kind.get_ref()),
-        );
+        sink.at(Some(kind.span()), "kind", format!("`{}` is not supported; use \"mcp\"", kind.get_ref()));
     }
     let prefix = match &raw.prefix {
         Some(p) if !p.get_ref().is_empty() && !valid_upstream_name(p.get_ref()) => {
-            sink.at(
-                Some(p.span()),
-                "prefix",
-                "must be empty or 1 to 64 letters, digits, `_` or `-`",
-            );
+            sink.at(Some(p.span()), "prefix", "must be empty or 1 to 64 letters, digits, `_` or `-`");
             String::new()
         }
         Some(p) => p.get_ref().clone(),
@@ -301,18 +230,14 @@ fn compile_manifest(
     };
     if !prefix.is_empty() && prefix.contains(separator) {
         sink.at(
-            raw.prefix
-                .as_ref()
-                .map(Spanned::span)
-                .or(Some(raw.name.span())),
+            raw.prefix.as_ref().map(Spanned::span).or(Some(raw.name.span())),
             "prefix",
             format!("must not contain the separator `{separator}`"),
         );
     }
     let transport_span = raw.transport.span();
     let transport = compile_transport(raw.transport.into_inner(), transport_span, file, env, sink);
-    let connect_timeout =
-        opt_duration(&raw.connect_timeout, "connect_timeout", sink).unwrap_or(connect);
+    let connect_timeout = opt_duration(&raw.connect_timeout, "connect_timeout", sink).unwrap_or(connect);
     let call_timeout = opt_duration(&raw.call_timeout, "call_timeout", sink).unwrap_or(call);
     let restart = Backoff {
         initial: raw
@@ -371,11 +296,7 @@ fn compile_transport(
         "stdio" => &["command", "args", "env", "cwd"],
         "http" | "sse" | "ws" => &["url", "headers"],
         other => {
-            sink.at(
-                Some(t.kind.span()),
-                "transport.type",
-                format!("`{other}` is not one of stdio, http, sse, ws"),
-            );
+            sink.at(Some(t.kind.span()), "transport.type", format!("`{other}` is not one of stdio, http, sse, ws"));
             return None;
         }
     };
@@ -396,84 +317,51 @@ fn compile_transport(
             );
         }
     }
-    let resolve_map =
-        |map: Option<BTreeMap<String, Spanned<String>>>, what: &str, sink: &mut Sink<'_>| {
-            let mut out = Vec::new();
-            for (k, v) in map.unwrap_or_default() {
-                if secret::names_a_credential(&k) && !secret::has_reference(v.get_ref()) {
-                    sink.at(
+    let resolve_map = |map: Option<BTreeMap<String, Spanned<String>>>, what: &str, sink: &mut Sink<'_>| {
+        let mut out = Vec::new();
+        for (k, v) in map.unwrap_or_default() {
+            if secret::names_a_credential(&k) && !secret::has_reference(v.get_ref()) {
+                sink.at(
                     Some(v.span()),
                     format!("transport.{what}.{k}"),
                     "looks like a credential: give it as a `${env:NAME}` reference, never inline",
                 );
-                    continue;
-                }
-                match secret::resolve(v.get_ref(), env) {
-                    Ok(s) => out.push((k, s)),
-                    Err(e) => sink.at(Some(v.span()), format!("transport.{what}.{k}"), e),
-                }
+                continue;
             }
-            out
-        };
+            match secret::resolve(v.get_ref(), env) {
+                Ok(s) => out.push((k, s)),
+                Err(e) => sink.at(Some(v.span()), format!("transport.{what}.{k}"), e),
+            }
+        }
+        out
+    };
     match kind {
         "stdio" => {
             let Some(command) = t.command else {
-                sink.at(
-                    Some(span),
-                    "transport.command",
-                    "is required for the stdio transport",
-                );
+                sink.at(Some(span), "transport.command", "is required for the stdio transport");
                 return None;
             };
             if command.get_ref().trim().is_empty() {
-                sink.at(
-                    Some(command.span()),
-                    "transport.command",
-                    "must not be empty",
-                );
+                sink.at(Some(command.span()), "transport.command", "must not be empty");
             }
             let env = resolve_map(t.env, "env", sink);
             let cwd = t.cwd.map(|c| {
                 let p = PathBuf::from(c.get_ref());
-                if p.is_absolute() {
-                    p
-                } else {
-                    file.parent().unwrap_or(Path::new(".")).join(p)
-                }
+                if p.is_absolute() { p } else { file.parent().unwrap_or(Path::new(".")).join(p) }
             });
-            Some(Transport::Stdio(Stdio {
-                command: command.into_inner(),
-                args: t.args.unwrap_or_default(),
-                env,
-                cwd,
-            }))
+            Some(Transport::Stdio(Stdio { command: command.into_inner(), args: t.args.unwrap_or_default(), env, cwd }))
         }
         _ => {
             let Some(url) = t.url else {
-                sink.at(
-                    Some(span),
-                    "transport.url",
-                    format!("is required for the {kind} transport"),
-                );
+                sink.at(Some(span), "transport.url", format!("is required for the {kind} transport"));
                 return None;
             };
-            let schemes: &[&str] = if kind == "ws" {
-                &["ws://", "wss://"]
-            } else {
-                &["http://", "https://"]
-            };
+            let schemes: &[&str] = if kind == "ws" { &["ws://", "wss://"] } else { &["http://", "https://"] };
             if !schemes.iter().any(|s| url.get_ref().starts_with(s)) {
-                sink.at(
-                    Some(url.span()),
-                    "transport.url",
-                    format!("must start with {}", schemes.join(" or ")),
-                );
+                sink.at(Some(url.span()), "transport.url", format!("must start with {}", schemes.join(" or ")));
             }
             let headers = resolve_map(t.headers, "headers", sink);
-            let remote = Remote {
-                url: url.into_inner(),
-                headers,
-            };
+            let remote = Remote { url: url.into_inner(), headers };
             Some(match kind {
                 "http" => Transport::Http(remote),
                 "sse" => Transport::Sse(remote),
@@ -491,33 +379,20 @@ fn compile_override(
 ) -> ToolOverride {
     let field = |f: &str| format!("tools.{tool}.{f}");
     let rename = o.rename.map(|r| {
-        if !valid_tool_name_chars(r.get_ref()) || r.get_ref().is_empty() || r.get_ref().len() > 128
-        {
-            sink.at(
-                Some(r.span()),
-                field("rename"),
-                "must be 1 to 128 letters, digits, `_`, `-` or `.`",
-            );
+        if !valid_tool_name_chars(r.get_ref()) || r.get_ref().is_empty() || r.get_ref().len() > 128 {
+            sink.at(Some(r.span()), field("rename"), "must be 1 to 128 letters, digits, `_`, `-` or `.`");
         }
         r.into_inner()
     });
     let input_schema = match o.input_schema {
         Some(serde_json::Value::Object(map)) => {
             if let Err(e) = jsonschema::meta::validate(&serde_json::Value::Object(map.clone())) {
-                sink.at(
-                    Some(span.clone()),
-                    field("input_schema"),
-                    format!("is not a valid JSON Schema: {e}"),
-                );
+                sink.at(Some(span.clone()), field("input_schema"), format!("is not a valid JSON Schema: {e}"));
             }
             Some(map)
         }
         Some(_) => {
-            sink.at(
-                Some(span.clone()),
-                field("input_schema"),
-                "must be a table (a JSON Schema object)",
-            );
+            sink.at(Some(span.clone()), field("input_schema"), "must be a table (a JSON Schema object)");
             None
         }
         None => None,
@@ -527,20 +402,12 @@ fn compile_override(
         "medium" => Some(Risk::Medium),
         "high" => Some(Risk::High),
         other => {
-            sink.at(
-                Some(r.span()),
-                field("risk"),
-                format!("`{other}` is not one of low, medium, high"),
-            );
+            sink.at(Some(r.span()), field("risk"), format!("`{other}` is not one of low, medium, high"));
             None
         }
     });
     let mut money = |v: Option<Spanned<String>>, f: &str| {
-        v.and_then(|c| {
-            Micros::parse(c.get_ref())
-                .map_err(|e| sink.at(Some(c.span()), field(f), e))
-                .ok()
-        })
+        v.and_then(|c| Micros::parse(c.get_ref()).map_err(|e| sink.at(Some(c.span()), field(f), e)).ok())
     };
     let cost = money(o.cost, "cost");
     let failure_cost = money(o.failure_cost, "failure_cost");
@@ -551,11 +418,7 @@ fn compile_override(
             .strip_prefix("sha256:")
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !ok {
-            sink.at(
-                Some(p.span()),
-                field("pin"),
-                "must be `sha256:` followed by 64 hex digits (see `tollgate tools`)",
-            );
+            sink.at(Some(p.span()), field("pin"), "must be `sha256:` followed by 64 hex digits (see `tollgate tools`)");
         }
         p.into_inner().to_ascii_lowercase()
     });
@@ -593,14 +456,10 @@ fn error_count(sink: &Sink<'_>) -> usize {
 }
 
 fn valid_upstream_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The character set MCP allows in tool names.
 pub fn valid_tool_name_chars(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

@@ -54,11 +54,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 4 * 1024 * 1024,
-            max_json_depth: 64,
-            max_arguments_bytes: 1024 * 1024,
-        }
+        Self { max_body_bytes: 4 * 1024 * 1024, max_json_depth: 64, max_arguments_bytes: 1024 * 1024 }
     }
 }
 

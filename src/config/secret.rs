@@ -29,18 +29,15 @@ pub fn resolve(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unterminated `${` reference".to_string())?;
+        let end = after.find('}').ok_or_else(|| "unterminated `${` reference".to_string())?;
         let reference = &after[..end];
-        let name = reference.strip_prefix("env:").ok_or_else(|| {
-            format!("unknown reference `${{{reference}}}`: only `${{env:NAME}}` is supported")
-        })?;
+        let name = reference
+            .strip_prefix("env:")
+            .ok_or_else(|| format!("unknown reference `${{{reference}}}`: only `${{env:NAME}}` is supported"))?;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("`{name}` is not an environment variable name"));
         }
-        let value =
-            lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        let value = lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -83,10 +80,7 @@ mod tests {
 
     #[test]
     fn resolves_references_inside_text() {
-        assert_eq!(
-            resolve("Bearer ${env:GH}", &env).unwrap().expose(),
-            "Bearer s3cr3t"
-        );
+        assert_eq!(resolve("Bearer ${env:GH}", &env).unwrap().expose(), "Bearer s3cr3t");
         assert_eq!(resolve("plain", &env).unwrap().expose(), "plain");
     }
 

@@ -1,18 +1,26 @@
 //! The execute stage: forwarding one call to its upstream with a timeout,
 //! relaying progress to the agent, and passing the agent's cancellation on.
+//!
+//! A 2026-07-28 upstream that needs input from the agent's user answers with
+//! an `input_required` result (MRTR). A 2026-07-28 agent gets it as is and
+//! retries; a 2025-11-25 agent cannot, so tollgate asks it with the legacy
+//! server-to-client request and retries the upstream itself (see `bridge`).
 
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
-    ClientRequest, ProgressNotificationParam, ProgressToken, ResultType, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
-use rmcp::{ErrorData as McpError, RoleServer};
+use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
 
-use super::tool_error;
+use super::{bridge, tool_error};
 use crate::catalog::ToolEntry;
 use crate::upstream::Upstream;
+
+/// Input rounds tollgate drives on behalf of a legacy agent before giving up.
+const MAX_INPUT_ROUNDS: usize = 8;
 
 pub async fn forward_tool(
     up: &Upstream,
@@ -31,13 +39,56 @@ pub async fn forward_tool(
     out.arguments = params.arguments;
     out.input_responses = params.input_responses;
     out.request_state = params.request_state;
+    let legacy_agent = ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
+    for _ in 0..MAX_INPUT_ROUNDS {
+        let response = match send_once(up, &peer, out.clone(), timeout, &ctx).await? {
+            Ok(r) => r,
+            Err(failure) => return Ok(failure),
+        };
+        match response {
+            ServerResult::CallToolResult(mut r) => {
+                // Results from legacy upstreams lack resultType; modern agents need it
+                // (rmcp strips it again for legacy agents).
+                r.result_type = Some(ResultType::COMPLETE);
+                if let Some(m) = r.meta.as_mut() {
+                    m.remove("io.modelcontextprotocol/serverInfo");
+                }
+                return Ok(CallToolResponse::Complete(r));
+            }
+            ServerResult::InputRequiredResult(r) if legacy_agent => {
+                let answers = match bridge::ask_legacy_agent(&ctx, r.input_requests.unwrap_or_default()).await {
+                    Ok(a) => a,
+                    Err(e) => return Ok(tool_error(format!("upstream `{}` needs input from the user: {e}", up.name))),
+                };
+                out.input_responses = Some(answers);
+                out.request_state = r.request_state;
+            }
+            ServerResult::InputRequiredResult(r) => return Ok(CallToolResponse::InputRequired(r)),
+            ServerResult::CreateTaskResult(r) => return Ok(CallToolResponse::Task(r)),
+            _ => {
+                return Ok(tool_error(format!(
+                    "upstream `{}` answered with something other than a tool result",
+                    up.name
+                )));
+            }
+        }
+    }
+    Ok(tool_error(format!("upstream `{}` asked for input more than {MAX_INPUT_ROUNDS} times", up.name)))
+}
+
+/// One request to the upstream. `Ok(Err(result))` is a failure already shaped
+/// as the tool error the agent should see.
+async fn send_once(
+    up: &Upstream,
+    peer: &Peer<RoleClient>,
+    out: CallToolRequestParams,
+    timeout: Duration,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<Result<ServerResult, CallToolResponse>, McpError> {
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
-    let handle = match peer
-        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
-        .await
-    {
+    let handle = match peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout)).await {
         Ok(h) => h,
-        Err(e) => return Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
+        Err(e) => return Ok(Err(tool_error(format!("upstream `{}` failed: {e}", up.name)))),
     };
     let request_id = handle.id.clone();
     let _inflight = up.inflight.insert(request_id.clone(), ctx.peer.clone());
@@ -59,7 +110,7 @@ pub async fn forward_tool(
             }
             Some(n) = async { match progress.as_mut() { Some((_, rx, _)) => rx.recv().await, None => std::future::pending().await } } => {
                 if let Some((_, _, token)) = &progress {
-                    relay_progress(&ctx, n, token).await;
+                    relay_progress(ctx, n, token).await;
                 }
             }
         }
@@ -67,32 +118,16 @@ pub async fn forward_tool(
     if let Some((guard, mut rx, token)) = progress {
         drop(guard);
         while let Ok(n) = rx.try_recv() {
-            relay_progress(&ctx, n, &token).await;
+            relay_progress(ctx, n, &token).await;
         }
     }
     match response {
-        Ok(ServerResult::CallToolResult(mut r)) => {
-            // Results from legacy upstreams lack resultType; modern agents need it
-            // (rmcp strips it again for legacy agents).
-            r.result_type = Some(ResultType::COMPLETE);
-            if let Some(m) = r.meta.as_mut() {
-                m.remove("io.modelcontextprotocol/serverInfo");
-            }
-            Ok(CallToolResponse::Complete(r))
-        }
-        Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
-        Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
-        Ok(other) => Ok(tool_error(format!(
-            "upstream `{}` answered with an unexpected result: {}",
-            up.name,
-            result_kind(&other)
-        ))),
+        Ok(r) => Ok(Ok(r)),
         Err(ServiceError::McpError(e)) => Err(e),
-        Err(ServiceError::Timeout { timeout }) => Ok(tool_error(format!(
-            "upstream `{}` did not answer within {timeout:?}",
-            up.name
-        ))),
-        Err(e) => Ok(tool_error(format!("upstream `{}` failed: {e}", up.name))),
+        Err(ServiceError::Timeout { timeout }) => {
+            Ok(Err(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name))))
+        }
+        Err(e) => Ok(Err(tool_error(format!("upstream `{}` failed: {e}", up.name)))),
     }
 }
 
@@ -103,11 +138,4 @@ async fn relay_progress(
 ) {
     n.progress_token = agent_token.clone();
     let _ = ctx.peer.notify_progress(n).await;
-}
-
-fn result_kind(r: &ServerResult) -> &'static str {
-    match r {
-        ServerResult::EmptyResult(_) => "empty",
-        _ => "not a tool result",
-    }
 }

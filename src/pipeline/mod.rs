@@ -3,6 +3,7 @@
 //! authorize, limit, hold, approve, settle, audit) slot in between these
 //! without reshaping it.
 
+mod bridge;
 mod forward;
 
 use rmcp::ErrorData as McpError;
@@ -25,22 +26,14 @@ pub async fn call(
     // resolve: one catalog snapshot for the whole call (right after start-up,
     // once the upstreams' first connection attempts are done, bounded).
     if !gw.upstreams.settled() {
-        gw.upstreams
-            .wait_settled(std::time::Duration::from_secs(10))
-            .await;
+        gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
     }
     let catalog = gw.upstreams.catalog();
     let Some(entry) = catalog.tool(&params.name).cloned() else {
         if let Some(q) = catalog.quarantine_of(&params.name) {
-            return Err(McpError::invalid_params(
-                format!("tool `{}` is quarantined: {}", q.name, q.reason),
-                None,
-            ));
+            return Err(McpError::invalid_params(format!("tool `{}` is quarantined: {}", q.name, q.reason), None));
         }
-        return Err(McpError::invalid_params(
-            format!("unknown tool: {}", params.name),
-            None,
-        ));
+        return Err(McpError::invalid_params(format!("unknown tool: {}", params.name), None));
     };
 
     // validate: the upstream is never called with arguments that fail a schema.
@@ -64,11 +57,7 @@ pub async fn call(
         return Ok(tool_error(format!(
             "invalid arguments for {}:\n{}",
             entry.name,
-            violations
-                .iter()
-                .map(|v| format!("- {v}"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
         )));
     }
 

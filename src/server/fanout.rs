@@ -17,28 +17,12 @@ pub struct Changes {
 }
 
 pub fn diff(old: &Catalog, new: &Catalog) -> Changes {
-    let tools = |c: &Catalog| {
-        c.tools()
-            .iter()
-            .map(|t| (t.name.clone(), t.tool.clone()))
-            .collect::<Vec<_>>()
-    };
-    let prompts = |c: &Catalog| {
-        c.prompts()
-            .iter()
-            .map(|p| p.prompt.clone())
-            .collect::<Vec<_>>()
-    };
+    let tools = |c: &Catalog| c.tools().iter().map(|t| (t.name.clone(), t.tool.clone())).collect::<Vec<_>>();
+    let prompts = |c: &Catalog| c.prompts().iter().map(|p| p.prompt.clone()).collect::<Vec<_>>();
     let resources = |c: &Catalog| {
         (
-            c.resources()
-                .iter()
-                .map(|r| r.resource.clone())
-                .collect::<Vec<_>>(),
-            c.templates()
-                .iter()
-                .map(|t| t.template.clone())
-                .collect::<Vec<_>>(),
+            c.resources().iter().map(|r| r.resource.clone()).collect::<Vec<_>>(),
+            c.templates().iter().map(|t| t.template.clone()).collect::<Vec<_>>(),
         )
     };
     Changes {
@@ -84,12 +68,7 @@ pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
     let mut acquired = Vec::new();
     for uri in &uris {
         if let Some(index) = gw.upstreams.catalog().route_resource(uri) {
-            match gw
-                .upstreams
-                .subscriptions()
-                .acquire(uri, gw.upstreams.get(index).clone())
-                .await
-            {
+            match gw.upstreams.subscriptions().acquire(uri, gw.upstreams.get(index).clone()).await {
                 Ok(()) => acquired.push(uri.clone()),
                 Err(e) => tracing::warn!(%uri, error = %e, "resource subscription not established"),
             }
@@ -132,11 +111,7 @@ pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
 }
 
 /// Returns false once the stream is closed.
-async fn notify_changes(
-    sub: &SubscriptionContext,
-    accepted: &rmcp::model::SubscriptionFilter,
-    c: Changes,
-) -> bool {
+async fn notify_changes(sub: &SubscriptionContext, accepted: &rmcp::model::SubscriptionFilter, c: Changes) -> bool {
     let sink = sub.sink();
     let mut open = true;
     if c.tools && accepted.tools_list_changed == Some(true) {
@@ -167,11 +142,7 @@ pub async fn resource_updates(gw: Gateway) {
             },
         };
         for peer in gw.watchers.of(&uri) {
-            let _ = peer
-                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
-                    uri.clone(),
-                ))
-                .await;
+            let _ = peer.notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone())).await;
         }
     }
 }

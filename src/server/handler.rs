@@ -8,12 +8,11 @@
 #![allow(deprecated)]
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
-    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
-    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    Reference, ResultType, ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams,
-    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    CacheScope, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
+    CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
+    ServerResult, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -82,17 +81,11 @@ impl ServerHandler for Session {
         let catalog = self.catalog().await;
         let tools: Vec<Tool> = catalog.tools().iter().map(|e| e.tool.clone()).collect();
         // Lists are per principal and change with grants: never cacheable by others.
-        Ok(ListToolsResult::with_all_items(tools)
-            .with_ttl_ms(0)
-            .with_cache_scope(CacheScope::Private))
+        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.gw
-            .upstreams
-            .catalog()
-            .tool(name)
-            .map(|e| e.tool.clone())
+        self.gw.upstreams.catalog().tool(name).map(|e| e.tool.clone())
     }
 
     async fn call_tool(
@@ -110,9 +103,7 @@ impl ServerHandler for Session {
     ) -> Result<ListPromptsResult, McpError> {
         let catalog = self.catalog().await;
         let prompts = catalog.prompts().iter().map(|p| p.prompt.clone()).collect();
-        Ok(ListPromptsResult::with_all_items(prompts)
-            .with_ttl_ms(0)
-            .with_cache_scope(CacheScope::Private))
+        Ok(ListPromptsResult::with_all_items(prompts).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     async fn get_prompt(
@@ -121,9 +112,9 @@ impl ServerHandler for Session {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let catalog = self.catalog().await;
-        let entry = catalog.prompt(&request.name).ok_or_else(|| {
-            McpError::invalid_params(format!("unknown prompt: {}", request.name), None)
-        })?;
+        let entry = catalog
+            .prompt(&request.name)
+            .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", request.name), None))?;
         let up = self.upstream(entry.upstream);
         let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
         let mut out = GetPromptRequestParams::new(entry.upstream_prompt.clone());
@@ -145,14 +136,8 @@ impl ServerHandler for Session {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let catalog = self.catalog().await;
-        let resources = catalog
-            .resources()
-            .iter()
-            .map(|r| r.resource.clone())
-            .collect();
-        Ok(ListResourcesResult::with_all_items(resources)
-            .with_ttl_ms(0)
-            .with_cache_scope(CacheScope::Private))
+        let resources = catalog.resources().iter().map(|r| r.resource.clone()).collect();
+        Ok(ListResourcesResult::with_all_items(resources).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     async fn list_resource_templates(
@@ -161,14 +146,8 @@ impl ServerHandler for Session {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         let catalog = self.catalog().await;
-        let templates = catalog
-            .templates()
-            .iter()
-            .map(|t| t.template.clone())
-            .collect();
-        Ok(ListResourceTemplatesResult::with_all_items(templates)
-            .with_ttl_ms(0)
-            .with_cache_scope(CacheScope::Private))
+        let templates = catalog.templates().iter().map(|t| t.template.clone()).collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     async fn read_resource(
@@ -177,19 +156,15 @@ impl ServerHandler for Session {
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let catalog = self.catalog().await;
-        let index = catalog.route_resource(&request.uri).ok_or_else(|| {
-            McpError::resource_not_found(format!("unknown resource: {}", request.uri), None)
-        })?;
+        let index = catalog
+            .route_resource(&request.uri)
+            .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
         let up = self.upstream(index);
         let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
         let mut out = ReadResourceRequestParams::new(request.uri);
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
-        match peer
-            .read_resource_once(out)
-            .await
-            .map_err(|e| relay(up, e))?
-        {
+        match peer.read_resource_once(out).await.map_err(|e| relay(up, e))? {
             ReadResourceResponse::Complete(mut r) => {
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(ReadResourceResponse::Complete(r))
@@ -206,9 +181,9 @@ impl ServerHandler for Session {
         let catalog = self.catalog().await;
         let (index, reference) = match &request.r#ref {
             Reference::Prompt(p) => {
-                let entry = catalog.prompt(&p.name).ok_or_else(|| {
-                    McpError::invalid_params(format!("unknown prompt: {}", p.name), None)
-                })?;
+                let entry = catalog
+                    .prompt(&p.name)
+                    .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", p.name), None))?;
                 let mut upstream_ref = p.clone();
                 upstream_ref.name = entry.upstream_prompt.clone();
                 (entry.upstream, Reference::Prompt(upstream_ref))
@@ -217,19 +192,11 @@ impl ServerHandler for Session {
                 let index = catalog
                     .route_template(&r.uri)
                     .or_else(|| catalog.route_resource(&r.uri))
-                    .ok_or_else(|| {
-                        McpError::invalid_params(
-                            format!("unknown resource template: {}", r.uri),
-                            None,
-                        )
-                    })?;
+                    .ok_or_else(|| McpError::invalid_params(format!("unknown resource template: {}", r.uri), None))?;
                 (index, Reference::Resource(r.clone()))
             }
             _ => {
-                return Err(McpError::invalid_params(
-                    "unsupported completion reference",
-                    None,
-                ));
+                return Err(McpError::invalid_params("unsupported completion reference", None));
             }
         };
         let up = self.upstream(index);
@@ -243,10 +210,7 @@ impl ServerHandler for Session {
                 Ok(r)
             }
             _ => Err(McpError::internal_error(
-                format!(
-                    "upstream `{}` answered completion with another result",
-                    up.name
-                ),
+                format!("upstream `{}` answered completion with another result", up.name),
                 None,
             )),
         }
@@ -260,9 +224,7 @@ impl ServerHandler for Session {
         // The level applies to every upstream that speaks the legacy logging API.
         for up in self.gw.upstreams.all() {
             if let Ok(peer) = up.peer()
-                && peer
-                    .peer_info()
-                    .is_some_and(|i| i.capabilities.logging.is_some())
+                && peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())
             {
                 #[allow(deprecated)]
                 let _ = peer.set_level(request.clone()).await;
@@ -277,20 +239,14 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let catalog = self.catalog().await;
-        let index = catalog.route_resource(&request.uri).ok_or_else(|| {
-            McpError::resource_not_found(format!("unknown resource: {}", request.uri), None)
-        })?;
+        let index = catalog
+            .route_resource(&request.uri)
+            .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
         if !self.gw.watchers.add(&request.uri, ctx.peer.clone()) {
             return Ok(());
         }
         let up = self.gw.upstreams.get(index).clone();
-        if let Err(e) = self
-            .gw
-            .upstreams
-            .subscriptions()
-            .acquire(&request.uri, up)
-            .await
-        {
+        if let Err(e) = self.gw.upstreams.subscriptions().acquire(&request.uri, up).await {
             self.gw.watchers.remove(&request.uri, &ctx.peer);
             return Err(McpError::internal_error(e, None));
         }
@@ -303,11 +259,7 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         if self.gw.watchers.remove(&request.uri, &ctx.peer) {
-            self.gw
-                .upstreams
-                .subscriptions()
-                .release(&request.uri)
-                .await;
+            self.gw.upstreams.subscriptions().release(&request.uri).await;
         }
         Ok(())
     }
@@ -316,10 +268,7 @@ impl ServerHandler for Session {
         self.gw.sessions.add(ctx.peer);
     }
 
-    fn accepted_subscription_filter(
-        &self,
-        requested: &SubscriptionFilter,
-    ) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
         let mut accepted = SubscriptionFilter::new();
         accepted.tools_list_changed = requested.tools_list_changed;
         accepted.prompts_list_changed = requested.prompts_list_changed;

@@ -35,11 +35,8 @@ struct Edge {
 
 /// The whole HTTP surface, ready to serve; tests drive it without a socket.
 pub fn router(gw: Gateway, server: &config::Server) -> Router {
-    let edge = Edge {
-        gw: gw.clone(),
-        allowed_origins: Arc::new(server.allowed_origins.clone()),
-        limits: server.limits,
-    };
+    let edge =
+        Edge { gw: gw.clone(), allowed_origins: Arc::new(server.allowed_origins.clone()), limits: server.limits };
     let factory_gw = gw.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(Session::new(factory_gw.clone())),
@@ -52,9 +49,7 @@ pub fn router(gw: Gateway, server: &config::Server) -> Router {
             .with_json_response(true)
             .with_cancellation_token(gw.shutdown.child_token()),
     );
-    let guarded = tower::ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(edge.clone(), guard))
-        .service(mcp);
+    let guarded = tower::ServiceBuilder::new().layer(middleware::from_fn_with_state(edge.clone(), guard)).service(mcp);
     Router::new()
         .route_service("/mcp", guarded)
         .route("/ws", get(websocket))
@@ -74,9 +69,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Response {
@@ -87,58 +80,35 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
         return next.run(request).await;
     }
     let limit = edge.limits.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit);
     }
     let (parts, body) = request.into_parts();
     let bytes: Bytes = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return too_large(limit);
         }
         Err(_) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                -32700,
-                "could not read the request body",
-            );
+            return rpc_error(StatusCode::BAD_REQUEST, -32700, "could not read the request body");
         }
     };
     match strict_json::check(&bytes, edge.limits.max_json_depth) {
         Ok(()) => {}
         Err(Rejection::Parse(m)) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                -32700,
-                &format!("parse error: {m}"),
-            );
+            return rpc_error(StatusCode::BAD_REQUEST, -32700, &format!("parse error: {m}"));
         }
         Err(Rejection::Invalid(m)) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                -32600,
-                &format!("invalid request: {m}"),
-            );
+            return rpc_error(StatusCode::BAD_REQUEST, -32600, &format!("invalid request: {m}"));
         }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 fn too_large(limit: usize) -> Response {
-    rpc_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        -32600,
-        &format!("request body is larger than {limit} bytes"),
-    )
+    rpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, &format!("request body is larger than {limit} bytes"))
 }
 
 /// A JSON-RPC error response with no request id (the request was not read as one).
@@ -154,11 +124,7 @@ fn refuse_origin(headers: &HeaderMap, allowed: &[String]) -> Option<Response> {
     if allowed.iter().any(|a| origin_matches(a, origin)) {
         return None;
     }
-    Some(rpc_error(
-        StatusCode::FORBIDDEN,
-        -32600,
-        &format!("origin `{origin}` is not allowed"),
-    ))
+    Some(rpc_error(StatusCode::FORBIDDEN, -32600, &format!("origin `{origin}` is not allowed")))
 }
 
 /// `pattern` is an origin (`https://app.example.com:8443`) or one with any port (`http://localhost:*`).
@@ -167,8 +133,7 @@ pub fn origin_matches(pattern: &str, origin: &str) -> bool {
         Some(base) => {
             origin == base
                 || origin.strip_prefix(base).is_some_and(|rest| {
-                    rest.strip_prefix(':')
-                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    rest.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
                 })
         }
         None => pattern == origin,
@@ -180,33 +145,24 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
         return refused;
     }
     let gw = edge.gw.clone();
-    ws.max_message_size(edge.limits.max_body_bytes)
-        .on_upgrade(move |socket| async move {
-            let transport = crate::ws::axum_socket::<RoleServer>(socket);
-            match Session::new(gw).serve(transport).await {
-                Ok(service) => {
-                    let _ = service.waiting().await;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "websocket session ended during its handshake")
-                }
+    ws.max_message_size(edge.limits.max_body_bytes).on_upgrade(move |socket| async move {
+        let transport = crate::ws::axum_socket::<RoleServer>(socket);
+        match Session::new(gw).serve(transport).await {
+            Ok(service) => {
+                let _ = service.waiting().await;
             }
-        })
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket session ended during its handshake")
+            }
+        }
+    })
 }
 
 async fn readyz(State(edge): State<Edge>) -> Response {
     let upstreams: Vec<_> = edge.gw.upstreams.all().iter().map(|u| u.status()).collect();
     let ready = edge.gw.upstreams.settled();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"ready": ready, "upstreams": upstreams})),
-    )
-        .into_response()
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": ready, "upstreams": upstreams}))).into_response()
 }
 
 #[cfg(test)]
@@ -215,26 +171,11 @@ mod tests {
 
     #[test]
     fn origins_match_exactly_or_by_any_port() {
-        assert!(origin_matches(
-            "http://localhost:*",
-            "http://localhost:3000"
-        ));
+        assert!(origin_matches("http://localhost:*", "http://localhost:3000"));
         assert!(origin_matches("http://localhost:*", "http://localhost"));
-        assert!(!origin_matches(
-            "http://localhost:*",
-            "http://localhost.evil.com"
-        ));
-        assert!(!origin_matches(
-            "http://localhost:*",
-            "http://localhost:3000x"
-        ));
-        assert!(origin_matches(
-            "https://app.example.com",
-            "https://app.example.com"
-        ));
-        assert!(!origin_matches(
-            "https://app.example.com",
-            "http://app.example.com"
-        ));
+        assert!(!origin_matches("http://localhost:*", "http://localhost.evil.com"));
+        assert!(!origin_matches("http://localhost:*", "http://localhost:3000x"));
+        assert!(origin_matches("https://app.example.com", "https://app.example.com"));
+        assert!(!origin_matches("https://app.example.com", "http://app.example.com"));
     }
 }

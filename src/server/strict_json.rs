@@ -24,25 +24,16 @@ pub fn check(body: &[u8], max_depth: usize) -> Result<(), Rejection> {
     match first {
         None => return Err(Rejection::Parse("empty body".into())),
         Some(b'[') => {
-            return Err(Rejection::Invalid(
-                "batch requests are not supported: send one message per request".into(),
-            ));
+            return Err(Rejection::Invalid("batch requests are not supported: send one message per request".into()));
         }
         Some(b'{') => {}
         Some(_) => {
-            return Err(Rejection::Invalid(
-                "a JSON-RPC message must be a JSON object".into(),
-            ));
+            return Err(Rejection::Invalid("a JSON-RPC message must be a JSON object".into()));
         }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     // serde_json's own recursion limit (128) stays on as a backstop.
-    let result = Check {
-        depth: 0,
-        max: max_depth,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
+    let result = Check { depth: 0, max: max_depth }.deserialize(&mut de).and_then(|()| de.end());
     result.map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Rejection::Invalid(e.to_string()),
         _ => Rejection::Parse(e.to_string()),
@@ -57,15 +48,9 @@ struct Check {
 impl Check {
     fn deeper<E: serde::de::Error>(&self) -> Result<Check, E> {
         if self.depth + 1 > self.max {
-            return Err(E::custom(format!(
-                "JSON nests deeper than {} levels",
-                self.max
-            )));
+            return Err(E::custom(format!("JSON nests deeper than {} levels", self.max)));
         }
-        Ok(Check {
-            depth: self.depth + 1,
-            max: self.max,
-        })
+        Ok(Check { depth: self.depth + 1, max: self.max })
     }
 }
 
@@ -114,10 +99,7 @@ impl<'de> Visitor<'de> for Check {
             if !keys.insert(key.clone()) {
                 return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
             }
-            map.next_value_seed(Check {
-                depth: inner.depth,
-                max: inner.max,
-            })?;
+            map.next_value_seed(Check { depth: inner.depth, max: inner.max })?;
         }
         Ok(())
     }
@@ -130,10 +112,7 @@ mod tests {
     #[test]
     fn accepts_an_ordinary_message() {
         assert_eq!(
-            check(
-                br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"a":[1,{"b":null}]}}"#,
-                64
-            ),
+            check(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"a":[1,{"b":null}]}}"#, 64),
             Ok(())
         );
     }
@@ -150,19 +129,14 @@ mod tests {
         assert!(
             matches!(check(br#"{"id":1,"id":2}"#, 64), Err(Rejection::Invalid(m)) if m.contains("duplicate key `id`"))
         );
-        assert!(matches!(
-            check(br#"{"p":{"a":{"x":1,"x":1}}}"#, 64),
-            Err(Rejection::Invalid(_))
-        ));
+        assert!(matches!(check(br#"{"p":{"a":{"x":1,"x":1}}}"#, 64), Err(Rejection::Invalid(_))));
         assert_eq!(check(br#"{"a":{"x":1},"b":{"x":1}}"#, 64), Ok(()));
     }
 
     #[test]
     fn refuses_deep_nesting() {
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(100), "]".repeat(100));
-        assert!(
-            matches!(check(deep.as_bytes(), 64), Err(Rejection::Invalid(m)) if m.contains("deeper"))
-        );
+        assert!(matches!(check(deep.as_bytes(), 64), Err(Rejection::Invalid(m)) if m.contains("deeper")));
         let ok = format!("{{\"a\":{}1{}}}", "[".repeat(10), "]".repeat(10));
         assert_eq!(check(ok.as_bytes(), 64), Ok(()));
     }
@@ -170,13 +144,7 @@ mod tests {
     #[test]
     fn refuses_malformed_json_and_invalid_utf8() {
         assert!(matches!(check(b"{\"a\":", 64), Err(Rejection::Parse(_))));
-        assert!(matches!(
-            check(b"{\"a\":\"\xff\xfe\"}", 64),
-            Err(Rejection::Parse(_))
-        ));
-        assert!(matches!(
-            check(b"{} trailing", 64),
-            Err(Rejection::Parse(_))
-        ));
+        assert!(matches!(check(b"{\"a\":\"\xff\xfe\"}", 64), Err(Rejection::Parse(_))));
+        assert!(matches!(check(b"{} trailing", 64), Err(Rejection::Parse(_))));
     }
 }

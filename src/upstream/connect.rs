@@ -22,55 +22,57 @@ pub type Service = RunningService<RoleClient, Handler>;
 /// How many requests one HTTP upstream connection may have in flight.
 const HTTP_MAX_CONCURRENT: usize = 256;
 
+/// Connects in whichever era the upstream speaks. rmcp's `Auto` probes
+/// `server/discover` and falls back to `initialize` when the server does not
+/// know it; a server that answers discover but lists only pre-2026 versions
+/// is retried here with `initialize`.
 pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result<Service, String> {
-    let lifecycle = ClientLifecycleMode::Auto {
+    let auto = ClientLifecycleMode::Auto {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
     };
+    match open_with(name, transport, handler.clone(), auto).await {
+        Err(e) if e.contains("no compatible protocol version") => {
+            tracing::debug!(upstream = %name, "server/discover offered only legacy versions; using initialize");
+            open_with(name, transport, handler, ClientLifecycleMode::Initialize).await
+        }
+        other => other,
+    }
+}
+
+async fn open_with(
+    name: &str,
+    transport: &Transport,
+    handler: Handler,
+    lifecycle: ClientLifecycleMode,
+) -> Result<Service, String> {
     let serve_err = |e: rmcp::service::ClientInitializeError| format!("handshake failed: {e}");
     match transport {
         Transport::Stdio(s) => {
             let child = spawn_child(name, s)?;
-            handler
-                .serve_with_lifecycle(child, lifecycle)
-                .await
-                .map_err(serve_err)
+            handler.serve_with_lifecycle(child, lifecycle).await.map_err(serve_err)
         }
         Transport::Http(r) => {
             let config = StreamableHttpClientTransportConfig::with_uri(r.url.as_str())
                 .custom_headers(headers(r)?)
                 .max_concurrent_requests(HTTP_MAX_CONCURRENT);
             let t = StreamableHttpClientTransport::with_client(pooled_client()?, config);
-            handler
-                .serve_with_lifecycle(t, lifecycle)
-                .await
-                .map_err(serve_err)
+            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
         }
         Transport::Sse(r) => {
             let t = super::sse::connect(r).await?;
-            handler
-                .serve_with_lifecycle(t, lifecycle)
-                .await
-                .map_err(serve_err)
+            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut req = r
-                .url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| format!("bad websocket url: {e}"))?;
+            let mut req = r.url.as_str().into_client_request().map_err(|e| format!("bad websocket url: {e}"))?;
             for (k, v) in headers(r)? {
                 req.headers_mut().insert(k, v);
             }
-            let (ws, _) = tokio_tungstenite::connect_async(req)
-                .await
-                .map_err(|e| format!("websocket connect failed: {e}"))?;
+            let (ws, _) =
+                tokio_tungstenite::connect_async(req).await.map_err(|e| format!("websocket connect failed: {e}"))?;
             let t = crate::ws::tungstenite::<RoleClient, _>(ws);
-            handler
-                .serve_with_lifecycle(t, lifecycle)
-                .await
-                .map_err(serve_err)
+            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
         }
     }
 }
@@ -95,8 +97,7 @@ pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, String> {
     let mut out = HashMap::new();
     for (k, v) in &r.headers {
         let name = HeaderName::try_from(k.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
-        let mut value =
-            HeaderValue::try_from(v.expose()).map_err(|e| format!("header `{k}`: {e}"))?;
+        let mut value = HeaderValue::try_from(v.expose()).map_err(|e| format!("header `{k}`: {e}"))?;
         value.set_sensitive(true);
         out.insert(name, value);
     }
@@ -106,8 +107,7 @@ pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, String> {
 /// Starts a stdio upstream with exactly the environment its manifest declares,
 /// never through a shell. Its stderr goes to tollgate's log.
 fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, String> {
-    let program = resolve_program(&s.command)
-        .ok_or_else(|| format!("command `{}` not found on PATH", s.command))?;
+    let program = resolve_program(&s.command).ok_or_else(|| format!("command `{}` not found on PATH", s.command))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&s.args).env_clear();
     for (k, v) in &s.env {
@@ -139,9 +139,7 @@ fn resolve_program(command: &str) -> Option<PathBuf> {
         return Some(PathBuf::from(command));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|p| is_executable(p))
+    std::env::split_paths(&path).map(|dir| dir.join(command)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -12,13 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
-    ElicitRequestParams, ElicitResult, Implementation, LoggingMessageNotificationParam,
-    ProgressNotificationParam, RequestId, ResourceUpdatedNotificationParam,
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, Implementation, LoggingMessageNotificationParam, ProgressNotificationParam, RequestId,
+    ResourceUpdatedNotificationParam,
 };
-use rmcp::service::{
-    InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer,
-};
+use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer};
 use rmcp::{ClientHandler, ErrorData as McpError, Peer};
 use tokio::sync::mpsc;
 
@@ -41,14 +39,8 @@ pub struct Inflight {
 
 impl Inflight {
     pub fn insert(&self, id: RequestId, agent: Peer<RoleServer>) -> InflightGuard {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), agent);
-        InflightGuard {
-            inflight: self.clone(),
-            id,
-        }
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), agent);
+        InflightGuard { inflight: self.clone(), id }
     }
 
     /// The agent to ask for a server-to-client request. Over Streamable HTTP the
@@ -72,11 +64,7 @@ pub struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.inflight
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.inflight.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -94,17 +82,10 @@ impl ClientHandler for Handler {
         let mut caps = ClientCapabilities::default();
         caps.elicitation = Some(Default::default());
         caps.sampling = Some(Default::default());
-        ClientConfig::new(
-            caps,
-            Implementation::new("tollgate", env!("CARGO_PKG_VERSION")),
-        )
+        ClientConfig::new(caps, Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
     }
 
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _ctx: NotificationContext<RoleClient>,
-    ) {
+    async fn on_progress(&self, params: ProgressNotificationParam, _ctx: NotificationContext<RoleClient>) {
         self.progress.dispatch(params);
     }
 
@@ -128,11 +109,7 @@ impl ClientHandler for Handler {
         let _ = self.refresh.send(Refresh::Resources);
     }
 
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        _ctx: NotificationContext<RoleClient>,
-    ) {
+    async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _ctx: NotificationContext<RoleClient>) {
         tracing::debug!(upstream = %self.upstream, level = ?params.level, logger = ?params.logger, "upstream log message");
     }
 
@@ -142,12 +119,10 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         let agent = self.agent(&ctx)?;
-        agent.create_elicitation(request).await.map_err(|e| {
-            McpError::internal_error(
-                format!("the agent did not answer the elicitation: {e}"),
-                None,
-            )
-        })
+        agent
+            .create_elicitation(request)
+            .await
+            .map_err(|e| McpError::internal_error(format!("the agent did not answer the elicitation: {e}"), None))
     }
 
     async fn create_message(
@@ -156,24 +131,17 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
         let agent = self.agent(&ctx)?;
-        agent.create_message(params).await.map_err(|e| {
-            McpError::internal_error(
-                format!("the agent did not answer the sampling request: {e}"),
-                None,
-            )
-        })
+        agent
+            .create_message(params)
+            .await
+            .map_err(|e| McpError::internal_error(format!("the agent did not answer the sampling request: {e}"), None))
     }
 }
 
 impl Handler {
     fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Peer<RoleServer>, McpError> {
-        self.inflight
-            .agent_for(ctx.extensions.get::<InboundStreamOrigin>())
-            .ok_or_else(|| {
-                McpError::invalid_request(
-                    "tollgate cannot tell which agent call this request belongs to",
-                    None,
-                )
-            })
+        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).ok_or_else(|| {
+            McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
+        })
     }
 }

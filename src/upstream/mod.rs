@@ -75,9 +75,7 @@ impl Upstream {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         match (&st.peer, &st.health) {
             (Some(p), _) if !p.is_transport_closed() => Ok(p.clone()),
-            (_, Health::Down { error }) => {
-                Err(format!("upstream `{}` is unavailable: {error}", self.name))
-            }
+            (_, Health::Down { error }) => Err(format!("upstream `{}` is unavailable: {error}", self.name)),
             _ => Err(format!("upstream `{}` is not connected", self.name)),
         }
     }
@@ -120,11 +118,7 @@ struct Inner {
 
 impl Upstreams {
     /// Creates the pool and starts one supervisor per manifest. Returns at once.
-    pub fn start(
-        manifests: Vec<Manifest>,
-        separator: String,
-        shutdown: CancellationToken,
-    ) -> Upstreams {
+    pub fn start(manifests: Vec<Manifest>, separator: String, shutdown: CancellationToken) -> Upstreams {
         let list = manifests
             .into_iter()
             .enumerate()
@@ -214,27 +208,12 @@ impl Upstreams {
     async fn rebuild(&self) {
         let _serial = self.inner.rebuild.lock().await;
         let manifests: Vec<Manifest> = self.inner.list.iter().map(|u| u.manifest.clone()).collect();
-        let listings: Vec<Option<Arc<Listing>>> = self
-            .inner
-            .list
-            .iter()
-            .map(|u| {
-                u.state
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .listing
-                    .clone()
-            })
-            .collect();
+        let listings: Vec<Option<Arc<Listing>>> =
+            self.inner.list.iter().map(|u| u.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone()).collect();
         let pool = self.clone();
         // Schema compilation is CPU work with its own time bound: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
-            catalog::build(
-                &manifests,
-                &pool.inner.separator,
-                &listings,
-                &pool.inner.schemas,
-            )
+            catalog::build(&manifests, &pool.inner.separator, &listings, &pool.inner.schemas)
         })
         .await;
         match built {
@@ -263,9 +242,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
         };
         let attempt = async {
             let service = connect::open(&up.name, &m.transport, handler).await?;
-            let listing = list(service.peer())
-                .await
-                .map_err(|e| format!("listing failed: {e}"))?;
+            let listing = list(service.peer()).await.map_err(|e| format!("listing failed: {e}"))?;
             Ok::<_, String>((service, listing))
         };
         let outcome = tokio::select! {
@@ -324,12 +301,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             }
             Err(error) => {
                 tracing::warn!(upstream = %up.name, %error, retry_in = ?backoff, "upstream connection failed");
-                let was_listed = up
-                    .state
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .listing
-                    .is_some();
+                let was_listed = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.is_some();
                 up.set(|st| {
                     st.peer = None;
                     st.listing = None;
@@ -346,9 +318,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2)
-            .min(m.restart.max)
-            .max(Duration::from_millis(1));
+        backoff = (backoff * 2).min(m.restart.max).max(Duration::from_millis(1));
     }
 }
 
@@ -366,25 +336,13 @@ async fn listen_for_changes(
     }
     let caps = &info.capabilities;
     let mut filter = SubscriptionFilter::new();
-    if caps
-        .tools
-        .as_ref()
-        .is_some_and(|t| t.list_changed == Some(true))
-    {
+    if caps.tools.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
         filter.tools_list_changed = Some(true);
     }
-    if caps
-        .prompts
-        .as_ref()
-        .is_some_and(|p| p.list_changed == Some(true))
-    {
+    if caps.prompts.as_ref().is_some_and(|p| p.list_changed == Some(true)) {
         filter.prompts_list_changed = Some(true);
     }
-    if caps
-        .resources
-        .as_ref()
-        .is_some_and(|r| r.list_changed == Some(true))
-    {
+    if caps.resources.as_ref().is_some_and(|r| r.list_changed == Some(true)) {
         filter.resources_list_changed = Some(true);
     }
     if filter == SubscriptionFilter::new() {
@@ -402,9 +360,7 @@ async fn listen_for_changes(
             let what = match n {
                 ServerNotification::ToolListChangedNotification(_) => handler::Refresh::Tools,
                 ServerNotification::PromptListChangedNotification(_) => handler::Refresh::Prompts,
-                ServerNotification::ResourceListChangedNotification(_) => {
-                    handler::Refresh::Resources
-                }
+                ServerNotification::ResourceListChangedNotification(_) => handler::Refresh::Resources,
                 _ => continue,
             };
             if refresh.send(what).is_err() {
@@ -416,32 +372,13 @@ async fn listen_for_changes(
 
 /// Everything the upstream offers, following pagination.
 async fn list(peer: &Peer<RoleClient>) -> Result<Listing, ServiceError> {
-    let caps = peer
-        .peer_info()
-        .map(|i| i.capabilities.clone())
-        .unwrap_or_default();
-    let tools = if caps.tools.is_some() {
-        peer.list_all_tools().await?
-    } else {
-        Vec::new()
-    };
-    let prompts = if caps.prompts.is_some() {
-        peer.list_all_prompts().await?
-    } else {
-        Vec::new()
-    };
+    let caps = peer.peer_info().map(|i| i.capabilities.clone()).unwrap_or_default();
+    let tools = if caps.tools.is_some() { peer.list_all_tools().await? } else { Vec::new() };
+    let prompts = if caps.prompts.is_some() { peer.list_all_prompts().await? } else { Vec::new() };
     let (resources, templates) = if caps.resources.is_some() {
-        (
-            peer.list_all_resources().await?,
-            peer.list_all_resource_templates().await?,
-        )
+        (peer.list_all_resources().await?, peer.list_all_resource_templates().await?)
     } else {
         (Vec::new(), Vec::new())
     };
-    Ok(Listing {
-        tools,
-        prompts,
-        resources,
-        templates,
-    })
+    Ok(Listing { tools, prompts, resources, templates })
 }

@@ -50,8 +50,7 @@ impl Progress {
                     st.slots.remove(&old);
                 }
                 st.unclaimed_order.push_back(n.progress_token.clone());
-                st.slots
-                    .insert(n.progress_token.clone(), Slot::Unclaimed(vec![n]));
+                st.slots.insert(n.progress_token.clone(), Slot::Unclaimed(vec![n]));
             }
         }
     }
@@ -61,10 +60,7 @@ impl Progress {
     pub fn subscribe(
         &self,
         token: ProgressToken,
-    ) -> (
-        Subscription,
-        mpsc::UnboundedReceiver<ProgressNotificationParam>,
-    ) {
+    ) -> (Subscription, mpsc::UnboundedReceiver<ProgressNotificationParam>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(Slot::Unclaimed(buf)) = st.slots.remove(&token) {
@@ -74,13 +70,7 @@ impl Progress {
             st.unclaimed_order.retain(|t| *t != token);
         }
         st.slots.insert(token.clone(), Slot::Claimed(tx));
-        (
-            Subscription {
-                progress: self.clone(),
-                token,
-            },
-            rx,
-        )
+        (Subscription { progress: self.clone(), token }, rx)
     }
 }
 
@@ -91,11 +81,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut st = self
-            .progress
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.progress.inner.lock().unwrap_or_else(|p| p.into_inner());
         st.slots.remove(&self.token);
     }
 }

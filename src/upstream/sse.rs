@@ -79,10 +79,7 @@ pub struct SseTransport {
 pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
     let sse_url = Url::parse(&r.url).map_err(|e| format!("bad sse url: {e}"))?;
     if !matches!(sse_url.scheme(), "http" | "https") {
-        return Err(format!(
-            "sse url must be http or https, not `{}`",
-            sse_url.scheme()
-        ));
+        return Err(format!("sse url must be http or https, not `{}`", sse_url.scheme()));
     }
     let client = client(&sse_url, headers(r)?)?;
     let response = client
@@ -97,17 +94,13 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
         return Err(format!("sse connect returned {status}"));
     }
     if !is_event_stream(response.headers()) {
-        return Err(
-            "sse connect did not return an event stream (is this a streamable http url?)".into(),
-        );
+        return Err("sse connect did not return an event stream (is this a streamable http url?)".into());
     }
 
     let mut bound = EventBound::new(MAX_EVENT_BYTES);
     let bytes = response.bytes_stream().map(move |chunk| match chunk {
         Ok(b) if bound.feed(&b) => Ok(b),
-        Ok(_) => Err(SseError(format!(
-            "an sse event exceeds {MAX_EVENT_BYTES} bytes"
-        ))),
+        Ok(_) => Err(SseError(format!("an sse event exceeds {MAX_EVENT_BYTES} bytes"))),
         Err(e) => Err(SseError(format!("sse stream failed: {}", describe(e)))),
     });
     let mut events = Box::pin(SseStream::from_bytes_stream(bytes));
@@ -118,11 +111,7 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
             Some(Err(e)) => {
                 return Err(format!("sse stream failed before the endpoint event: {e}"));
             }
-            Some(Ok(Sse {
-                event: Some(name),
-                data,
-                ..
-            })) if name == "endpoint" => {
+            Some(Ok(Sse { event: Some(name), data, .. })) if name == "endpoint" => {
                 break resolve_endpoint(&sse_url, data.as_deref().unwrap_or(""))?;
             }
             // Nothing sent yet, so nothing here can be a reply; the spec puts
@@ -139,12 +128,7 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
 
     let (tx, inbox) = mpsc::channel(INBOX);
     let reader = tokio::spawn(pump(events, tx));
-    Ok(SseTransport {
-        client,
-        endpoint,
-        inbox,
-        reader,
-    })
+    Ok(SseTransport { client, endpoint, inbox, reader })
 }
 
 impl Transport<RoleClient> for SseTransport {
@@ -158,8 +142,7 @@ impl Transport<RoleClient> for SseTransport {
     ) -> impl Future<Output = Result<(), SseError>> + Send + 'static {
         let client = self.client.clone();
         let endpoint = self.endpoint.clone();
-        let body = serde_json::to_vec(&item)
-            .map_err(|e| SseError(format!("cannot encode a message: {e}")));
+        let body = serde_json::to_vec(&item).map_err(|e| SseError(format!("cannot encode a message: {e}")));
         async move { post(&client, endpoint, body?).await }
     }
 
@@ -185,8 +168,7 @@ fn headers(r: &Remote) -> Result<HeaderMap, String> {
     let mut out = HeaderMap::new();
     for (k, v) in &r.headers {
         let name = HeaderName::try_from(k.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
-        let mut value = HeaderValue::try_from(v.expose())
-            .map_err(|_| format!("header `{k}`: invalid value"))?;
+        let mut value = HeaderValue::try_from(v.expose()).map_err(|_| format!("header `{k}`: invalid value"))?;
         value.set_sensitive(true);
         out.append(name, value);
     }
@@ -231,9 +213,7 @@ fn resolve_endpoint(sse_url: &Url, data: &str) -> Result<Url, String> {
     if data.is_empty() {
         return Err("the endpoint event is empty".into());
     }
-    let endpoint = sse_url
-        .join(data)
-        .map_err(|e| format!("bad endpoint event: {e}"))?;
+    let endpoint = sse_url.join(data).map_err(|e| format!("bad endpoint event: {e}"))?;
     let (ours, theirs) = (sse_url.origin(), endpoint.origin());
     if ours != theirs {
         return Err(format!(
@@ -253,12 +233,7 @@ async fn post(client: &reqwest::Client, endpoint: Url, body: Vec<u8>) -> Result<
         .body(body)
         .send()
         .await
-        .map_err(|e| {
-            SseError(format!(
-                "post to the message endpoint failed: {}",
-                describe(e)
-            ))
-        })?;
+        .map_err(|e| SseError(format!("post to the message endpoint failed: {}", describe(e))))?;
     let status = response.status();
     let mut drained = 0;
     while drained < POST_DRAIN_BYTES {
@@ -342,12 +317,7 @@ struct EventBound {
 
 impl EventBound {
     fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            pending: 0,
-            at_line_start: true,
-            after_cr: false,
-        }
+        Self { limit, pending: 0, at_line_start: true, after_cr: false }
     }
 
     /// Accounts for `chunk`; false once an event has exceeded the limit.
@@ -445,10 +415,7 @@ mod tests {
     }
 
     fn key(headers: &AxHeaders) -> Option<String> {
-        headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
 
     async fn open_stream(State(s): State<Legacy>, headers: AxHeaders) -> Response {
@@ -457,12 +424,8 @@ mod tests {
         inner.keys.push(key(&headers));
         inner.next_session += 1;
         let id = format!("s{}", inner.next_session);
-        let endpoint = inner
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("/messages?sessionId={id}"));
-        tx.unbounded_send(Event::default().event("endpoint").data(endpoint))
-            .unwrap();
+        let endpoint = inner.endpoint.clone().unwrap_or_else(|| format!("/messages?sessionId={id}"));
+        tx.unbounded_send(Event::default().event("endpoint").data(endpoint)).unwrap();
         inner.sessions.insert(id, tx);
         AxSse::new(rx.map(Ok::<_, Infallible>)).into_response()
     }
@@ -478,11 +441,7 @@ mod tests {
         if inner.reject_posts {
             return StatusCode::NOT_FOUND;
         }
-        let Some(tx) = q
-            .get("sessionId")
-            .and_then(|id| inner.sessions.get(id))
-            .cloned()
-        else {
+        let Some(tx) = q.get("sessionId").and_then(|id| inner.sessions.get(id)).cloned() else {
             return StatusCode::NOT_FOUND;
         };
         let Ok(msg) = serde_json::from_str::<Value>(&body) else {
@@ -492,8 +451,7 @@ mod tests {
             inner.methods.push(method.to_owned());
         }
         if let Some(reply) = answer(&msg) {
-            tx.unbounded_send(Event::default().event("message").data(reply.to_string()))
-                .unwrap();
+            tx.unbounded_send(Event::default().event("message").data(reply.to_string())).unwrap();
         }
         StatusCode::ACCEPTED
     }
@@ -518,9 +476,7 @@ mod tests {
                 },
             }]}),
             "tools/call" => {
-                let text = msg["params"]["arguments"]["message"]
-                    .as_str()
-                    .unwrap_or_default();
+                let text = msg["params"]["arguments"]["message"].as_str().unwrap_or_default();
                 json!({"content": [{"type": "text", "text": text}]})
             }
             _ => {
@@ -541,10 +497,7 @@ mod tests {
             .route("/messages", post(message))
             .route("/json", get(|| async { axum::Json(json!({"not": "sse"})) }))
             .route("/moved", get(|| async { Redirect::temporary("/sse") }))
-            .route(
-                "/away",
-                get(|| async { Redirect::temporary("http://evil.example/sse") }),
-            )
+            .route("/away", get(|| async { Redirect::temporary("http://evil.example/sse") }))
             .with_state(legacy);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -554,18 +507,12 @@ mod tests {
 
     fn remote(url: &str) -> Remote {
         let value = secret::resolve(KEY, &|_| None).unwrap();
-        Remote {
-            url: url.to_owned(),
-            headers: vec![("X-Api-Key".to_owned(), value)],
-        }
+        Remote { url: url.to_owned(), headers: vec![("X-Api-Key".to_owned(), value)] }
     }
 
     async fn open(legacy: &Legacy) -> SseTransport {
         let url = serve(legacy.clone()).await;
-        tokio::time::timeout(LIMIT, connect(&remote(&url)))
-            .await
-            .unwrap()
-            .unwrap()
+        tokio::time::timeout(LIMIT, connect(&remote(&url))).await.unwrap().unwrap()
     }
 
     fn echo(message: &str) -> CallToolRequestParams {
@@ -576,18 +523,9 @@ mod tests {
     async fn assert_echo_works<S: rmcp::service::Service<rmcp::RoleClient>>(
         client: &rmcp::service::RunningService<rmcp::RoleClient, S>,
     ) {
-        let tools = tokio::time::timeout(LIMIT, client.list_all_tools())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>(),
-            ["echo"]
-        );
-        let result = tokio::time::timeout(LIMIT, client.call_tool(echo("hello over sse")))
-            .await
-            .unwrap()
-            .unwrap();
+        let tools = tokio::time::timeout(LIMIT, client.list_all_tools()).await.unwrap().unwrap();
+        assert_eq!(tools.iter().map(|t| t.name.as_ref()).collect::<Vec<_>>(), ["echo"]);
+        let result = tokio::time::timeout(LIMIT, client.call_tool(echo("hello over sse"))).await.unwrap().unwrap();
         let text = result.content[0].as_text().unwrap();
         assert_eq!(text.text, "hello over sse");
     }
@@ -596,25 +534,11 @@ mod tests {
     async fn legacy_handshake_then_tools() {
         let legacy = Legacy::default();
         let t = open(&legacy).await;
-        let client = tokio::time::timeout(LIMIT, ().serve(t))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            client.peer_info().unwrap().protocol_version,
-            ProtocolVersion::V_2024_11_05
-        );
+        let client = tokio::time::timeout(LIMIT, ().serve(t)).await.unwrap().unwrap();
+        assert_eq!(client.peer_info().unwrap().protocol_version, ProtocolVersion::V_2024_11_05);
         assert_echo_works(&client).await;
 
-        assert_eq!(
-            legacy.methods(),
-            [
-                "initialize",
-                "notifications/initialized",
-                "tools/list",
-                "tools/call"
-            ]
-        );
+        assert_eq!(legacy.methods(), ["initialize", "notifications/initialized", "tools/list", "tools/call"]);
         // The GET and all four POSTs carried the configured header.
         let keys = legacy.lock().keys.clone();
         assert_eq!(keys.len(), 5);
@@ -631,37 +555,20 @@ mod tests {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: Some(ProtocolVersion::V_2025_11_25),
         };
-        let client = tokio::time::timeout(LIMIT, ().serve_with_lifecycle(t, lifecycle))
-            .await
-            .unwrap()
-            .unwrap();
+        let client = tokio::time::timeout(LIMIT, ().serve_with_lifecycle(t, lifecycle)).await.unwrap().unwrap();
         assert_echo_works(&client).await;
-        assert_eq!(
-            legacy.methods()[..3],
-            ["server/discover", "initialize", "notifications/initialized"]
-        );
+        assert_eq!(legacy.methods()[..3], ["server/discover", "initialize", "notifications/initialized"]);
         client.cancel().await.unwrap();
     }
 
     #[tokio::test]
     async fn cross_origin_endpoint_is_refused() {
-        for endpoint in [
-            "http://evil.example/messages",
-            "//evil.example/messages",
-            "https://127.0.0.1/messages",
-        ] {
+        for endpoint in ["http://evil.example/messages", "//evil.example/messages", "https://127.0.0.1/messages"] {
             let legacy = Legacy::default();
             legacy.lock().endpoint = Some(endpoint.to_owned());
             let url = serve(legacy.clone()).await;
-            let err = tokio::time::timeout(LIMIT, connect(&remote(&url)))
-                .await
-                .unwrap()
-                .err()
-                .unwrap();
-            assert!(
-                err.contains("refusing an endpoint on origin"),
-                "{endpoint}: {err}"
-            );
+            let err = tokio::time::timeout(LIMIT, connect(&remote(&url))).await.unwrap().err().unwrap();
+            assert!(err.contains("refusing an endpoint on origin"), "{endpoint}: {err}");
             assert!(legacy.methods().is_empty());
         }
     }
@@ -670,15 +577,9 @@ mod tests {
     async fn stream_end_closes_the_client() {
         let legacy = Legacy::default();
         let t = open(&legacy).await;
-        let client = tokio::time::timeout(LIMIT, ().serve(t))
-            .await
-            .unwrap()
-            .unwrap();
+        let client = tokio::time::timeout(LIMIT, ().serve(t)).await.unwrap().unwrap();
         legacy.end_streams();
-        let reason = tokio::time::timeout(LIMIT, client.waiting())
-            .await
-            .unwrap()
-            .unwrap();
+        let reason = tokio::time::timeout(LIMIT, client.waiting()).await.unwrap().unwrap();
         assert!(matches!(reason, QuitReason::Closed), "{reason:?}");
     }
 
@@ -686,19 +587,9 @@ mod tests {
     async fn oversized_event_closes_the_client() {
         let legacy = Legacy::default();
         let t = open(&legacy).await;
-        let client = tokio::time::timeout(LIMIT, ().serve(t))
-            .await
-            .unwrap()
-            .unwrap();
-        legacy.push(
-            Event::default()
-                .event("message")
-                .data("x".repeat(MAX_EVENT_BYTES + 1)),
-        );
-        let reason = tokio::time::timeout(LIMIT, client.waiting())
-            .await
-            .unwrap()
-            .unwrap();
+        let client = tokio::time::timeout(LIMIT, ().serve(t)).await.unwrap().unwrap();
+        legacy.push(Event::default().event("message").data("x".repeat(MAX_EVENT_BYTES + 1)));
+        let reason = tokio::time::timeout(LIMIT, client.waiting()).await.unwrap().unwrap();
         assert!(matches!(reason, QuitReason::Closed), "{reason:?}");
     }
 
@@ -706,15 +597,9 @@ mod tests {
     async fn failed_post_fails_its_request() {
         let legacy = Legacy::default();
         let t = open(&legacy).await;
-        let client = tokio::time::timeout(LIMIT, ().serve(t))
-            .await
-            .unwrap()
-            .unwrap();
+        let client = tokio::time::timeout(LIMIT, ().serve(t)).await.unwrap().unwrap();
         legacy.lock().reject_posts = true;
-        let err = tokio::time::timeout(LIMIT, client.list_all_tools())
-            .await
-            .unwrap()
-            .unwrap_err();
+        let err = tokio::time::timeout(LIMIT, client.list_all_tools()).await.unwrap().unwrap_err();
         assert!(err.to_string().contains("404"), "{err}");
         client.cancel().await.unwrap();
     }
@@ -724,10 +609,7 @@ mod tests {
         let url = serve(Legacy::default()).await.replace("/sse", "/json");
         let err = connect(&remote(&url)).await.err().unwrap();
         assert!(err.contains("did not return an event stream"), "{err}");
-        let err = connect(&remote(&url.replace("/json", "/missing")))
-            .await
-            .err()
-            .unwrap();
+        let err = connect(&remote(&url.replace("/json", "/missing"))).await.err().unwrap();
         assert!(err.contains("404"), "{err}");
     }
 
@@ -735,46 +617,25 @@ mod tests {
     async fn redirects_stay_on_the_origin() {
         let legacy = Legacy::default();
         let url = serve(legacy.clone()).await;
-        let t = connect(&remote(&url.replace("/sse", "/moved")))
-            .await
-            .unwrap();
-        let client = tokio::time::timeout(LIMIT, ().serve(t))
-            .await
-            .unwrap()
-            .unwrap();
+        let t = connect(&remote(&url.replace("/sse", "/moved"))).await.unwrap();
+        let client = tokio::time::timeout(LIMIT, ().serve(t)).await.unwrap().unwrap();
         assert_echo_works(&client).await;
         client.cancel().await.unwrap();
 
-        let err = connect(&remote(&url.replace("/sse", "/away")))
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            err.contains("refusing a redirect to another origin"),
-            "{err}"
-        );
+        let err = connect(&remote(&url.replace("/sse", "/away"))).await.err().unwrap();
+        assert!(err.contains("refusing a redirect to another origin"), "{err}");
     }
 
     #[test]
     fn endpoints_resolve_against_the_sse_url() {
         let base = Url::parse("https://h.example:8443/mcp/sse?token=t").unwrap();
         let ok = |data: &str| resolve_endpoint(&base, data).unwrap().to_string();
-        assert_eq!(
-            ok("/messages?sessionId=abc"),
-            "https://h.example:8443/messages?sessionId=abc"
-        );
-        assert_eq!(
-            ok("messages?sessionId=abc\n"),
-            "https://h.example:8443/mcp/messages?sessionId=abc"
-        );
+        assert_eq!(ok("/messages?sessionId=abc"), "https://h.example:8443/messages?sessionId=abc");
+        assert_eq!(ok("messages?sessionId=abc\n"), "https://h.example:8443/mcp/messages?sessionId=abc");
         assert_eq!(ok("https://h.example:8443/m"), "https://h.example:8443/m");
-        for bad in [
-            "",
-            "http://h.example:8443/m",
-            "https://h.example/m",
-            "https://other.example:8443/m",
-            "//x.example/m",
-        ] {
+        for bad in
+            ["", "http://h.example:8443/m", "https://h.example/m", "https://other.example:8443/m", "//x.example/m"]
+        {
             assert!(resolve_endpoint(&base, bad).is_err(), "{bad}");
         }
         // Default ports are the same origin whether written or not.
@@ -786,17 +647,10 @@ mod tests {
     fn event_bound_resets_at_each_blank_line() {
         let feed = |chunks: &[&str]| {
             let mut bound = EventBound::new(10);
-            chunks
-                .iter()
-                .all(|c| bound.feed(&Bytes::copy_from_slice(c.as_bytes())))
+            chunks.iter().all(|c| bound.feed(&Bytes::copy_from_slice(c.as_bytes())))
         };
         // Many small events, with every line ending, split anywhere.
-        assert!(feed(&[
-            "data: 123\n\n",
-            "data: 123\r\n",
-            "\r\n",
-            "data: 123\r\rdata: 123\n\r"
-        ]));
+        assert!(feed(&["data: 123\n\n", "data: 123\r\n", "\r\n", "data: 123\r\rdata: 123\n\r"]));
         assert!(feed(&["data: 123\r", "\n\r", "\ndata: 123\n\n"]));
         // One event over the limit, even across lines and chunks.
         assert!(!feed(&["data: 123\n", "data: 123\n\n"]));

@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    ProtocolVersion, ServerNotification, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams,
+    ProtocolVersion, ServerNotification, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use tokio::sync::broadcast;
 
@@ -38,10 +37,7 @@ pub struct Subscriptions {
 
 impl Default for Subscriptions {
     fn default() -> Self {
-        Self {
-            entries: Default::default(),
-            updates: broadcast::channel(1024).0,
-        }
+        Self { entries: Default::default(), updates: broadcast::channel(1024).0 }
     }
 }
 
@@ -75,14 +71,7 @@ impl Subscriptions {
                 }
             }
             None => {
-                entries.insert(
-                    uri.to_string(),
-                    Entry {
-                        refs: 1,
-                        upstream,
-                        backing,
-                    },
-                );
+                entries.insert(uri.to_string(), Entry { refs: 1, upstream, backing });
             }
         }
         Ok(())
@@ -116,20 +105,9 @@ impl Subscriptions {
 
     async fn subscribe_upstream(&self, uri: &str, up: &Upstream) -> Result<Backing, String> {
         let peer = up.peer()?;
-        let info = peer
-            .peer_info()
-            .ok_or_else(|| format!("upstream `{}` is not connected", up.name))?;
-        if info
-            .capabilities
-            .resources
-            .as_ref()
-            .and_then(|r| r.subscribe)
-            != Some(true)
-        {
-            return Err(format!(
-                "upstream `{}` does not support resource subscriptions",
-                up.name
-            ));
+        let info = peer.peer_info().ok_or_else(|| format!("upstream `{}` is not connected", up.name))?;
+        if info.capabilities.resources.as_ref().and_then(|r| r.subscribe) != Some(true) {
+            return Err(format!("upstream `{}` does not support resource subscriptions", up.name));
         }
         if info.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str() {
             #[allow(deprecated)]
@@ -140,10 +118,8 @@ impl Subscriptions {
         }
         let mut filter = SubscriptionFilter::new();
         filter.resource_subscriptions = Some(vec![uri.to_string()]);
-        let mut sub = peer
-            .listen(filter)
-            .await
-            .map_err(|e| format!("upstream `{}` refused the subscription: {e}", up.name))?;
+        let mut sub =
+            peer.listen(filter).await.map_err(|e| format!("upstream `{}` refused the subscription: {e}", up.name))?;
         let this = self.clone();
         Ok(Backing::Listen(tokio::spawn(async move {
             while let Ok(Some(n)) = sub.next().await {

@@ -18,7 +18,9 @@ fn config_dir(manifests: &[(&str, String)]) -> tempfile::TempDir {
 
 #[test]
 fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
-    let dead = "name = \"dead\"\nconnect_timeout = \"2s\"\n[transport]\ntype = \"stdio\"\ncommand = \"/nonexistent/server\"\n".to_string();
+    let dead =
+        "name = \"dead\"\nconnect_timeout = \"2s\"\n[transport]\ntype = \"stdio\"\ncommand = \"/nonexistent/server\"\n"
+            .to_string();
     let hostile = format!(
         "name = \"h\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--hostile-schema\"]\n"
     );
@@ -29,18 +31,9 @@ fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
         .args(["tools", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let echo = v["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "fs__echo")
-        .expect("fs__echo listed");
+    let echo = v["tools"].as_array().unwrap().iter().find(|t| t["name"] == "fs__echo").expect("fs__echo listed");
     assert_eq!(echo["upstream"], "fs");
     assert_eq!(echo["health"], "up");
     assert!(echo["hash"].as_str().unwrap().starts_with("sha256:"));
@@ -52,19 +45,10 @@ fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
         .expect("hostile schema quarantined");
     assert!(deep["reason"].as_str().unwrap().contains("nests"), "{deep}");
     assert!(
-        v["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["name"] == "h__echo"),
+        v["tools"].as_array().unwrap().iter().any(|t| t["name"] == "h__echo"),
         "the rest of that upstream still works"
     );
-    let dead = v["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "dead")
-        .unwrap();
+    let dead = v["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "dead").unwrap();
     assert_eq!(dead["health"]["state"], "down");
 
     let table = std::process::Command::new(TOLLGATE)
@@ -74,19 +58,14 @@ fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        table.contains("fs__echo") && table.contains("quarantined"),
-        "{table}"
-    );
+    assert!(table.contains("fs__echo") && table.contains("quarantined"), "{table}");
 }
 
 #[tokio::test]
 async fn rmcp_agent_over_tollgate_stdio() {
     let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
     let mut cmd = tokio::process::Command::new(TOLLGATE);
-    cmd.arg("--config")
-        .arg(dir.path().join("tollgate.toml"))
-        .args(["stdio", "--key", "tg_test"]);
+    cmd.arg("--config").arg(dir.path().join("tollgate.toml")).args(["stdio", "--key", "tg_test"]);
     let agent = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("handshake over stdio");
     let tools = agent.peer().list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "fs__echo"));

@@ -30,13 +30,8 @@ fn errors_name_file_line_and_field() {
     let e = load_errors("[server]\nlisten = \"nowhere\"\n", &[]);
     assert!(e.contains("tollgate.toml:2: server.listen:"), "{e}");
 
-    let e = load_errors(
-        "",
-        &[(
-            "gh.toml",
-            "name = \"gh\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\nbogus = 1\n",
-        )],
-    );
+    let e =
+        load_errors("", &[("gh.toml", "name = \"gh\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\nbogus = 1\n")]);
     assert!(e.contains("gh.toml:") && e.contains("bogus"), "{e}");
 
     let e = load_errors(
@@ -46,10 +41,7 @@ fn errors_name_file_line_and_field() {
             "name = \"gh\"\n[transport]\ntype = \"http\"\nurl = \"http://x\"\nheaders = { Authorization = \"Bearer abc\" }\n",
         )],
     );
-    assert!(
-        e.contains("gh.toml:5: transport.headers.Authorization: looks like a credential"),
-        "{e}"
-    );
+    assert!(e.contains("gh.toml:5: transport.headers.Authorization: looks like a credential"), "{e}");
 
     let e = load_errors(
         "",
@@ -69,13 +61,7 @@ fn errors_name_file_line_and_field() {
     );
     assert_eq!(ok, "");
 
-    let e = load_errors(
-        "",
-        &[(
-            "a.toml",
-            "name = \"a\"\n[transport]\ntype = \"carrier-pigeon\"\n",
-        )],
-    );
+    let e = load_errors("", &[("a.toml", "name = \"a\"\n[transport]\ntype = \"carrier-pigeon\"\n")]);
     assert!(e.contains("a.toml:3: transport.type:"), "{e}");
 
     let e = load_errors(
@@ -94,21 +80,12 @@ fn errors_name_file_line_and_field() {
 fn duplicate_names_and_prefixes_are_refused_at_load() {
     let m = "name = \"dup\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n";
     let e = load_errors("", &[("a.toml", m), ("b.toml", m)]);
-    assert!(
-        e.contains("b.toml") && e.contains("already the name"),
-        "{e}"
-    );
+    assert!(e.contains("b.toml") && e.contains("already the name"), "{e}");
     let e = load_errors(
         "",
         &[
-            (
-                "a.toml",
-                "name = \"a\"\nprefix = \"p\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n",
-            ),
-            (
-                "b.toml",
-                "name = \"b\"\nprefix = \"p\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n",
-            ),
+            ("a.toml", "name = \"a\"\nprefix = \"p\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n"),
+            ("b.toml", "name = \"b\"\nprefix = \"p\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n"),
         ],
     );
     assert!(e.contains("already the prefix"), "{e}");
@@ -150,17 +127,7 @@ fn every_shipped_example_and_manifest_loads() {
         if let Err(e) = tollgate::config::load_with_env(&c, &lookup) {
             panic!("{}: {e}", c.display());
         }
-        let out = std::process::Command::new(TOLLGATE)
-            .arg("--config")
-            .arg(&c)
-            .arg("check")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            c.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = std::process::Command::new(TOLLGATE).arg("--config").arg(&c).arg("check").output().unwrap();
+        assert!(out.status.success(), "{}: {}", c.display(), String::from_utf8_lossy(&out.stderr));
     }
 }

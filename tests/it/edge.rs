@@ -6,11 +6,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-async fn post(
-    url: &str,
-    body: impl Into<reqwest::Body>,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
+async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, String) {
     let client = reqwest::Client::new();
     let mut req = client
         .post(url)
@@ -28,9 +24,7 @@ async fn post(
 fn error_code(body: &str) -> i64 {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     assert_eq!(v["jsonrpc"], "2.0", "{body}");
-    v["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no error code: {body}"))
+    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error code: {body}"))
 }
 
 fn modern_request(method: &str, params: Value) -> String {
@@ -49,10 +43,7 @@ async fn still_serves(tg: &TestGateway) {
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
     let mut p = rmcp::model::CallToolRequestParams::new("fs__echo");
     p.arguments = json!({"message": "alive"}).as_object().cloned();
-    assert_eq!(
-        text_of(&agent.peer().call_tool(p).await.unwrap()),
-        "echo: alive"
-    );
+    assert_eq!(text_of(&agent.peer().call_tool(p).await.unwrap()), "echo: alive");
 }
 
 #[tokio::test]
@@ -64,24 +55,9 @@ async fn malformed_and_hostile_bodies_get_json_rpc_errors() {
         .await;
     let url = tg.mcp_url();
     let cases: Vec<(&str, Vec<u8>, u16, i64)> = vec![
-        (
-            "malformed JSON",
-            b"{\"jsonrpc\":\"2.0\",".to_vec(),
-            400,
-            -32700,
-        ),
-        (
-            "invalid UTF-8",
-            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}".to_vec(),
-            400,
-            -32700,
-        ),
-        (
-            "batch",
-            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.to_vec(),
-            400,
-            -32600,
-        ),
+        ("malformed JSON", b"{\"jsonrpc\":\"2.0\",".to_vec(), 400, -32700),
+        ("invalid UTF-8", b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}".to_vec(), 400, -32700),
+        ("batch", br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.to_vec(), 400, -32600),
         ("not an object", b"\"tools/list\"".to_vec(), 400, -32600),
         (
             "duplicate keys",
@@ -100,12 +76,7 @@ async fn malformed_and_hostile_bodies_get_json_rpc_errors() {
             400,
             -32600,
         ),
-        (
-            "oversize",
-            format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(),
-            413,
-            -32600,
-        ),
+        ("oversize", format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(), 413, -32600),
     ];
     for (name, body, status, code) in cases {
         let (s, text) = post(&url, body, &MODERN).await;
@@ -123,8 +94,7 @@ async fn oversize_chunked_body_is_refused_without_buffering_it_all() {
         .spawn()
         .await;
     // No Content-Length: the cap applies while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..64).map(|_| Ok(vec![b' '; 4096])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..64).map(|_| Ok(vec![b' '; 4096])).collect();
     let body = reqwest::Body::wrap_stream(stream::iter(chunks));
     let (s, text) = post(&tg.mcp_url(), body, &MODERN).await;
     assert_eq!(s, 413, "{text}");
@@ -140,28 +110,20 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_passes() {
         .spawn()
         .await;
     let body = modern_request("tools/list", json!({}));
-    let headers = [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/list"),
-        ("origin", "http://evil.example"),
-    ];
+    let headers =
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("origin", "http://evil.example")];
     let (s, text) = post(&tg.mcp_url(), body.clone(), &headers).await;
     assert_eq!(s, 403, "{text}");
     assert_eq!(error_code(&text), -32600);
-    let headers = [
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/list"),
-        ("origin", "http://localhost:5173"),
-    ];
+    let headers =
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("origin", "http://localhost:5173")];
     let (s, text) = post(&tg.mcp_url(), body, &headers).await;
     assert_eq!(s, 200, "{text}");
     assert!(text.contains("fs__echo"), "{text}");
     // The WebSocket endpoint applies the same rule.
     let ws = format!("{}/ws", tg.base.replace("http://", "ws://"));
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws).unwrap();
-    req.headers_mut()
-        .insert("origin", "http://evil.example".parse().unwrap());
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws).unwrap();
+    req.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
 
@@ -172,27 +134,13 @@ async fn unknown_methods_and_wrong_shapes_are_json_rpc_errors() {
     let (s, text) = post(
         &url,
         modern_request("nope/nothing", json!({})),
-        &[
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "nope/nothing"),
-        ],
+        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "nope/nothing")],
     )
     .await;
     assert!(text.contains("-32601"), "status {s}: {text}");
     let wrong = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"not an object"}"#;
-    let (s, text) = post(
-        &url,
-        wrong,
-        &[
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "tools/call"),
-        ],
-    )
-    .await;
-    assert!(
-        (400..500).contains(&s) || text.contains("\"error\""),
-        "status {s}: {text}"
-    );
+    let (s, text) = post(&url, wrong, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call")]).await;
+    assert!((400..500).contains(&s) || text.contains("\"error\""), "status {s}: {text}");
     let no_method = r#"{"jsonrpc":"2.0","id":1}"#;
     let (s, text) = post(&url, no_method, &MODERN).await;
     assert!((400..500).contains(&s), "status {s}: {text}");

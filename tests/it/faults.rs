@@ -17,27 +17,14 @@ async fn upstream_that_crashes_mid_call_is_restarted_and_the_next_call_works() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
     let restarts_before = tg.gw.upstreams.all()[0].status().restarts;
-    let r = agent
-        .peer()
-        .call_tool(call_params("fs__crash", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(
-        r.is_error,
-        Some(true),
-        "the agent gets an error: {}",
-        text_of(&r)
-    );
+    let r = agent.peer().call_tool(call_params("fs__crash", json!({}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true), "the agent gets an error: {}", text_of(&r));
     tg.wait_until(|g| {
         let s = g.upstreams.all()[0].status();
         s.health == Health::Up && s.restarts > restarts_before
     })
     .await;
-    let r = agent
-        .peer()
-        .call_tool(call_params("fs__echo", json!({"message": "back"})))
-        .await
-        .unwrap();
+    let r = agent.peer().call_tool(call_params("fs__echo", json!({"message": "back"}))).await.unwrap();
     assert_eq!(text_of(&r), "echo: back");
 }
 
@@ -46,33 +33,18 @@ async fn upstream_that_never_answers_times_out_and_others_keep_serving() {
     let slow = format!(
         "name = \"slowpoke\"\ncall_timeout = \"700ms\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\n"
     );
-    let tg = TestGateway::builder()
-        .manifest("slowpoke", slow)
-        .stdio_fixture("ok")
-        .spawn()
-        .await;
+    let tg = TestGateway::builder().manifest("slowpoke", slow).stdio_fixture("ok").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
     let peer = agent.peer().clone();
-    let hung = tokio::spawn(async move {
-        peer.call_tool(call_params("slowpoke__hang", json!({})))
-            .await
-    });
+    let hung = tokio::spawn(async move { peer.call_tool(call_params("slowpoke__hang", json!({}))).await });
     // While the hung call is outstanding, the other upstream answers.
-    let r = agent
-        .peer()
-        .call_tool(call_params("ok__echo", json!({"message": "still here"})))
-        .await
-        .unwrap();
+    let r = agent.peer().call_tool(call_params("ok__echo", json!({"message": "still here"}))).await.unwrap();
     assert_eq!(text_of(&r), "echo: still here");
     let r = hung.await.unwrap().unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(text_of(&r).contains("did not answer"), "{}", text_of(&r));
     // The timed-out upstream itself still works.
-    let r = agent
-        .peer()
-        .call_tool(call_params("slowpoke__echo", json!({"message": "ok"})))
-        .await
-        .unwrap();
+    let r = agent.peer().call_tool(call_params("slowpoke__echo", json!({"message": "ok"}))).await.unwrap();
     assert_eq!(text_of(&r), "echo: ok");
 }
 
@@ -81,7 +53,8 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
     let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/mcp", refused.local_addr().unwrap());
     drop(refused);
-    let missing = "name = \"missing\"\n[transport]\ntype = \"stdio\"\ncommand = \"/nonexistent/tollgate-no-such-server\"\n";
+    let missing =
+        "name = \"missing\"\n[transport]\ntype = \"stdio\"\ncommand = \"/nonexistent/tollgate-no-such-server\"\n";
     let tg = TestGateway::builder()
         .manifest("gone", remote_manifest("gone", "http", &dead_url))
         .manifest("missing", missing)
@@ -94,11 +67,7 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
     );
     assert_eq!(tg.health("ok"), Health::Up);
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
-    let r = agent
-        .peer()
-        .call_tool(call_params("ok__echo", json!({"message": "fine"})))
-        .await
-        .unwrap();
+    let r = agent.peer().call_tool(call_params("ok__echo", json!({"message": "fine"}))).await.unwrap();
     assert_eq!(text_of(&r), "echo: fine");
     let ready: serde_json::Value = reqwest_get_json(&format!("{}/readyz", tg.base)).await;
     assert_eq!(ready["ready"], true);
@@ -109,22 +78,13 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
 async fn stdio_upstreams_get_only_their_declared_environment() {
     // SAFETY: set before the child is spawned; no other thread reads it concurrently.
     unsafe { std::env::set_var("TOLLGATE_TEST_SECRET", "must-not-leak") };
-    let m = format!(
-        "name = \"e\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nenv = {{ ONLY = \"this\" }}\n"
-    );
+    let m =
+        format!("name = \"e\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nenv = {{ ONLY = \"this\" }}\n");
     let tg = TestGateway::builder().manifest("e", m).spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
-    let r = agent
-        .peer()
-        .call_tool(call_params("e__env", json!({})))
-        .await
-        .unwrap();
+    let r = agent.peer().call_tool(call_params("e__env", json!({}))).await.unwrap();
     let vars = r.structured_content.unwrap();
-    assert_eq!(
-        vars,
-        json!({"ONLY": "this"}),
-        "exactly the declared environment"
-    );
+    assert_eq!(vars, json!({"ONLY": "this"}), "exactly the declared environment");
 }
 
 async fn reqwest_get_json(url: &str) -> serde_json::Value {

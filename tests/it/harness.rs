@@ -7,9 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion,
-};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, RoleClient};
@@ -64,32 +62,16 @@ impl Builder {
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("tollgate.toml"), &self.server).unwrap();
         for (name, toml) in &self.manifests {
-            std::fs::write(
-                dir.path()
-                    .join("tool-manifests")
-                    .join(format!("{name}.toml")),
-                toml,
-            )
-            .unwrap();
+            std::fs::write(dir.path().join("tool-manifests").join(format!("{name}.toml")), toml).unwrap();
         }
-        let cfg = config::load(&dir.path().join("tollgate.toml"))
-            .unwrap_or_else(|e| panic!("config: {e}"));
+        let cfg = config::load(&dir.path().join("tollgate.toml")).unwrap_or_else(|e| panic!("config: {e}"));
         let shutdown = CancellationToken::new();
         let gw = Gateway::start(&cfg, shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = tollgate::server::http::router(gw.clone(), &cfg.server);
-        tokio::spawn(tollgate::server::http::serve(
-            listener,
-            router,
-            shutdown.clone(),
-        ));
-        let tg = TestGateway {
-            base: format!("http://{addr}"),
-            gw,
-            shutdown,
-            _dir: dir,
-        };
+        tokio::spawn(tollgate::server::http::serve(listener, router, shutdown.clone()));
+        let tg = TestGateway { base: format!("http://{addr}"), gw, shutdown, _dir: dir };
         tg.wait_until(|g| g.upstreams.settled()).await;
         tg
     }
@@ -111,10 +93,7 @@ impl Drop for TestGateway {
 
 impl TestGateway {
     pub fn builder() -> Builder {
-        Builder {
-            server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(),
-            manifests: Vec::new(),
-        }
+        Builder { server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(), manifests: Vec::new() }
     }
 
     pub fn mcp_url(&self) -> String {
@@ -140,14 +119,7 @@ impl TestGateway {
     }
 
     pub fn health(&self, upstream: &str) -> Health {
-        self.gw
-            .upstreams
-            .all()
-            .iter()
-            .find(|u| &*u.name == upstream)
-            .expect("upstream")
-            .status()
-            .health
+        self.gw.upstreams.all().iter().find(|u| &*u.name == upstream).expect("upstream").status().health
     }
 }
 
@@ -157,20 +129,38 @@ pub enum Heard {
     Progress(ProgressNotificationParam),
     ToolsChanged,
     ResourceUpdated(String),
+    Elicited,
 }
 
 /// An rmcp client acting as the agent; records notifications.
 #[derive(Clone)]
 pub struct Agent {
     pub tx: mpsc::UnboundedSender<Heard>,
+    /// How the agent's user answers elicitations ("decline", or an answer to
+    /// accept); `None`: the client does not support elicitation.
+    pub elicit: Option<&'static str>,
 }
 
 impl ClientHandler for Agent {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("test-agent", "1.0.0"),
-        )
+        let mut caps = ClientCapabilities::default();
+        if self.elicit.is_some() {
+            caps.elicitation = Some(Default::default());
+        }
+        ClientConfig::new(caps, Implementation::new("test-agent", "1.0.0"))
+    }
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _c: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let _ = self.tx.send(Heard::Elicited);
+        let answer = match self.elicit {
+            Some("decline") => serde_json::json!({"action": "decline"}),
+            Some(a) => serde_json::json!({"action": "accept", "content": {"answer": a}}),
+            None => serde_json::json!({"action": "cancel"}),
+        };
+        Ok(serde_json::from_value(answer).expect("elicit result"))
     }
     async fn on_progress(&self, p: ProgressNotificationParam, _c: NotificationContext<RoleClient>) {
         let _ = self.tx.send(Heard::Progress(p));
@@ -196,21 +186,25 @@ pub enum Era {
 pub fn lifecycle(era: Era) -> ClientLifecycleMode {
     match era {
         Era::Legacy => ClientLifecycleMode::Initialize,
-        Era::Modern => ClientLifecycleMode::Discover {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        },
+        Era::Modern => ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
     }
 }
 
 pub type AgentService = RunningService<RoleClient, Agent>;
 
 pub async fn http_agent(url: &str, era: Era) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
+    http_agent_answering(url, era, None).await
+}
+
+/// An agent whose user answers elicitations with `elicit`.
+pub async fn http_agent_answering(
+    url: &str,
+    era: Era,
+    elicit: Option<&'static str>,
+) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let t = StreamableHttpClientTransport::from_uri(url.to_string());
-    let svc = Agent { tx }
-        .serve_with_lifecycle(t, lifecycle(era))
-        .await
-        .expect("agent connects");
+    let svc = Agent { tx, elicit }.serve_with_lifecycle(t, lifecycle(era)).await.expect("agent connects");
     (svc, rx)
 }
 
@@ -251,11 +245,7 @@ pub async fn fixture_http(name: &str) -> Listening {
 }
 
 pub fn text_of(r: &rmcp::model::CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
 }
 
 pub fn repo_root() -> &'static Path {

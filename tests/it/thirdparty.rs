@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 fn everything_js() -> PathBuf {
-    repo_root()
-        .join("tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+    repo_root().join("tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
 }
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -41,17 +40,8 @@ fn params(name: &str, a: Value) -> CallToolRequestParams {
 #[tokio::test]
 #[ignore = "needs node (server-everything from npm)"]
 async fn server_everything_over_stdio_and_http_is_listed_and_called() {
-    let http = spawn_listening(
-        "node",
-        &[
-            repo_root()
-                .join("tests/node/everything-http.mjs")
-                .to_str()
-                .unwrap(),
-            "0",
-        ],
-    )
-    .await;
+    let http =
+        spawn_listening("node", &[repo_root().join("tests/node/everything-http.mjs").to_str().unwrap(), "0"]).await;
     let tg = TestGateway::builder()
         .manifest("everything", everything_stdio_manifest())
         .manifest("evhttp", remote_manifest("evhttp", "http", &http.url))
@@ -66,30 +56,17 @@ async fn server_everything_over_stdio_and_http_is_listed_and_called() {
             assert!(tools.iter().any(|t| t.name == n), "{n} listed");
         }
         for tool in ["everything__echo", "evhttp__echo"] {
-            let r = agent
-                .peer()
-                .call_tool(params(tool, json!({"message": "hi"})))
-                .await
-                .unwrap();
+            let r = agent.peer().call_tool(params(tool, json!({"message": "hi"}))).await.unwrap();
             assert_eq!(text_of(&r), "Echo: hi", "{tool} in {era:?}");
         }
         let r = agent
             .peer()
-            .call_tool(params(
-                "everything__trigger-long-running-operation",
-                json!({"duration": 0.2, "steps": 2}),
-            ))
+            .call_tool(params("everything__trigger-long-running-operation", json!({"duration": 0.2, "steps": 2})))
             .await
             .unwrap();
         assert_ne!(r.is_error, Some(true), "{}", text_of(&r));
         let progress: Vec<f64> = std::iter::from_fn(|| heard.try_recv().ok())
-            .filter_map(|h| {
-                if let Heard::Progress(p) = h {
-                    Some(p.progress)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|h| if let Heard::Progress(p) = h { Some(p.progress) } else { None })
             .collect();
         assert_eq!(progress, vec![1.0, 2.0], "progress relayed in {era:?}");
         // Both upstreams are the same server: every resource URI is offered
@@ -97,70 +74,38 @@ async fn server_everything_over_stdio_and_http_is_listed_and_called() {
         assert!(agent.peer().list_all_resources().await.unwrap().is_empty());
     }
     drop(tg);
-    let tg = TestGateway::builder()
-        .manifest("everything", everything_stdio_manifest())
-        .spawn()
-        .await;
+    let tg = TestGateway::builder().manifest("everything", everything_stdio_manifest()).spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
     let resources = agent.peer().list_all_resources().await.unwrap();
-    let first = resources
-        .first()
-        .expect("server-everything lists resources");
-    let read = agent
-        .peer()
-        .read_resource(rmcp::model::ReadResourceRequestParams::new(
-            first.uri.clone(),
-        ))
-        .await
-        .unwrap();
+    let first = resources.first().expect("server-everything lists resources");
+    let read =
+        agent.peer().read_resource(rmcp::model::ReadResourceRequestParams::new(first.uri.clone())).await.unwrap();
     assert!(!read.contents.is_empty());
     let prompts = agent.peer().list_all_prompts().await.unwrap();
-    assert!(
-        prompts.iter().all(|p| p.name.starts_with("everything__")),
-        "{prompts:?}"
-    );
+    assert!(prompts.iter().all(|p| p.name.starts_with("everything__")), "{prompts:?}");
 }
 
 #[tokio::test]
 #[ignore = "needs python (mcp-server-time from PyPI)"]
 async fn mcp_server_time_is_listed_and_called() {
-    let tg = TestGateway::builder()
-        .manifest("time", time_manifest())
-        .spawn()
-        .await;
+    let tg = TestGateway::builder().manifest("time", time_manifest()).spawn().await;
     assert_eq!(tg.health("time"), tollgate::upstream::Health::Up);
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
     let tools = agent.peer().list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "time__get_current_time"));
-    let r = agent
-        .peer()
-        .call_tool(params(
-            "time__get_current_time",
-            json!({"timezone": "Europe/Paris"}),
-        ))
-        .await
-        .unwrap();
+    let r =
+        agent.peer().call_tool(params("time__get_current_time", json!({"timezone": "Europe/Paris"}))).await.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text_of(&r));
     let s = r.structured_content.expect("structured content");
     assert_eq!(s["timezone"], "Europe/Paris");
-    let bad = agent
-        .peer()
-        .call_tool(params("time__get_current_time", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(
-        bad.is_error,
-        Some(true),
-        "schema enforced by tollgate: {}",
-        text_of(&bad)
-    );
+    let bad = agent.peer().call_tool(params("time__get_current_time", json!({}))).await.unwrap();
+    assert_eq!(bad.is_error, Some(true), "schema enforced by tollgate: {}", text_of(&bad));
 }
 
 /// Runs `tests/py/agent.py` with a plan; returns its JSON report.
 async fn python_agent(target: &[&str], mode: &str, plan: Value) -> Value {
     let mut cmd = tokio::process::Command::new(venv_bin("python"));
-    cmd.arg(repo_root().join("tests/py/agent.py"))
-        .args(["--mode", mode]);
+    cmd.arg(repo_root().join("tests/py/agent.py")).args(["--mode", mode]);
     cmd.args(target);
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -171,13 +116,10 @@ async fn python_agent(target: &[&str], mode: &str, plan: Value) -> Value {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(plan.to_string().as_bytes()).await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("agent finished")
-    .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("agent finished")
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("agent output is not JSON ({e}): {text}"))
 }
@@ -203,28 +145,11 @@ fn assert_plan_results(report: &Value, label: &str) {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(names.contains(&"fs__echo"), "{label}: {names:?}");
-    assert_eq!(
-        r[1]["content"][0]["text"], "echo: from python",
-        "{label}: {}",
-        r[1]
-    );
+    assert_eq!(r[1]["content"][0]["text"], "echo: from python", "{label}: {}", r[1]);
     assert_eq!(r[2]["isError"], true, "{label}: {}", r[2]);
-    assert!(
-        r[3].to_string().contains("hello from fs"),
-        "{label}: {}",
-        r[3]
-    );
-    assert!(
-        r[4].to_string().contains("Say hello to Ada."),
-        "{label}: {}",
-        r[4]
-    );
-    assert_eq!(
-        r[5]["progress"],
-        json!([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]]),
-        "{label}: {}",
-        r[5]
-    );
+    assert!(r[3].to_string().contains("hello from fs"), "{label}: {}", r[3]);
+    assert!(r[4].to_string().contains("Say hello to Ada."), "{label}: {}", r[4]);
+    assert_eq!(r[5]["progress"], json!([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]]), "{label}: {}", r[5]);
     assert_eq!(r[6]["received"], true, "{label}: {}", r[6]);
 }
 
@@ -245,11 +170,7 @@ async fn python_agent_over_stdio() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
     std::fs::write(dir.path().join("tollgate.toml"), "").unwrap();
-    std::fs::write(
-        dir.path().join("tool-manifests/fs.toml"),
-        stdio_fixture("fs"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("tool-manifests/fs.toml"), stdio_fixture("fs")).unwrap();
     let config = dir.path().join("tollgate.toml");
     let config = config.to_str().unwrap();
     let plan = json!([
@@ -259,9 +180,7 @@ async fn python_agent_over_stdio() {
     ]);
     for mode in ["legacy", "auto"] {
         let report = python_agent(
-            &[
-                "--stdio", "--", TOLLGATE, "--config", config, "stdio", "--key", "tg_test",
-            ],
+            &["--stdio", "--", TOLLGATE, "--config", config, "stdio", "--key", "tg_test"],
             mode,
             plan.clone(),
         )
@@ -269,14 +188,7 @@ async fn python_agent_over_stdio() {
         let r = &report["results"];
         // The catalog fills in as upstreams connect; stdio answers at once.
         assert!(r[0]["tools"].is_array(), "{mode}: {report}");
-        assert_eq!(
-            r[1]["content"][0]["text"], "echo: over stdio",
-            "{mode}: {report}"
-        );
-        assert_eq!(
-            r[2]["progress"],
-            json!([[1.0, 2.0], [2.0, 2.0]]),
-            "{mode}: {report}"
-        );
+        assert_eq!(r[1]["content"][0]["text"], "echo: over stdio", "{mode}: {report}");
+        assert_eq!(r[2]["progress"], json!([[1.0, 2.0], [2.0, 2.0]]), "{mode}: {report}");
     }
 }

@@ -18,6 +18,7 @@ use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
 use super::{bridge, tool_error};
 use crate::catalog::ToolEntry;
 use crate::upstream::Upstream;
+use crate::upstream::handler::Agent;
 
 /// Input rounds tollgate drives on behalf of a legacy agent before giving up.
 const MAX_INPUT_ROUNDS: usize = 8;
@@ -91,7 +92,8 @@ async fn send_once(
         Err(e) => return Ok(Err(tool_error(format!("upstream `{}` failed: {e}", up.name)))),
     };
     let request_id = handle.id.clone();
-    let _inflight = up.inflight.insert(request_id.clone(), ctx.peer.clone());
+    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx) };
+    let _inflight = up.inflight.insert(request_id.clone(), agent);
     // Progress is relayed from inside this future, in arrival order, and any
     // that arrived before the result is sent before it.
     let mut progress = ctx.meta.get_progress_token().map(|agent_token| {
@@ -129,6 +131,12 @@ async fn send_once(
         }
         Err(e) => Ok(Err(tool_error(format!("upstream `{}` failed: {e}", up.name)))),
     }
+}
+
+/// 2026-07-28 forbids `notifications/message` unless the request set a log level.
+fn logging_allowed(ctx: &RequestContext<RoleServer>) -> bool {
+    let legacy = ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
+    legacy || ctx.meta.0.contains_key("io.modelcontextprotocol/logLevel")
 }
 
 async fn relay_progress(

@@ -34,11 +34,20 @@ pub enum Refresh {
 /// with the agent connection each came from.
 #[derive(Clone, Default)]
 pub struct Inflight {
-    inner: Arc<Mutex<HashMap<RequestId, Peer<RoleServer>>>>,
+    inner: Arc<Mutex<HashMap<RequestId, Agent>>>,
+}
+
+/// The agent connection a forwarded call came from.
+#[derive(Clone)]
+pub struct Agent {
+    pub peer: Peer<RoleServer>,
+    /// Whether the agent may be sent `notifications/message` for this call
+    /// (a legacy session, or a 2026-07-28 request that set a log level).
+    pub logging: bool,
 }
 
 impl Inflight {
-    pub fn insert(&self, id: RequestId, agent: Peer<RoleServer>) -> InflightGuard {
+    pub fn insert(&self, id: RequestId, agent: Agent) -> InflightGuard {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), agent);
         InflightGuard { inflight: self.clone(), id }
     }
@@ -46,7 +55,7 @@ impl Inflight {
     /// The agent to ask for a server-to-client request. Over Streamable HTTP the
     /// request arrives on the originating call's stream and names it; on stdio
     /// there is no such link, so it is routed only when exactly one call is in flight.
-    fn agent_for(&self, origin: Option<&InboundStreamOrigin>) -> Option<Peer<RoleServer>> {
+    fn agent_for(&self, origin: Option<&InboundStreamOrigin>) -> Option<Agent> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match origin {
             Some(InboundStreamOrigin::OutboundRequest(id)) => map.get(id).cloned(),
@@ -111,6 +120,13 @@ impl ClientHandler for Handler {
 
     async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _ctx: NotificationContext<RoleClient>) {
         tracing::debug!(upstream = %self.upstream, level = ?params.level, logger = ?params.logger, "upstream log message");
+        // Notifications carry no stream association, so a log message is
+        // attributed to a call only when it is the one call in flight.
+        if let Some(agent) = self.inflight.agent_for(None)
+            && agent.logging
+        {
+            let _ = agent.peer.notify_logging_message(params).await;
+        }
     }
 
     async fn create_elicitation(
@@ -140,7 +156,7 @@ impl ClientHandler for Handler {
 
 impl Handler {
     fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Peer<RoleServer>, McpError> {
-        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).ok_or_else(|| {
+        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).map(|a| a.peer).ok_or_else(|| {
             McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
         })
     }

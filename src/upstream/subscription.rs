@@ -33,11 +33,17 @@ struct Entry {
 pub struct Subscriptions {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     updates: broadcast::Sender<String>,
+    /// Bumped whenever a URI gains or loses its upstream subscription.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Subscriptions {
     fn default() -> Self {
-        Self { entries: Default::default(), updates: broadcast::channel(1024).0 }
+        Self {
+            entries: Default::default(),
+            updates: broadcast::channel(1024).0,
+            changed: tokio::sync::watch::channel(0).0,
+        }
     }
 }
 
@@ -45,6 +51,19 @@ impl Subscriptions {
     /// URIs of updated resources, as upstreams report them.
     pub fn updates(&self) -> broadcast::Receiver<String> {
         self.updates.subscribe()
+    }
+
+    /// Whether `uri` is currently subscribed upstream.
+    pub fn is_active(&self, uri: &str) -> bool {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).contains_key(uri)
+    }
+
+    /// Waits until `uri` is subscribed upstream. (A 2026-07-28 agent is
+    /// acknowledged by rmcp before tollgate subscribes upstream, so updates in
+    /// that short window are not delivered.)
+    pub async fn wait_active(&self, uri: &str) {
+        let mut rx = self.changed.subscribe();
+        let _ = rx.wait_for(|_| self.is_active(uri)).await;
     }
 
     pub(super) fn publish(&self, uri: String) {
@@ -72,6 +91,8 @@ impl Subscriptions {
             }
             None => {
                 entries.insert(uri.to_string(), Entry { refs: 1, upstream, backing });
+                drop(entries);
+                self.changed.send_modify(|n| *n += 1);
             }
         }
         Ok(())
@@ -91,6 +112,7 @@ impl Subscriptions {
             }
         };
         if let Some(entry) = last {
+            self.changed.send_modify(|n| *n += 1);
             match entry.backing {
                 Backing::Listen(task) => task.abort(),
                 Backing::Session => {

@@ -130,6 +130,7 @@ pub enum Heard {
     ToolsChanged,
     ResourceUpdated(String),
     Elicited,
+    Log(serde_json::Value),
 }
 
 /// An rmcp client acting as the agent; records notifications.
@@ -161,6 +162,14 @@ impl ClientHandler for Agent {
             None => serde_json::json!({"action": "cancel"}),
         };
         Ok(serde_json::from_value(answer).expect("elicit result"))
+    }
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        p: rmcp::model::LoggingMessageNotificationParam,
+        _c: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.tx.send(Heard::Log(p.data));
     }
     async fn on_progress(&self, p: ProgressNotificationParam, _c: NotificationContext<RoleClient>) {
         let _ = self.tx.send(Heard::Progress(p));

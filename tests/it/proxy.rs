@@ -286,6 +286,10 @@ async fn modern_agent_resource_subscription_receives_updates() {
     let mut filter = SubscriptionFilter::new();
     filter.resource_subscriptions = Some(vec!["fixture://greeting".into()]);
     let mut sub = agent.peer().listen(filter).await.expect("listen");
+    // rmcp acknowledges the listen before tollgate has subscribed upstream.
+    tokio::time::timeout(WAIT, tg.gw.upstreams.subscriptions().wait_active("fixture://greeting"))
+        .await
+        .expect("subscribed");
     call(&agent, "fs__touch", json!({"uri": "fixture://greeting"})).await;
     let n = tokio::time::timeout(WAIT, sub.next()).await.expect("in time").expect("stream open");
     match n {
@@ -322,4 +326,23 @@ async fn elicitation_from_a_legacy_upstream_reaches_a_legacy_agent() {
     assert_eq!(tg.gw.upstreams.all()[0].status().protocol.as_deref(), Some("2025-11-25"));
     let (agent, _) = http_agent_answering(&tg.mcp_url(), Era::Legacy, Some("sure")).await;
     assert_eq!(confirm(&agent).await, "confirmed: sure");
+}
+
+#[tokio::test]
+async fn upstream_log_messages_reach_the_calling_legacy_agent() {
+    let m = format!("name = \"fs\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--legacy\"]\n");
+    let tg = TestGateway::builder().manifest("fs", m).spawn().await;
+    let (agent, mut heard) = http_agent(&tg.mcp_url(), Era::Legacy).await;
+    assert_eq!(text_of(&call(&agent, "fs__log", json!({"message": "step one done"})).await), "logged");
+    let got = tokio::time::timeout(WAIT, async {
+        while let Some(h) = heard.recv().await {
+            if let Heard::Log(v) = h {
+                return v;
+            }
+        }
+        panic!("closed");
+    })
+    .await
+    .expect("log message in time");
+    assert_eq!(got, json!("step one done"));
 }

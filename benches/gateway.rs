@@ -16,7 +16,6 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, Peer, RoleClient};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 struct Quiet;
@@ -114,17 +113,34 @@ async fn main() {
         format!("name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n"),
     )
     .expect("write");
-    let cfg = tollgate::config::load(&dir.path().join("tollgate.toml")).expect("config");
-    let shutdown = CancellationToken::new();
-    let gw = tollgate::gateway::Gateway::start(&cfg, shutdown.clone());
-    let mut rx = gw.upstreams.watch();
-    while gw.upstreams.catalog().tool("bench__echo").is_none() {
-        rx.changed().await.expect("catalog");
+    // The real binary, as deployed, in its own process.
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .arg("serve")
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tollgate");
+    let mut lines = BufReader::new(gateway.stdout.take().expect("stdout")).lines();
+    let base = loop {
+        let line = lines.next_line().await.expect("read").expect("tollgate exited");
+        if let Some(u) = line.strip_prefix("tollgate listening on ") {
+            break u.trim().to_string();
+        }
+    };
+    let gw_url = format!("{base}/mcp");
+    // Wait until the upstream is in the catalog.
+    let probe = client(&gw_url).await;
+    for _ in 0..200 {
+        let tools = probe.peer().list_all_tools().await.expect("list");
+        if tools.iter().any(|t| t.name == "bench__echo") {
+            break;
+        }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let gw_url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
-    let router = tollgate::server::http::router(gw, &cfg.server);
-    tokio::spawn(tollgate::server::http::serve(listener, router, shutdown.clone()));
+    drop(probe);
 
     let direct = client(&upstream_url).await;
     let through = client(&gw_url).await;
@@ -164,5 +180,5 @@ async fn main() {
         let t = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
         println!("throughput c={c:<3} direct {d:>8.0} calls/s  tollgate {t:>8.0} calls/s  ratio {:.2}", t / d);
     }
-    shutdown.cancel();
+    drop(gateway);
 }

@@ -37,8 +37,9 @@ pub async fn call(
     };
 
     // validate: the upstream is never called with arguments that fail a schema.
-    let arguments = Value::Object(params.arguments.clone().unwrap_or_default());
-    let size = serde_json::to_vec(&arguments).map_or(usize::MAX, |v| v.len());
+    let mut params = params;
+    let arguments = Value::Object(params.arguments.take().unwrap_or_default());
+    let size = json_size(&arguments);
     if size > gw.limits.max_arguments_bytes {
         return Ok(tool_error(format!(
             "arguments are {size} bytes, more than the {} allowed",
@@ -60,10 +61,30 @@ pub async fn call(
             violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
         )));
     }
+    params.arguments = match arguments {
+        Value::Object(map) => Some(map),
+        _ => None,
+    };
 
     // execute
     let upstream = gw.upstreams.get(entry.upstream).clone();
     forward_tool(&upstream, &entry, params, ctx).await
+}
+
+/// Serialized size of `v` in bytes, without building the bytes.
+fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, v).map_or(usize::MAX, |()| c.0)
 }
 
 /// A tool result the agent's model can read and act on (`isError: true`).

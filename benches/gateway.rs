@@ -67,6 +67,15 @@ async fn throughput(peer: &Peer<RoleClient>, tool: &str, concurrency: usize, tot
     (per * concurrency) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `BENCH_GATEWAY_THREADS=n` sets the gateway's `server.worker_threads`.
+fn gateway_config() -> String {
+    let mut c = "[server]\nlisten = \"127.0.0.1:0\"\n".to_string();
+    if let Ok(n) = std::env::var("BENCH_GATEWAY_THREADS") {
+        c.push_str(&format!("worker_threads = {n}\n"));
+    }
+    c
+}
+
 fn fixture_args(mode: &str) -> Vec<&'static str> {
     let mut a = vec!["--name", "bench", "--http", "127.0.0.1:0"];
     if mode == "json" {
@@ -107,7 +116,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("dir");
-    std::fs::write(dir.path().join("tollgate.toml"), "[server]\nlisten = \"127.0.0.1:0\"\n").expect("write");
+    std::fs::write(dir.path().join("tollgate.toml"), gateway_config()).expect("write");
     std::fs::write(
         dir.path().join("tool-manifests/bench.toml"),
         format!("name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n"),
@@ -161,7 +170,10 @@ async fn main() {
     }
     d_lat.sort();
     t_lat.sort();
-    println!("upstream responses: {mode}");
+    println!(
+        "upstream responses: {mode}; gateway threads: {}",
+        std::env::var("BENCH_GATEWAY_THREADS").unwrap_or_else(|_| "one per core".into())
+    );
     println!(
         "machine: {} cores; rounds: {rounds}; calls at c=1 per path: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -19,6 +19,8 @@ pub struct Gateway {
     pub sessions: Sessions,
     /// Legacy sessions subscribed to resource URIs.
     pub watchers: Watchers,
+    /// Calls waiting for a 2026-07-28 agent's answer to an upstream's question.
+    pub parked: Arc<crate::pipeline::park::Lot>,
     pub shutdown: CancellationToken,
 }
 
@@ -32,6 +34,7 @@ impl Gateway {
             limits: config.server.limits,
             sessions: Sessions::default(),
             watchers: Watchers::default(),
+            parked: Arc::default(),
             shutdown,
         };
         tokio::spawn(crate::server::fanout::run(gw.clone()));

@@ -123,12 +123,21 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
             64,
         ),
     };
+    let worker_threads = match &raw.worker_threads {
+        Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1024 => {
+            sink.at(Some(n.span()), "server.worker_threads", "must be between 1 and 1024");
+            None
+        }
+        Some(n) => usize::try_from(*n.get_ref()).ok(),
+        None => None,
+    };
     let default_hosts = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     Server {
         listen,
         allowed_origins: raw.allowed_origins.clone().unwrap_or_default(),
         allowed_hosts: raw.allowed_hosts.clone().unwrap_or(default_hosts),
         limits,
+        worker_threads,
     }
 }
 

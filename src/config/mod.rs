@@ -42,6 +42,8 @@ pub struct Server {
     /// `Host` values accepted (DNS-rebinding protection).
     pub allowed_hosts: Vec<String>,
     pub limits: Limits,
+    /// Threads of the async runtime; `None`: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 /// Bounds on what an agent may send.

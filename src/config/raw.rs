@@ -29,6 +29,7 @@ pub struct Server {
     pub max_body_bytes: Option<Spanned<u64>>,
     pub max_json_depth: Option<Spanned<u64>>,
     pub max_arguments_bytes: Option<Spanned<u64>>,
+    pub worker_threads: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

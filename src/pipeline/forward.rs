@@ -1,34 +1,78 @@
 //! The execute stage: forwarding one call to its upstream with a timeout,
 //! relaying progress to the agent, and passing the agent's cancellation on.
 //!
-//! A 2026-07-28 upstream that needs input from the agent's user answers with
-//! an `input_required` result (MRTR). A 2026-07-28 agent gets it as is and
-//! retries; a 2025-11-25 agent cannot, so tollgate asks it with the legacy
-//! server-to-client request and retries the upstream itself (see `bridge`).
+//! Questions for the agent's user travel for the call they belong to:
+//! - a 2026-07-28 upstream asks with an `input_required` result (MRTR): a
+//!   2026-07-28 agent gets it as is and retries; a 2025-11-25 agent cannot,
+//!   so tollgate asks it on its session and retries upstream (`bridge`);
+//! - a legacy upstream asks with a server-to-client request: a legacy agent
+//!   gets it on its session (`upstream::handler`); a 2026-07-28 agent gets an
+//!   `input_required` result while the upstream call waits parked (`park`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest,
-    ProgressNotificationParam, ProgressToken, ProtocolVersion, ResultType, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, InputRequests,
+    InputRequiredResult, ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestId, ResultType,
+    ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
+use tokio::sync::mpsc;
 
-use super::{bridge, tool_error};
+use super::{bridge, park, tool_error};
 use crate::catalog::ToolEntry;
+use crate::gateway::Gateway;
 use crate::upstream::Upstream;
-use crate::upstream::handler::Agent;
+use crate::upstream::handler::{Agent, InflightGuard, Pending};
+use crate::upstream::progress::Subscription;
 
 /// Input rounds tollgate drives on behalf of a legacy agent before giving up.
 const MAX_INPUT_ROUNDS: usize = 8;
 
+type Response = Pin<Box<dyn Future<Output = Result<ServerResult, ServiceError>> + Send>>;
+
+/// One request in flight to an upstream, movable so it can be parked.
+pub struct Flight {
+    peer: Peer<RoleClient>,
+    request_id: RequestId,
+    response: Response,
+    progress: Subscription,
+    progress_rx: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    inputs: Option<mpsc::UnboundedReceiver<Pending>>,
+    _inflight: InflightGuard,
+}
+
+enum Step {
+    Done(Result<ServerResult, ServiceError>),
+    Input(Pending),
+}
+
 pub async fn forward_tool(
+    gw: &Gateway,
     up: &Upstream,
     entry: &ToolEntry,
     params: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, McpError> {
+    let legacy_agent = ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
+    // A retry that answers a question tollgate asked for a parked call resumes it.
+    if let Some(state) = params.request_state.as_deref()
+        && state.starts_with(park::STATE_PREFIX)
+    {
+        let Some(parked) = gw.parked.resume(state, &entry.name) else {
+            return Ok(tool_error("this answer belongs to a call that has expired or is unknown; call the tool again"));
+        };
+        let answer = params.input_responses.as_ref().and_then(|r| r.get(&parked.key)).cloned();
+        let _ = parked.pending.reply.send(answer.ok_or_else(|| format!("no answer for input `{}`", parked.key)));
+        return Ok(match finish(gw, up, entry, parked.flight, &ctx, legacy_agent).await? {
+            Finished::Answer(r) => r,
+            // Only a legacy agent is asked on its session, and parked calls belong to modern ones.
+            Finished::AskLegacyAgent(r) => CallToolResponse::InputRequired(r),
+        });
+    }
     let peer = match up.peer() {
         Ok(p) => p,
         Err(e) => return Ok(tool_error(e)),
@@ -40,23 +84,14 @@ pub async fn forward_tool(
     out.arguments = params.arguments;
     out.input_responses = params.input_responses;
     out.request_state = params.request_state;
-    let legacy_agent = ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
     for _ in 0..MAX_INPUT_ROUNDS {
-        let response = match send_once(up, &peer, out.clone(), timeout, &ctx).await? {
-            Ok(r) => r,
+        let flight = match start(up, &peer, out.clone(), timeout, &ctx, legacy_agent).await {
+            Ok(f) => f,
             Err(failure) => return Ok(failure),
         };
-        match response {
-            ServerResult::CallToolResult(mut r) => {
-                // Results from legacy upstreams lack resultType; modern agents need it
-                // (rmcp strips it again for legacy agents).
-                r.result_type = Some(ResultType::COMPLETE);
-                if let Some(m) = r.meta.as_mut() {
-                    m.remove("io.modelcontextprotocol/serverInfo");
-                }
-                return Ok(CallToolResponse::Complete(r));
-            }
-            ServerResult::InputRequiredResult(r) if legacy_agent => {
+        match finish(gw, up, entry, flight, &ctx, legacy_agent).await? {
+            Finished::Answer(r) => return Ok(r),
+            Finished::AskLegacyAgent(r) => {
                 let answers = match bridge::ask_legacy_agent(&ctx, r.input_requests.unwrap_or_default()).await {
                     Ok(a) => a,
                     Err(e) => return Ok(tool_error(format!("upstream `{}` needs input from the user: {e}", up.name))),
@@ -64,73 +99,134 @@ pub async fn forward_tool(
                 out.input_responses = Some(answers);
                 out.request_state = r.request_state;
             }
-            ServerResult::InputRequiredResult(r) => return Ok(CallToolResponse::InputRequired(r)),
-            ServerResult::CreateTaskResult(r) => return Ok(CallToolResponse::Task(r)),
-            _ => {
-                return Ok(tool_error(format!(
-                    "upstream `{}` answered with something other than a tool result",
-                    up.name
-                )));
-            }
         }
     }
     Ok(tool_error(format!("upstream `{}` asked for input more than {MAX_INPUT_ROUNDS} times", up.name)))
 }
 
-/// One request to the upstream. `Ok(Err(result))` is a failure already shaped
-/// as the tool error the agent should see.
-async fn send_once(
+enum Finished {
+    Answer(CallToolResponse),
+    /// A 2026-07-28 upstream asked for input that a legacy agent must give.
+    AskLegacyAgent(InputRequiredResult),
+}
+
+/// Runs `flight` to its end, or parks it when the upstream asks a 2026-07-28 agent a question.
+async fn finish(
+    gw: &Gateway,
+    up: &Upstream,
+    entry: &ToolEntry,
+    mut flight: Flight,
+    ctx: &RequestContext<RoleServer>,
+    legacy_agent: bool,
+) -> Result<Finished, McpError> {
+    {
+        let step = drive(&mut flight, ctx).await?;
+        let response = match step {
+            Step::Done(r) => r,
+            Step::Input(pending) => {
+                let key = "tollgate-input".to_string();
+                let request = pending.request.clone();
+                let Some(state) = gw.parked.park(flight, pending, key.clone(), entry.name.clone()) else {
+                    return Ok(Finished::Answer(tool_error("too many calls are waiting for input; try again later")));
+                };
+                let requests: InputRequests = [(key, request)].into_iter().collect();
+                return Ok(Finished::Answer(CallToolResponse::InputRequired(InputRequiredResult::new(
+                    Some(requests),
+                    Some(state),
+                ))));
+            }
+        };
+        Ok(match response {
+            Ok(ServerResult::CallToolResult(mut r)) => {
+                // Results from legacy upstreams lack resultType; modern agents need it
+                // (rmcp strips it again for legacy agents).
+                r.result_type = Some(ResultType::COMPLETE);
+                if let Some(m) = r.meta.as_mut() {
+                    m.remove("io.modelcontextprotocol/serverInfo");
+                }
+                Finished::Answer(CallToolResponse::Complete(r))
+            }
+            Ok(ServerResult::InputRequiredResult(r)) if legacy_agent => Finished::AskLegacyAgent(r),
+            Ok(ServerResult::InputRequiredResult(r)) => Finished::Answer(CallToolResponse::InputRequired(r)),
+            Ok(ServerResult::CreateTaskResult(r)) => Finished::Answer(CallToolResponse::Task(r)),
+            Ok(_) => Finished::Answer(tool_error(format!(
+                "upstream `{}` answered with something other than a tool result",
+                up.name
+            ))),
+            Err(ServiceError::McpError(e)) => return Err(e),
+            Err(ServiceError::Timeout { timeout }) => {
+                Finished::Answer(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name)))
+            }
+            Err(e) => Finished::Answer(tool_error(format!("upstream `{}` failed: {e}", up.name))),
+        })
+    }
+}
+
+/// Sends one request upstream. `Err` is a failure already shaped as the agent's tool error.
+async fn start(
     up: &Upstream,
     peer: &Peer<RoleClient>,
     out: CallToolRequestParams,
     timeout: Duration,
     ctx: &RequestContext<RoleServer>,
-) -> Result<Result<ServerResult, CallToolResponse>, McpError> {
+    legacy_agent: bool,
+) -> Result<Flight, CallToolResponse> {
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
-    let handle = match peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout)).await {
-        Ok(h) => h,
-        Err(e) => return Ok(Err(tool_error(format!("upstream `{}` failed: {e}", up.name)))),
-    };
+    let handle = peer
+        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+        .await
+        .map_err(|e| tool_error(format!("upstream `{}` failed: {e}", up.name)))?;
     let request_id = handle.id.clone();
-    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx) };
-    let _inflight = up.inflight.insert(request_id.clone(), agent);
-    // Progress is relayed from inside this future, in arrival order, and any
-    // that arrived before the result is sent before it.
-    let mut progress = ctx.meta.get_progress_token().map(|agent_token| {
-        let (guard, rx) = up.progress.subscribe(handle.progress_token.clone());
-        (guard, rx, agent_token)
-    });
-    let mut response = std::pin::pin!(handle.await_response());
-    let response = loop {
+    let (inputs_tx, inputs) = if legacy_agent {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    };
+    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx };
+    let inflight = up.inflight.insert(request_id.clone(), agent);
+    let (progress, progress_rx) = up.progress.subscribe(handle.progress_token.clone());
+    Ok(Flight {
+        peer: peer.clone(),
+        request_id,
+        response: Box::pin(handle.await_response()),
+        progress,
+        progress_rx,
+        inputs,
+        _inflight: inflight,
+    })
+}
+
+/// Polls `flight` until it answers or asks a question; relays progress in
+/// arrival order (progress that arrived before the answer is sent before it).
+async fn drive(flight: &mut Flight, ctx: &RequestContext<RoleServer>) -> Result<Step, McpError> {
+    let agent_token = ctx.meta.get_progress_token();
+    let step = loop {
         tokio::select! {
             biased;
-            r = &mut response => break r,
+            r = &mut flight.response => break Step::Done(r),
             _ = ctx.ct.cancelled() => {
-                let note = CancelledNotificationParam::new(Some(request_id), Some("cancelled by the agent".into()));
-                let _ = peer.notify_cancelled(note).await;
+                let note = CancelledNotificationParam::new(Some(flight.request_id.clone()), Some("cancelled by the agent".into()));
+                let _ = flight.peer.notify_cancelled(note).await;
                 return Err(McpError::internal_error("cancelled by the agent", None));
             }
-            Some(n) = async { match progress.as_mut() { Some((_, rx, _)) => rx.recv().await, None => std::future::pending().await } } => {
-                if let Some((_, _, token)) = &progress {
+            Some(pending) = async { match flight.inputs.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                break Step::Input(pending);
+            }
+            Some(n) = flight.progress_rx.recv() => {
+                if let Some(token) = &agent_token {
                     relay_progress(ctx, n, token).await;
                 }
             }
         }
     };
-    if let Some((guard, mut rx, token)) = progress {
-        drop(guard);
-        while let Ok(n) = rx.try_recv() {
-            relay_progress(ctx, n, &token).await;
+    while let Ok(n) = flight.progress_rx.try_recv() {
+        if let Some(token) = &agent_token {
+            relay_progress(ctx, n, token).await;
         }
     }
-    match response {
-        Ok(r) => Ok(Ok(r)),
-        Err(ServiceError::McpError(e)) => Err(e),
-        Err(ServiceError::Timeout { timeout }) => {
-            Ok(Err(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name))))
-        }
-        Err(e) => Ok(Err(tool_error(format!("upstream `{}` failed: {e}", up.name)))),
-    }
+    let _ = &flight.progress;
+    Ok(step)
 }
 
 /// 2026-07-28 forbids `notifications/message` unless the request set a log level.

@@ -5,6 +5,7 @@
 
 mod bridge;
 mod forward;
+pub mod park;
 
 use rmcp::ErrorData as McpError;
 use rmcp::RoleServer;
@@ -68,7 +69,7 @@ pub async fn call(
 
     // execute
     let upstream = gw.upstreams.get(entry.upstream).clone();
-    forward_tool(&upstream, &entry, params, ctx).await
+    forward_tool(gw, &upstream, &entry, params, ctx).await
 }
 
 /// Serialized size of `v` in bytes, without building the bytes.

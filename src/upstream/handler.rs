@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
-    ElicitResult, Implementation, LoggingMessageNotificationParam, ProgressNotificationParam, RequestId,
-    ResourceUpdatedNotificationParam,
+    ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequest, ElicitRequestParams, ElicitResult, Implementation, InputRequest, LoggingMessageNotificationParam,
+    ProgressNotificationParam, RequestId, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer};
 use rmcp::{ClientHandler, ErrorData as McpError, Peer};
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use super::progress::Progress;
 
@@ -44,6 +45,16 @@ pub struct Agent {
     /// Whether the agent may be sent `notifications/message` for this call
     /// (a legacy session, or a 2026-07-28 request that set a log level).
     pub logging: bool,
+    /// For a 2026-07-28 agent, which cannot receive server-to-client requests:
+    /// where the upstream's requests go, to be asked as an `input_required`
+    /// result that the agent answers by retrying its call.
+    pub inputs: Option<mpsc::UnboundedSender<Pending>>,
+}
+
+/// A request from the upstream waiting for the agent's answer.
+pub struct Pending {
+    pub request: InputRequest,
+    pub reply: oneshot::Sender<Result<Value, String>>,
 }
 
 impl Inflight {
@@ -135,10 +146,14 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         let agent = self.agent(&ctx)?;
-        agent
-            .create_elicitation(request)
-            .await
-            .map_err(|e| McpError::internal_error(format!("the agent did not answer the elicitation: {e}"), None))
+        match &agent.inputs {
+            Some(inputs) => decode(ask(inputs, InputRequest::Elicitation(ElicitRequest::new(request))).await?),
+            None => {
+                agent.peer.create_elicitation(request).await.map_err(|e| {
+                    McpError::internal_error(format!("the agent did not answer the elicitation: {e}"), None)
+                })
+            }
+        }
     }
 
     async fn create_message(
@@ -147,17 +162,37 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
         let agent = self.agent(&ctx)?;
-        agent
-            .create_message(params)
-            .await
-            .map_err(|e| McpError::internal_error(format!("the agent did not answer the sampling request: {e}"), None))
+        match &agent.inputs {
+            Some(inputs) => decode(ask(inputs, InputRequest::CreateMessage(CreateMessageRequest::new(params))).await?),
+            None => agent.peer.create_message(params).await.map_err(|e| {
+                McpError::internal_error(format!("the agent did not answer the sampling request: {e}"), None)
+            }),
+        }
     }
 }
 
 impl Handler {
-    fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Peer<RoleServer>, McpError> {
-        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).map(|a| a.peer).ok_or_else(|| {
+    fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Agent, McpError> {
+        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).ok_or_else(|| {
             McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
         })
     }
+}
+
+/// Hands `request` to the call's forwarding loop and waits for the agent's answer.
+async fn ask(inputs: &mpsc::UnboundedSender<Pending>, request: InputRequest) -> Result<Value, McpError> {
+    let (reply, answer) = oneshot::channel();
+    inputs
+        .send(Pending { request, reply })
+        .map_err(|_| McpError::internal_error("the agent's call has ended", None))?;
+    match answer.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(McpError::invalid_request(e, None)),
+        Err(_) => Err(McpError::internal_error("the agent did not answer in time", None)),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, McpError> {
+    serde_json::from_value(v)
+        .map_err(|e| McpError::invalid_params(format!("the agent's answer is malformed: {e}"), None))
 }

@@ -320,12 +320,32 @@ async fn elicitation_from_a_modern_upstream_reaches_agents_of_both_eras() {
 }
 
 #[tokio::test]
-async fn elicitation_from_a_legacy_upstream_reaches_a_legacy_agent() {
+async fn elicitation_from_a_legacy_upstream_reaches_agents_of_both_eras() {
     let m = format!("name = \"fs\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--legacy\"]\n");
     let tg = TestGateway::builder().manifest("fs", m).spawn().await;
     assert_eq!(tg.gw.upstreams.all()[0].status().protocol.as_deref(), Some("2025-11-25"));
+    // A legacy agent is asked on its session.
     let (agent, _) = http_agent_answering(&tg.mcp_url(), Era::Legacy, Some("sure")).await;
     assert_eq!(confirm(&agent).await, "confirmed: sure");
+    // A 2026-07-28 agent gets input_required while the upstream call waits, and retries.
+    let (agent, mut heard) = http_agent_answering(&tg.mcp_url(), Era::Modern, Some("yes")).await;
+    assert_eq!(confirm(&agent).await, "confirmed: yes");
+    assert!(matches!(heard.try_recv(), Ok(Heard::Elicited)));
+    let (agent, _) = http_agent_answering(&tg.mcp_url(), Era::Modern, Some("decline")).await;
+    assert_eq!(confirm(&agent).await, "not confirmed: decline");
+}
+
+#[tokio::test]
+async fn a_forged_request_state_finds_no_parked_call() {
+    let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
+    let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
+    let mut p = CallToolRequestParams::new("fs__echo");
+    p.arguments = Some(args(json!({"message": "x"})));
+    p.request_state = Some("tollgate-parked:00000000-0000-4000-8000-000000000000".into());
+    p.input_responses = Some([("tollgate-input".to_string(), json!({"action": "accept"}))].into_iter().collect());
+    let r = agent.peer().call_tool(p).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text_of(&r).contains("expired or is unknown"), "{}", text_of(&r));
 }
 
 #[tokio::test]

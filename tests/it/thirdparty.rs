@@ -86,6 +86,31 @@ async fn server_everything_over_stdio_and_http_is_listed_and_called() {
 }
 
 #[tokio::test]
+#[ignore = "needs node (server-everything from npm)"]
+async fn server_everything_over_legacy_http_sse_is_listed_and_called() {
+    let wrapper = repo_root().join("tests/node/everything-http.mjs");
+    let up = spawn_listening("node", &[wrapper.to_str().unwrap(), "0", "--sse"]).await;
+    assert!(up.url.ends_with("/sse"), "{}", up.url);
+    let tg = TestGateway::builder().manifest("evsse", remote_manifest("evsse", "sse", &up.url)).spawn().await;
+    assert_eq!(tg.health("evsse"), tollgate::upstream::Health::Up);
+    for era in [Era::Legacy, Era::Modern] {
+        let (agent, mut heard) = http_agent(&tg.mcp_url(), era).await;
+        let r = agent.peer().call_tool(params("evsse__echo", json!({"message": "over sse"}))).await.unwrap();
+        assert_eq!(text_of(&r), "Echo: over sse", "{era:?}");
+        let r = agent
+            .peer()
+            .call_tool(params("evsse__trigger-long-running-operation", json!({"duration": 0.2, "steps": 2})))
+            .await
+            .unwrap();
+        assert_ne!(r.is_error, Some(true), "{}", text_of(&r));
+        let progress: Vec<f64> = std::iter::from_fn(|| heard.try_recv().ok())
+            .filter_map(|h| if let Heard::Progress(p) = h { Some(p.progress) } else { None })
+            .collect();
+        assert_eq!(progress, vec![1.0, 2.0], "progress over sse in {era:?}");
+    }
+}
+
+#[tokio::test]
 #[ignore = "needs python (mcp-server-time from PyPI)"]
 async fn mcp_server_time_is_listed_and_called() {
     let tg = TestGateway::builder().manifest("time", time_manifest()).spawn().await;

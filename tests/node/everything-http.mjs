@@ -20,6 +20,8 @@ import net from "node:net";
 
 const args = process.argv.slice(2);
 const exitOnStdinEof = args.includes("--exit-on-stdin-eof");
+// --sse: the deprecated HTTP+SSE transport (GET /sse, POST /message) instead of Streamable HTTP.
+const sse = args.includes("--sse");
 const positional = args.filter((a) => !a.startsWith("--"));
 const portArg = positional[0] ?? process.env.PORT ?? "0";
 const port = Number(portArg);
@@ -46,7 +48,7 @@ net.Server.prototype.listen = function patchedListen(...listenArgs) {
   const cb = listenArgs.find((a) => typeof a === "function");
   this.once("listening", () => {
     const addr = this.address();
-    process.stdout.write(`LISTENING http://${HOST}:${addr.port}/mcp\n`);
+    process.stdout.write(`LISTENING http://${HOST}:${addr.port}/${sse ? "sse" : "mcp"}\n`);
   });
   return originalListen.call(this, { port, host: HOST }, cb);
 };
@@ -58,4 +60,8 @@ if (exitOnStdinEof) {
   process.stdin.resume();
 }
 
-await import("@modelcontextprotocol/server-everything/dist/transports/streamableHttp.js");
+await import(
+  sse
+    ? "@modelcontextprotocol/server-everything/dist/transports/sse.js"
+    : "@modelcontextprotocol/server-everything/dist/transports/streamableHttp.js"
+);

@@ -9,14 +9,17 @@
 //!   gets it on its session (`upstream::handler`); a 2026-07-28 agent gets an
 //!   `input_required` result while the upstream call waits parked (`park`).
 
+// Logging is deprecated by SEP-2577 but still relayed for agents that use it.
+#![allow(deprecated)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, InputRequests,
-    InputRequiredResult, ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestId, ResultType,
-    ServerResult,
+    InputRequiredResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    RequestId, ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
@@ -41,6 +44,7 @@ pub struct Flight {
     response: Response,
     progress: Subscription,
     progress_rx: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    logs_rx: mpsc::UnboundedReceiver<LoggingMessageNotificationParam>,
     inputs: Option<mpsc::UnboundedReceiver<Pending>>,
     _inflight: InflightGuard,
 }
@@ -183,7 +187,8 @@ async fn start(
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
     };
-    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx };
+    let (logs, logs_rx) = mpsc::unbounded_channel();
+    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
     let inflight = up.inflight.insert(request_id.clone(), agent);
     let (progress, progress_rx) = up.progress.subscribe(handle.progress_token.clone());
     Ok(Flight {
@@ -192,6 +197,7 @@ async fn start(
         response: Box::pin(handle.await_response()),
         progress,
         progress_rx,
+        logs_rx,
         inputs,
         _inflight: inflight,
     })
@@ -218,12 +224,18 @@ async fn drive(flight: &mut Flight, ctx: &RequestContext<RoleServer>) -> Result<
                     relay_progress(ctx, n, token).await;
                 }
             }
+            Some(l) = flight.logs_rx.recv() => {
+                let _ = ctx.peer.notify_logging_message(l).await;
+            }
         }
     };
     while let Ok(n) = flight.progress_rx.try_recv() {
         if let Some(token) = &agent_token {
             relay_progress(ctx, n, token).await;
         }
+    }
+    while let Ok(l) = flight.logs_rx.try_recv() {
+        let _ = ctx.peer.notify_logging_message(l).await;
     }
     let _ = &flight.progress;
     Ok(step)

@@ -65,6 +65,8 @@ pub async fn run(gw: Gateway) {
 pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
     let accepted = sub.accepted().clone();
     let uris = accepted.resource_subscriptions.clone().unwrap_or_default();
+    // Listen for updates before subscribing upstream, so none falls in between.
+    let mut updates = gw.upstreams.subscriptions().updates();
     let mut acquired = Vec::new();
     for uri in &uris {
         if let Some(index) = gw.upstreams.catalog().route_resource(uri) {
@@ -74,7 +76,6 @@ pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
             }
         }
     }
-    let mut updates = gw.upstreams.subscriptions().updates();
     let mut rx = gw.upstreams.watch();
     let mut seen: Arc<Catalog> = rx.borrow_and_update().clone();
     loop {

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::{HeaderMap, Method, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServiceExt};
@@ -82,16 +81,15 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
     let limit = edge.limits.max_body_bytes;
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > (limit + DRAIN_BYTES) as u64) {
+        // Too large to drain politely: refuse without reading.
         return too_large(limit);
     }
     let (parts, body) = request.into_parts();
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return too_large(limit);
-        }
-        Err(_) => {
+    let bytes = match read_capped(body, limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return too_large(limit),
+        Err(BodyError::Unreadable) => {
             return rpc_error(StatusCode::BAD_REQUEST, -32700, "could not read the request body");
         }
     };
@@ -105,6 +103,55 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// How much of an oversize body is read and discarded after the cap, so the
+/// 413 is not destroyed by a TCP reset (closing a socket with unread data
+/// resets it, and the client may lose the response). Nothing past the cap is kept.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads at most `limit` bytes of `body`; a larger body is an error, raised
+/// before anything past the cap is buffered.
+async fn read_capped(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut over = false;
+    let mut drained = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = if over {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        } else {
+            body.frame().await
+        };
+        let Some(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            return Err(if over { BodyError::TooLarge } else { BodyError::Unreadable });
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if over {
+            drained += data.len();
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        } else if kept.len() + data.len() > limit {
+            over = true;
+            kept = bytes::BytesMut::new();
+        } else {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if over { Err(BodyError::TooLarge) } else { Ok(kept.freeze()) }
 }
 
 fn too_large(limit: usize) -> Response {

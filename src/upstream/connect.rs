@@ -15,6 +15,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::handler::Handler;
+use super::tap::tap;
 use crate::config::{Remote, Stdio, Transport};
 
 pub type Service = RunningService<RoleClient, Handler>;
@@ -46,22 +47,24 @@ async fn open_with(
     handler: Handler,
     lifecycle: ClientLifecycleMode,
 ) -> Result<Service, String> {
+    let progress = handler.progress.clone();
+    let inflight = handler.inflight.clone();
     let serve_err = |e: rmcp::service::ClientInitializeError| format!("handshake failed: {e}");
     match transport {
         Transport::Stdio(s) => {
             let child = spawn_child(name, s)?;
-            handler.serve_with_lifecycle(child, lifecycle).await.map_err(serve_err)
+            handler.serve_with_lifecycle(tap(child, progress, inflight), lifecycle).await.map_err(serve_err)
         }
         Transport::Http(r) => {
             let config = StreamableHttpClientTransportConfig::with_uri(r.url.as_str())
                 .custom_headers(headers(r)?)
                 .max_concurrent_requests(HTTP_MAX_CONCURRENT);
             let t = StreamableHttpClientTransport::with_client(pooled_client()?, config);
-            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+            handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
         }
         Transport::Sse(r) => {
             let t = super::sse::connect(r).await?;
-            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+            handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -72,7 +75,7 @@ async fn open_with(
             let (ws, _) =
                 tokio_tungstenite::connect_async(req).await.map_err(|e| format!("websocket connect failed: {e}"))?;
             let t = crate::ws::tungstenite::<RoleClient, _>(ws);
-            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+            handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
         }
     }
 }

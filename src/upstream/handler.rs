@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequest, ElicitRequestParams, ElicitResult, Implementation, InputRequest, LoggingMessageNotificationParam,
-    ProgressNotificationParam, RequestId, ResourceUpdatedNotificationParam,
+    RequestId, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer};
 use rmcp::{ClientHandler, ErrorData as McpError, Peer};
@@ -49,6 +49,8 @@ pub struct Agent {
     /// where the upstream's requests go, to be asked as an `input_required`
     /// result that the agent answers by retrying its call.
     pub inputs: Option<mpsc::UnboundedSender<Pending>>,
+    /// The call's log messages, relayed by its forwarding loop in order.
+    pub logs: mpsc::UnboundedSender<LoggingMessageNotificationParam>,
 }
 
 /// A request from the upstream waiting for the agent's answer.
@@ -66,6 +68,17 @@ impl Inflight {
     /// The agent to ask for a server-to-client request. Over Streamable HTTP the
     /// request arrives on the originating call's stream and names it; on stdio
     /// there is no such link, so it is routed only when exactly one call is in flight.
+    /// Attributes an upstream log message to the one call in flight, if
+    /// there is exactly one and its agent may receive logs. Called as the
+    /// message is read, while the call it belongs to is still in flight.
+    pub fn route_log(&self, params: &LoggingMessageNotificationParam) {
+        if let Some(agent) = self.agent_for(None)
+            && agent.logging
+        {
+            let _ = agent.logs.send(params.clone());
+        }
+    }
+
     fn agent_for(&self, origin: Option<&InboundStreamOrigin>) -> Option<Agent> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match origin {
@@ -105,9 +118,8 @@ impl ClientHandler for Handler {
         ClientConfig::new(caps, Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
     }
 
-    async fn on_progress(&self, params: ProgressNotificationParam, _ctx: NotificationContext<RoleClient>) {
-        self.progress.dispatch(params);
-    }
+    // Progress is routed by the transport wrapper (`tap`), in arrival order;
+    // rmcp's per-notification tasks would reorder it here.
 
     async fn on_tool_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
         let _ = self.refresh.send(Refresh::Tools);
@@ -130,14 +142,8 @@ impl ClientHandler for Handler {
     }
 
     async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _ctx: NotificationContext<RoleClient>) {
+        // Relayed to the agent by the transport wrapper (`tap`), in order.
         tracing::debug!(upstream = %self.upstream, level = ?params.level, logger = ?params.logger, "upstream log message");
-        // Notifications carry no stream association, so a log message is
-        // attributed to a call only when it is the one call in flight.
-        if let Some(agent) = self.inflight.agent_for(None)
-            && agent.logging
-        {
-            let _ = agent.peer.notify_logging_message(params).await;
-        }
     }
 
     async fn create_elicitation(

@@ -11,6 +11,7 @@ pub mod handler;
 pub mod progress;
 mod sse;
 pub mod subscription;
+mod tap;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};

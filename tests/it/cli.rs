@@ -61,7 +61,7 @@ fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
     assert!(table.contains("fs__echo") && table.contains("quarantined"), "{table}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_agent_over_tollgate_stdio() {
     let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
     let mut cmd = tokio::process::Command::new(TOLLGATE);

@@ -46,7 +46,7 @@ async fn still_serves(tg: &TestGateway) {
     assert_eq!(text_of(&agent.peer().call_tool(p).await.unwrap()), "echo: alive");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_hostile_bodies_get_json_rpc_errors() {
     let tg = TestGateway::builder()
         .server("[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\nmax_json_depth = 32\n")
@@ -86,7 +86,7 @@ async fn malformed_and_hostile_bodies_get_json_rpc_errors() {
     still_serves(&tg).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_chunked_body_is_refused_without_buffering_it_all() {
     let tg = TestGateway::builder()
         .server("[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n")
@@ -102,7 +102,7 @@ async fn oversize_chunked_body_is_refused_without_buffering_it_all() {
     still_serves(&tg).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_origin_is_refused_and_an_allowed_one_passes() {
     let tg = TestGateway::builder()
         .server("[server]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"http://localhost:*\"]\n")
@@ -127,7 +127,7 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_passes() {
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_and_wrong_shapes_are_json_rpc_errors() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let url = tg.mcp_url();

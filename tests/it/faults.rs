@@ -12,7 +12,7 @@ fn call_params(name: &str, a: serde_json::Value) -> CallToolRequestParams {
     p
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_that_crashes_mid_call_is_restarted_and_the_next_call_works() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
@@ -28,7 +28,7 @@ async fn upstream_that_crashes_mid_call_is_restarted_and_the_next_call_works() {
     assert_eq!(text_of(&r), "echo: back");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_that_never_answers_times_out_and_others_keep_serving() {
     let slow = format!(
         "name = \"slowpoke\"\ncall_timeout = \"700ms\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\n"
@@ -48,7 +48,7 @@ async fn upstream_that_never_answers_times_out_and_others_keep_serving() {
     assert_eq!(text_of(&r), "echo: ok");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_upstreams_do_not_block_start_up_or_the_others() {
     let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/mcp", refused.local_addr().unwrap());
@@ -74,7 +74,7 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
     assert_eq!(ready["upstreams"].as_array().unwrap().len(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_upstreams_get_only_their_declared_environment() {
     // SAFETY: set before the child is spawned; no other thread reads it concurrently.
     unsafe { std::env::set_var("TOLLGATE_TEST_SECRET", "must-not-leak") };
@@ -90,4 +90,45 @@ async fn stdio_upstreams_get_only_their_declared_environment() {
 async fn reqwest_get_json(url: &str) -> serde_json::Value {
     let body = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&body).unwrap()
+}
+
+async fn agent_cancellation_reaches_the_upstream(era: Era) {
+    let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
+    let (agent, _) = http_agent(&tg.mcp_url(), era).await;
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(call_params(
+        "fs__hang",
+        json!({}),
+    )));
+    let handle =
+        agent.peer().send_request_with_option(request, rmcp::service::PeerRequestOptions::no_options()).await.unwrap();
+    // The call is in flight upstream once the fixture has counted it.
+    let stats = || async {
+        let r = agent.peer().call_tool(call_params("fs__stats", json!({}))).await.unwrap();
+        r.structured_content.unwrap()["calls"].clone()
+    };
+    tokio::time::timeout(WAIT, async {
+        while stats().await.get("hang").is_none() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("hang reached the upstream");
+    handle.cancel(Some("agent gave up".into())).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while stats().await.get("hang:cancelled").is_none() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the upstream saw the cancellation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_agent_cancellation_reaches_the_upstream() {
+    agent_cancellation_reaches_the_upstream(Era::Legacy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_agent_cancellation_reaches_the_upstream() {
+    agent_cancellation_reaches_the_upstream(Era::Modern).await;
 }

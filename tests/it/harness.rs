@@ -264,3 +264,23 @@ pub fn repo_root() -> &'static Path {
 pub fn _arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// The first `n` progress notifications the agent hears, sorted by progress.
+/// rmcp's client runs each notification handler on its own task, so a call
+/// can return before its last progress is recorded: wait (bounded) for them.
+pub async fn progress_heard(heard: &mut mpsc::UnboundedReceiver<Heard>, n: usize) -> Vec<(f64, Option<f64>)> {
+    let mut seen = Vec::new();
+    let collected = tokio::time::timeout(WAIT, async {
+        while seen.len() < n {
+            match heard.recv().await {
+                Some(Heard::Progress(p)) => seen.push((p.progress, p.total)),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(collected.is_ok(), "only {} of {n} progress notifications arrived: {seen:?}", seen.len());
+    seen.sort_by(|a, b| a.0.total_cmp(&b.0));
+    seen
+}

@@ -47,17 +47,17 @@ async fn agent_sees_the_whole_catalog_and_calls_through(era: Era) {
     assert!(err.to_string().contains("unknown tool"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_agent_sees_the_whole_catalog_and_calls_through() {
     agent_sees_the_whole_catalog_and_calls_through(Era::Legacy).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_agent_sees_the_whole_catalog_and_calls_through() {
     agent_sees_the_whole_catalog_and_calls_through(Era::Modern).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_arguments_never_reach_the_upstream() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
@@ -95,12 +95,12 @@ async fn resources_prompts_and_completion_are_proxied(era: Era) {
     assert_eq!(done.completion.values, vec!["bob".to_string()]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_resources_prompts_and_completion_are_proxied() {
     resources_prompts_and_completion_are_proxied(Era::Legacy).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_resources_prompts_and_completion_are_proxied() {
     resources_prompts_and_completion_are_proxied(Era::Modern).await;
 }
@@ -110,26 +110,21 @@ async fn progress_reaches_the_agent(era: Era) {
     let (agent, mut heard) = http_agent(&tg.mcp_url(), era).await;
     let r = call(&agent, "fs__slow", json!({"steps": 4})).await;
     assert_eq!(text_of(&r), "done after 4 steps");
-    let mut seen = Vec::new();
-    while let Ok(h) = heard.try_recv() {
-        if let Heard::Progress(p) = h {
-            seen.push((p.progress, p.total));
-        }
-    }
+    let seen = progress_heard(&mut heard, 4).await;
     assert_eq!(seen, vec![(1.0, Some(4.0)), (2.0, Some(4.0)), (3.0, Some(4.0)), (4.0, Some(4.0))]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_progress_reaches_the_agent() {
     progress_reaches_the_agent(Era::Legacy).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_progress_reaches_the_agent() {
     progress_reaches_the_agent(Era::Modern).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_agent_hears_upstream_list_changed() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, mut heard) = http_agent(&tg.mcp_url(), Era::Legacy).await;
@@ -150,7 +145,7 @@ async fn legacy_agent_hears_upstream_list_changed() {
     assert_eq!(echo.description.as_deref(), Some("Echoes, loudly."));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_agent_hears_upstream_list_changed_on_its_subscription() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
@@ -162,7 +157,7 @@ async fn modern_agent_hears_upstream_list_changed_on_its_subscription() {
     assert!(matches!(n, Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))), "{n:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_tool_whose_description_changes_is_quarantined() {
     // Learn the current hash, then pin it.
     let probe = TestGateway::builder().stdio_fixture("fs").spawn().await;
@@ -186,7 +181,7 @@ async fn a_pinned_tool_whose_description_changes_is_quarantined() {
     assert!(matches!(q.reason, tollgate::catalog::QuarantineReason::PinMismatch { ref pinned, .. } if *pinned == hash));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upstream_and_websocket_agent() {
     let up = spawn_listening(FIXTURE, &["--name", "fw", "--ws", "127.0.0.1:0"]).await;
     let tg = TestGateway::builder().manifest("fw", remote_manifest("fw", "ws", &up.url)).spawn().await;
@@ -202,7 +197,7 @@ async fn websocket_upstream_and_websocket_agent() {
     assert_eq!(text_of(&r), "echo: via ws");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_overrides_rename_hide_describe_and_tighten() {
     let manifest = format!(
         "{}\n[tools.crash]\nhide = true\n[tools.echo]\nrename = \"say\"\ndescription = \"Says it.\"\ninput_schema = {{ type = \"object\", properties = {{ message = {{ type = \"string\", maxLength = 5 }} }}, required = [\"message\"] }}\n",
@@ -228,7 +223,7 @@ fn unprefixed(name: &str) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_prefix_and_custom_separator() {
     let tg = TestGateway::builder()
         .server("[server]\nlisten = \"127.0.0.1:0\"\n[catalog]\nseparator = \".\"\n")
@@ -241,7 +236,7 @@ async fn empty_prefix_and_custom_separator() {
     assert!(cat.tool("b.echo").is_some(), "custom separator");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colliding_names_are_withheld_never_overwritten() {
     let tg = TestGateway::builder().manifest("a", unprefixed("a")).manifest("b", unprefixed("b")).spawn().await;
     let cat = tg.gw.upstreams.catalog();
@@ -252,7 +247,7 @@ async fn colliding_names_are_withheld_never_overwritten() {
     assert!(cat.quarantined().iter().all(|q| matches!(q.reason, tollgate::catalog::QuarantineReason::Collision(_))));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_agent_resource_subscription_receives_updates() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, mut heard) = http_agent(&tg.mcp_url(), Era::Legacy).await;
@@ -279,7 +274,7 @@ async fn legacy_agent_resource_subscription_receives_updates() {
         .expect("unsubscribe");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_agent_resource_subscription_receives_updates() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
@@ -307,7 +302,7 @@ async fn confirm(agent: &AgentService) -> String {
     text_of(&r)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elicitation_from_a_modern_upstream_reaches_agents_of_both_eras() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     for era in [Era::Modern, Era::Legacy] {
@@ -319,7 +314,7 @@ async fn elicitation_from_a_modern_upstream_reaches_agents_of_both_eras() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elicitation_from_a_legacy_upstream_reaches_agents_of_both_eras() {
     let m = format!("name = \"fs\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--legacy\"]\n");
     let tg = TestGateway::builder().manifest("fs", m).spawn().await;
@@ -335,7 +330,7 @@ async fn elicitation_from_a_legacy_upstream_reaches_agents_of_both_eras() {
     assert_eq!(confirm(&agent).await, "not confirmed: decline");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_request_state_finds_no_parked_call() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
@@ -348,7 +343,7 @@ async fn a_forged_request_state_finds_no_parked_call() {
     assert!(text_of(&r).contains("expired or is unknown"), "{}", text_of(&r));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_log_messages_reach_the_calling_legacy_agent() {
     let m = format!("name = \"fs\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--legacy\"]\n");
     let tg = TestGateway::builder().manifest("fs", m).spawn().await;
@@ -365,4 +360,45 @@ async fn upstream_log_messages_reach_the_calling_legacy_agent() {
     .await
     .expect("log message in time");
     assert_eq!(got, json!("step one done"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_relayed_in_order_before_the_result() {
+    let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "fs__slow", "arguments": {"steps": 30},
+        "_meta": {
+            "progressToken": "agent-token",
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        }
+    }});
+    let text = reqwest::Client::new()
+        .post(tg.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "fs__slow")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let messages: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    let progress: Vec<f64> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .inspect(|m| assert_eq!(m["params"]["progressToken"], "agent-token", "the agent's own token"))
+        .map(|m| m["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert_eq!(progress, (1..=30).map(f64::from).collect::<Vec<_>>(), "in order");
+    assert_eq!(messages.last().unwrap()["result"]["content"][0]["text"], "done after 30 steps", "result last");
 }

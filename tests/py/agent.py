@@ -263,6 +263,12 @@ class Agent:
             out = self._call_result(result)
         except Exception as exc:  # noqa: BLE001 - keep the progress seen before the failure
             out = error_entry(exc)
+        # The SDK runs each progress callback as its own task, so the call can
+        # return before callbacks for notifications that arrived ahead of the
+        # result have run. Those tasks are already scheduled: yielding lets them
+        # run (a scheduling checkpoint, not a timed wait).
+        for _ in range(16):
+            await anyio.lowlevel.checkpoint()
         out["progress"] = progress
         if any(m is not None for m in messages):
             out["progressMessages"] = messages

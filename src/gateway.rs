@@ -39,6 +39,7 @@ impl Gateway {
         };
         tokio::spawn(crate::server::fanout::run(gw.clone()));
         tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
+        tokio::spawn(gw.parked.clone().sweeper(std::time::Duration::from_secs(15), gw.shutdown.clone()));
         gw
     }
 }

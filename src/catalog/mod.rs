@@ -109,6 +109,8 @@ pub struct Catalog {
     prompt_index: HashMap<String, usize>,
     resources: Vec<ResourceEntry>,
     resource_index: HashMap<String, usize>,
+    /// URIs listed by more than one upstream.
+    withheld_uris: std::collections::HashSet<String>,
     templates: Vec<TemplateEntry>,
 }
 
@@ -145,12 +147,20 @@ impl Catalog {
         &self.templates
     }
 
-    /// Which upstream serves `uri`: a listed resource first, then a template that matches.
+    /// Which upstream serves `uri`: a listed resource first, then the templates
+    /// of exactly one upstream. A URI listed by several upstreams, or matched by
+    /// the templates of several, is routed nowhere (never a silent pick).
     pub fn route_resource(&self, uri: &str) -> Option<usize> {
         if let Some(i) = self.resource_index.get(uri) {
             return Some(self.resources[*i].upstream);
         }
-        self.templates.iter().find(|t| template::matches(&t.template.uri_template, uri)).map(|t| t.upstream)
+        if self.withheld_uris.contains(uri) {
+            return None;
+        }
+        let mut owners =
+            self.templates.iter().filter(|t| template::matches(&t.template.uri_template, uri)).map(|t| t.upstream);
+        let first = owners.next()?;
+        owners.all(|o| o == first).then_some(first)
     }
 
     /// Which upstream a resource-template URI (a completion reference) belongs to.
@@ -162,6 +172,8 @@ impl Catalog {
 /// Compiled validators by schema digest, so an unchanged schema is compiled once
 /// however often its upstream is re-listed.
 type Compiled = Result<Arc<Validator>, String>;
+
+const MAX_CACHED_SCHEMAS: usize = 20_000;
 
 #[derive(Default)]
 pub struct SchemaCache {
@@ -179,8 +191,26 @@ impl SchemaCache {
         }
         // Compiled outside the lock: compilation may take up to the time bound.
         let result = schema::compile(schema, self.bounds);
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result.clone());
+        if !matches!(&result, Err(e) if e.starts_with(schema::TIMED_OUT)) {
+            let mut cache = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            // A bound on memory: upstreams that churn schemas cannot grow it forever.
+            if cache.len() >= MAX_CACHED_SCHEMAS {
+                cache.clear();
+            }
+            cache.insert(key, result.clone());
+        }
         result
+    }
+
+    /// Compiles every schema of `listing` (and the manifest's tighter ones), so a
+    /// catalog build that follows finds them cached.
+    pub fn warm(&self, manifest: &Manifest, listing: &Listing) {
+        for t in &listing.tools {
+            let _ = self.get_or_compile(&Value::Object((*t.input_schema).clone()));
+            if let Some(tighter) = manifest.tools.get(t.name.as_ref()).and_then(|o| o.input_schema.as_ref()) {
+                let _ = self.get_or_compile(&Value::Object(tighter.clone()));
+            }
+        }
     }
 }
 
@@ -318,6 +348,7 @@ pub fn build(
             cat.resources.push(candidates.pop().expect("one candidate"));
         } else {
             tracing::error!(uri = %uri, "resource URI offered by several upstreams: withheld");
+            cat.withheld_uris.insert(uri);
         }
     }
     cat.templates.sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));

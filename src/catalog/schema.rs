@@ -29,6 +29,10 @@ impl Default for Bounds {
     }
 }
 
+/// Starts the message of a compilation that ran out of time: a transient
+/// outcome (the machine may have been busy), never cached.
+pub const TIMED_OUT: &str = "input schema did not compile within";
+
 /// Compiles `schema`, or says why it will not.
 pub fn compile(schema: &Value, bounds: Bounds) -> Result<Arc<Validator>, String> {
     let size = serde_json::to_vec(schema).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -61,7 +65,7 @@ pub fn compile(schema: &Value, bounds: Bounds) -> Result<Arc<Validator>, String>
         .map_err(|e| format!("cannot start schema compilation: {e}"))?;
     match rx.recv_timeout(bounds.compile_time) {
         Ok(result) => result,
-        Err(_) => Err(format!("input schema did not compile within {:?}", bounds.compile_time)),
+        Err(_) => Err(format!("{TIMED_OUT} {:?}", bounds.compile_time)),
     }
 }
 
@@ -75,6 +79,11 @@ fn measure(v: &Value, depth: usize, nodes: &mut usize) -> usize {
 }
 
 /// Every violation of `validator` by `instance`, as `pointer: message`.
+/// At most this many violations are reported: enough for a model to correct
+/// itself, and a bound on the work a hostile argument can cause.
+pub const MAX_VIOLATIONS: usize = 50;
+
+/// Every violation of `validator` by `instance` (at most [`MAX_VIOLATIONS`]), as `pointer: message`.
 pub fn violations(validator: &Validator, instance: &Value) -> Vec<String> {
     // The common case, valid arguments, takes the cheaper check.
     if validator.is_valid(instance) {
@@ -82,6 +91,7 @@ pub fn violations(validator: &Validator, instance: &Value) -> Vec<String> {
     }
     validator
         .iter_errors(instance)
+        .take(MAX_VIOLATIONS)
         .map(|e| {
             let pointer = e.instance_path().to_string();
             let pointer = if pointer.is_empty() { "/".to_string() } else { pointer };

@@ -30,8 +30,10 @@ pub fn matches(template: &str, uri: &str) -> bool {
             continue;
         }
         // The variable before this literal must be non-empty.
-        match remaining.get(1..).and_then(|r| r.find(literal)) {
-            Some(pos) => remaining = &remaining[1 + pos + literal.len()..],
+        let Some(first) = remaining.chars().next() else { return false };
+        let skip = first.len_utf8();
+        match remaining[skip..].find(literal) {
+            Some(pos) => remaining = &remaining[skip + pos + literal.len()..],
             None => return false,
         }
     }
@@ -51,6 +53,7 @@ mod tests {
         assert!(!matches("file:///{path}.md", "file:///docs/a.txt"));
         assert!(matches("db://{schema}/{table}", "db://public/users"));
         assert!(matches("plain://x", "plain://x"));
+        assert!(matches("db://{schema}/{table}", "db://é/users"), "non-ASCII variable values");
         assert!(!matches("plain://x", "plain://y"));
     }
 }

@@ -29,11 +29,14 @@ use super::{bridge, park, tool_error};
 use crate::catalog::ToolEntry;
 use crate::gateway::Gateway;
 use crate::upstream::Upstream;
-use crate::upstream::handler::{Agent, InflightGuard, Pending};
+use crate::upstream::inflight::{Agent, CallGuard, Pending};
 use crate::upstream::progress::Subscription;
 
 /// Input rounds tollgate drives on behalf of a legacy agent before giving up.
 const MAX_INPUT_ROUNDS: usize = 8;
+
+/// Log messages buffered per call; more are dropped while the agent lags.
+const LOG_BUFFER: usize = 256;
 
 type Response = Pin<Box<dyn Future<Output = Result<ServerResult, ServiceError>> + Send>>;
 
@@ -42,11 +45,12 @@ pub struct Flight {
     peer: Peer<RoleClient>,
     request_id: RequestId,
     response: Response,
-    progress: Subscription,
+    /// Held for the flight's life: dropping it unsubscribes.
+    _progress: Subscription,
     progress_rx: mpsc::UnboundedReceiver<ProgressNotificationParam>,
-    logs_rx: mpsc::UnboundedReceiver<LoggingMessageNotificationParam>,
-    inputs: Option<mpsc::UnboundedReceiver<Pending>>,
-    _inflight: InflightGuard,
+    logs_rx: mpsc::Receiver<LoggingMessageNotificationParam>,
+    inputs: mpsc::UnboundedReceiver<Pending>,
+    _inflight: CallGuard,
 }
 
 enum Step {
@@ -77,10 +81,6 @@ pub async fn forward_tool(
             Finished::AskLegacyAgent(r) => CallToolResponse::InputRequired(r),
         });
     }
-    let peer = match up.peer() {
-        Ok(p) => p,
-        Err(e) => return Ok(tool_error(e)),
-    };
     let timeout: Duration = entry.settings.timeout.unwrap_or(up.manifest.call_timeout);
     // tollgate's own message: the upstream's name for the tool and only the
     // fields MCP defines, never the agent's raw request.
@@ -89,7 +89,7 @@ pub async fn forward_tool(
     out.input_responses = params.input_responses;
     out.request_state = params.request_state;
     for _ in 0..MAX_INPUT_ROUNDS {
-        let flight = match start(up, &peer, out.clone(), timeout, &ctx, legacy_agent).await {
+        let flight = match start(up, out.clone(), timeout, &ctx).await {
             Ok(f) => f,
             Err(failure) => return Ok(failure),
         };
@@ -114,7 +114,9 @@ enum Finished {
     AskLegacyAgent(InputRequiredResult),
 }
 
-/// Runs `flight` to its end, or parks it when the upstream asks a 2026-07-28 agent a question.
+/// Runs `flight` to its end. Questions from the upstream are asked on a
+/// legacy agent's session; for a 2026-07-28 agent the call is parked and the
+/// agent gets `input_required`.
 async fn finish(
     gw: &Gateway,
     up: &Upstream,
@@ -123,10 +125,15 @@ async fn finish(
     ctx: &RequestContext<RoleServer>,
     legacy_agent: bool,
 ) -> Result<Finished, McpError> {
-    {
-        let step = drive(&mut flight, ctx).await?;
-        let response = match step {
-            Step::Done(r) => r,
+    let response = loop {
+        match drive(&mut flight, ctx).await? {
+            Step::Done(r) => break r,
+            // Asked from inside the agent's own request, so rmcp delivers it on
+            // that request's stream.
+            Step::Input(pending) if legacy_agent => {
+                let answer = bridge::answer(ctx, pending.request).await;
+                let _ = pending.reply.send(answer);
+            }
             Step::Input(pending) => {
                 let key = "tollgate-input".to_string();
                 let request = pending.request.clone();
@@ -134,68 +141,61 @@ async fn finish(
                     return Ok(Finished::Answer(tool_error("too many calls are waiting for input; try again later")));
                 };
                 let requests: InputRequests = [(key, request)].into_iter().collect();
-                return Ok(Finished::Answer(CallToolResponse::InputRequired(InputRequiredResult::new(
-                    Some(requests),
-                    Some(state),
-                ))));
+                let result = InputRequiredResult::new(Some(requests), Some(state));
+                return Ok(Finished::Answer(CallToolResponse::InputRequired(result)));
             }
-        };
-        Ok(match response {
-            Ok(ServerResult::CallToolResult(mut r)) => {
-                // Results from legacy upstreams lack resultType; modern agents need it
-                // (rmcp strips it again for legacy agents).
-                r.result_type = Some(ResultType::COMPLETE);
-                if let Some(m) = r.meta.as_mut() {
-                    m.remove("io.modelcontextprotocol/serverInfo");
-                }
-                Finished::Answer(CallToolResponse::Complete(r))
+        }
+    };
+    Ok(match response {
+        Ok(ServerResult::CallToolResult(mut r)) => {
+            // Results from legacy upstreams lack resultType; modern agents need it
+            // (rmcp strips it again for legacy agents).
+            r.result_type = Some(ResultType::COMPLETE);
+            if let Some(m) = r.meta.as_mut() {
+                m.remove("io.modelcontextprotocol/serverInfo");
             }
-            Ok(ServerResult::InputRequiredResult(r)) if legacy_agent => Finished::AskLegacyAgent(r),
-            Ok(ServerResult::InputRequiredResult(r)) => Finished::Answer(CallToolResponse::InputRequired(r)),
-            Ok(ServerResult::CreateTaskResult(r)) => Finished::Answer(CallToolResponse::Task(r)),
-            Ok(_) => Finished::Answer(tool_error(format!(
-                "upstream `{}` answered with something other than a tool result",
-                up.name
-            ))),
-            Err(ServiceError::McpError(e)) => return Err(e),
-            Err(ServiceError::Timeout { timeout }) => {
-                Finished::Answer(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name)))
-            }
-            Err(e) => Finished::Answer(tool_error(format!("upstream `{}` failed: {e}", up.name))),
-        })
-    }
+            Finished::Answer(CallToolResponse::Complete(r))
+        }
+        Ok(ServerResult::InputRequiredResult(r)) if legacy_agent => Finished::AskLegacyAgent(r),
+        Ok(ServerResult::InputRequiredResult(r)) => Finished::Answer(CallToolResponse::InputRequired(r)),
+        Ok(ServerResult::CreateTaskResult(r)) => Finished::Answer(CallToolResponse::Task(r)),
+        Ok(_) => Finished::Answer(tool_error(format!(
+            "upstream `{}` answered with something other than a tool result",
+            up.name
+        ))),
+        Err(ServiceError::McpError(e)) => return Err(e),
+        Err(ServiceError::Timeout { timeout }) => {
+            Finished::Answer(tool_error(format!("upstream `{}` did not answer within {timeout:?}", up.name)))
+        }
+        Err(e) => Finished::Answer(tool_error(format!("upstream `{}` failed: {e}", up.name))),
+    })
 }
 
 /// Sends one request upstream. `Err` is a failure already shaped as the agent's tool error.
 async fn start(
     up: &Upstream,
-    peer: &Peer<RoleClient>,
     out: CallToolRequestParams,
     timeout: Duration,
     ctx: &RequestContext<RoleServer>,
-    legacy_agent: bool,
 ) -> Result<Flight, CallToolResponse> {
+    let conn = up.conn().map_err(tool_error)?;
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
-    let handle = peer
+    let handle = conn
+        .peer
         .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
         .await
         .map_err(|e| tool_error(format!("upstream `{}` failed: {e}", up.name)))?;
     let request_id = handle.id.clone();
-    let (inputs_tx, inputs) = if legacy_agent {
-        (None, None)
-    } else {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Some(tx), Some(rx))
-    };
-    let (logs, logs_rx) = mpsc::unbounded_channel();
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    let (logs, logs_rx) = mpsc::channel(LOG_BUFFER);
     let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
-    let inflight = up.inflight.insert(request_id.clone(), agent);
-    let (progress, progress_rx) = up.progress.subscribe(handle.progress_token.clone());
+    let inflight = conn.inflight.insert(request_id.clone(), agent);
+    let (progress, progress_rx) = conn.progress.subscribe(handle.progress_token.clone());
     Ok(Flight {
-        peer: peer.clone(),
+        peer: conn.peer.clone(),
         request_id,
         response: Box::pin(handle.await_response()),
-        progress,
+        _progress: progress,
         progress_rx,
         logs_rx,
         inputs,
@@ -216,9 +216,7 @@ async fn drive(flight: &mut Flight, ctx: &RequestContext<RoleServer>) -> Result<
                 let _ = flight.peer.notify_cancelled(note).await;
                 return Err(McpError::internal_error("cancelled by the agent", None));
             }
-            Some(pending) = async { match flight.inputs.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                break Step::Input(pending);
-            }
+            Some(pending) = flight.inputs.recv() => break Step::Input(pending),
             Some(n) = flight.progress_rx.recv() => {
                 if let Some(token) = &agent_token {
                     relay_progress(ctx, n, token).await;
@@ -237,7 +235,6 @@ async fn drive(flight: &mut Flight, ctx: &RequestContext<RoleServer>) -> Result<
     while let Ok(l) = flight.logs_rx.try_recv() {
         let _ = ctx.peer.notify_logging_message(l).await;
     }
-    let _ = &flight.progress;
     Ok(step)
 }
 

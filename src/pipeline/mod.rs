@@ -47,10 +47,11 @@ pub async fn call(
             gw.limits.max_arguments_bytes
         )));
     }
-    let mut violations = Vec::new();
+    let mut violations: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for v in &entry.validators {
         for e in schema::violations(v, &arguments) {
-            if !violations.contains(&e) {
+            if violations.len() < schema::MAX_VIOLATIONS && seen.insert(e.clone()) {
                 violations.push(e);
             }
         }

@@ -3,15 +3,17 @@
 //! The agent got an `input_required` result whose `requestState` names the
 //! parked call (`tollgate-parked:<uuid>`: 122 random bits, looked up here, so
 //! a forged or altered state finds nothing). Its retry takes the call back
-//! and resumes it. Parked calls expire; dropping one drops the upstream
-//! request, whose pending question then fails.
+//! and resumes it. Parked calls expire (a sweeper drops them on time);
+//! dropping one drops the upstream request, whose pending question then fails.
+//! Until identity lands (issue 3) any holder of the state may answer; the
+//! uuid is the only bearer of that right.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::forward::Flight;
-use crate::upstream::handler::Pending;
+use crate::upstream::inflight::Pending;
 
 pub const STATE_PREFIX: &str = "tollgate-parked:";
 const TTL: Duration = Duration::from_secs(600);
@@ -37,7 +39,6 @@ impl Lot {
     pub fn park(&self, flight: Flight, pending: Pending, key: String, tool: String) -> Option<String> {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        calls.retain(|_, p| p.expires > now);
         if calls.len() >= MAX_PARKED {
             return None;
         }
@@ -46,14 +47,38 @@ impl Lot {
         Some(format!("{STATE_PREFIX}{id}"))
     }
 
-    /// Takes back the call `state` names, if it is one of ours, unexpired, for `tool`.
+    /// Takes back the call `state` names, if it is one of ours, unexpired, for
+    /// `tool`. A retry naming another tool finds nothing and leaves the call parked.
     pub fn resume(&self, state: &str, tool: &str) -> Option<Parked> {
         let id = state.strip_prefix(STATE_PREFIX)?;
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        let parked = calls.remove(id)?;
-        if parked.tool != tool || parked.expires <= Instant::now() {
+        let p = calls.get(id)?;
+        if p.tool != tool || p.expires <= Instant::now() {
             return None;
         }
-        Some(parked)
+        calls.remove(id)
+    }
+
+    /// Drops expired calls (and with them their upstream requests).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        // Dropped outside the lock: dropping a flight runs rmcp and channel cleanup.
+        let expired: Vec<Parked> = {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<String> = calls.iter().filter(|(_, p)| p.expires <= now).map(|(id, _)| id.clone()).collect();
+            ids.into_iter().filter_map(|id| calls.remove(&id)).collect()
+        };
+        drop(expired);
+    }
+
+    /// Sweeps every `every` until `shutdown`.
+    pub async fn sweeper(self: std::sync::Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.sweep(),
+            }
+        }
     }
 }

@@ -8,6 +8,9 @@ use rmcp::service::SubscriptionContext;
 use crate::catalog::Catalog;
 use crate::gateway::Gateway;
 
+/// How long one notification to one agent may take before it is dropped.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What changed between two catalogs, as agents see them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Changes {
@@ -47,16 +50,23 @@ pub async fn run(gw: Gateway) {
         if c == Changes::default() {
             continue;
         }
+        // One task per session, bounded in time: an agent that stops reading
+        // must not hold up everyone else's notifications.
         for peer in gw.sessions.open() {
-            if c.tools {
-                let _ = peer.notify_tool_list_changed().await;
-            }
-            if c.prompts {
-                let _ = peer.notify_prompt_list_changed().await;
-            }
-            if c.resources {
-                let _ = peer.notify_resource_list_changed().await;
-            }
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SEND_TIMEOUT, async {
+                    if c.tools {
+                        let _ = peer.notify_tool_list_changed().await;
+                    }
+                    if c.prompts {
+                        let _ = peer.notify_prompt_list_changed().await;
+                    }
+                    if c.resources {
+                        let _ = peer.notify_resource_list_changed().await;
+                    }
+                })
+                .await;
+            });
         }
     }
 }
@@ -143,7 +153,11 @@ pub async fn resource_updates(gw: Gateway) {
             },
         };
         for peer in gw.watchers.of(&uri) {
-            let _ = peer.notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone())).await;
+            let uri = uri.clone();
+            tokio::spawn(async move {
+                let note = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                let _ = tokio::time::timeout(SEND_TIMEOUT, peer.notify_resource_updated(note)).await;
+            });
         }
     }
 }

@@ -47,6 +47,17 @@ impl Session {
 /// How long a request right after start-up waits for upstreams' first connections.
 const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Awaits an upstream request within the upstream's call timeout.
+async fn bounded<T>(up: &Upstream, request: impl Future<Output = Result<T, ServiceError>>) -> Result<T, McpError> {
+    match tokio::time::timeout(up.manifest.call_timeout, request).await {
+        Ok(r) => r.map_err(|e| relay(up, e)),
+        Err(_) => Err(McpError::internal_error(
+            format!("upstream `{}` did not answer within {:?}", up.name, up.manifest.call_timeout),
+            None,
+        )),
+    }
+}
+
 /// Maps a failure talking to an upstream onto the error the agent receives.
 fn relay(up: &Upstream, e: ServiceError) -> McpError {
     match e {
@@ -116,12 +127,13 @@ impl ServerHandler for Session {
             .prompt(&request.name)
             .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", request.name), None))?;
         let up = self.upstream(entry.upstream);
-        let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
+        let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
+        let _counted = conn.inflight.other();
         let mut out = GetPromptRequestParams::new(entry.upstream_prompt.clone());
         out.arguments = request.arguments;
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
-        match peer.get_prompt_once(out).await.map_err(|e| relay(up, e))? {
+        match bounded(up, conn.peer.get_prompt_once(out)).await? {
             GetPromptResponse::Complete(mut r) => {
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(GetPromptResponse::Complete(r))
@@ -160,11 +172,12 @@ impl ServerHandler for Session {
             .route_resource(&request.uri)
             .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
         let up = self.upstream(index);
-        let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
+        let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
+        let _counted = conn.inflight.other();
         let mut out = ReadResourceRequestParams::new(request.uri);
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
-        match peer.read_resource_once(out).await.map_err(|e| relay(up, e))? {
+        match bounded(up, conn.peer.read_resource_once(out)).await? {
             ReadResourceResponse::Complete(mut r) => {
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(ReadResourceResponse::Complete(r))
@@ -200,11 +213,12 @@ impl ServerHandler for Session {
             }
         };
         let up = self.upstream(index);
-        let peer = up.peer().map_err(|e| McpError::internal_error(e, None))?;
+        let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
+        let _counted = conn.inflight.other();
         let mut out = CompleteRequestParams::new(reference, request.argument);
         out.context = request.context;
         let request = ClientRequest::CompleteRequest(CompleteRequest::new(out));
-        match peer.send_request(request).await.map_err(|e| relay(up, e))? {
+        match bounded(up, conn.peer.send_request(request)).await? {
             ServerResult::CompleteResult(mut r) => {
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(r)
@@ -221,15 +235,9 @@ impl ServerHandler for Session {
         request: SetLevelRequestParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        // The level applies to every upstream that speaks the legacy logging API.
-        for up in self.gw.upstreams.all() {
-            if let Ok(peer) = up.peer()
-                && peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())
-            {
-                #[allow(deprecated)]
-                let _ = peer.set_level(request.clone()).await;
-            }
-        }
+        // Upstream sessions are shared by every agent, so one agent's level is
+        // not forwarded: it would silence or flood everyone else's logs.
+        let _ = request;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use rmcp::model::ProtocolVersion;
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 
 use super::handler::Handler;
 use super::tap::tap;
@@ -124,15 +124,26 @@ fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, String> {
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", s.command))?;
     if let Some(stderr) = stderr {
-        let upstream = name.to_string();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(upstream = %upstream, "stderr: {line}");
-            }
-        });
+        tokio::spawn(pump_stderr(name.to_string(), stderr));
     }
     Ok(child)
+}
+
+/// Logs a child's stderr, line by line. It keeps draining whatever the child
+/// writes (invalid UTF-8, endless lines) so the child never blocks on a full pipe.
+async fn pump_stderr(upstream: String, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    const MAX_LINE: usize = 8 * 1024;
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => tracing::debug!(upstream = %upstream, "stderr: {}", String::from_utf8_lossy(&line).trim_end()),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Finds the program on tollgate's own PATH, so the child needs no PATH of its

@@ -1,26 +1,27 @@
 //! tollgate's side of each upstream connection: an rmcp `ClientHandler`.
 //!
-//! It routes what the upstream sends back: progress to the waiting call,
-//! list changes to the supervisor (which re-lists and rebuilds the catalog),
-//! and server-to-client requests (elicitation, sampling) to the agent whose
-//! call caused them.
+//! It routes what the upstream sends back: list changes to the supervisor
+//! (which re-lists and rebuilds the catalog), resource updates to the
+//! subscription registry, and questions (elicitation, sampling) to the
+//! forwarding loop of the call that caused them (see `inflight`). Progress
+//! and log messages are routed earlier, by the transport wrapper `tap`.
 
 // Sampling and logging are deprecated by SEP-2577 but upstreams still use them.
 #![allow(deprecated)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequest, ElicitRequestParams, ElicitResult, Implementation, InputRequest, LoggingMessageNotificationParam,
-    RequestId, ResourceUpdatedNotificationParam,
+    ResourceUpdatedNotificationParam,
 };
-use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient, RoleServer};
-use rmcp::{ClientHandler, ErrorData as McpError, Peer};
+use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient};
+use rmcp::{ClientHandler, ErrorData as McpError};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::Arc;
+
+use super::inflight::{Inflight, Pending};
 use super::progress::Progress;
 
 /// What an upstream asked the supervisor to do.
@@ -29,76 +30,6 @@ pub enum Refresh {
     Tools,
     Prompts,
     Resources,
-}
-
-/// Calls in flight on one upstream, by the request id tollgate used upstream,
-/// with the agent connection each came from.
-#[derive(Clone, Default)]
-pub struct Inflight {
-    inner: Arc<Mutex<HashMap<RequestId, Agent>>>,
-}
-
-/// The agent connection a forwarded call came from.
-#[derive(Clone)]
-pub struct Agent {
-    pub peer: Peer<RoleServer>,
-    /// Whether the agent may be sent `notifications/message` for this call
-    /// (a legacy session, or a 2026-07-28 request that set a log level).
-    pub logging: bool,
-    /// For a 2026-07-28 agent, which cannot receive server-to-client requests:
-    /// where the upstream's requests go, to be asked as an `input_required`
-    /// result that the agent answers by retrying its call.
-    pub inputs: Option<mpsc::UnboundedSender<Pending>>,
-    /// The call's log messages, relayed by its forwarding loop in order.
-    pub logs: mpsc::UnboundedSender<LoggingMessageNotificationParam>,
-}
-
-/// A request from the upstream waiting for the agent's answer.
-pub struct Pending {
-    pub request: InputRequest,
-    pub reply: oneshot::Sender<Result<Value, String>>,
-}
-
-impl Inflight {
-    pub fn insert(&self, id: RequestId, agent: Agent) -> InflightGuard {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), agent);
-        InflightGuard { inflight: self.clone(), id }
-    }
-
-    /// The agent to ask for a server-to-client request. Over Streamable HTTP the
-    /// request arrives on the originating call's stream and names it; on stdio
-    /// there is no such link, so it is routed only when exactly one call is in flight.
-    /// Attributes an upstream log message to the one call in flight, if
-    /// there is exactly one and its agent may receive logs. Called as the
-    /// message is read, while the call it belongs to is still in flight.
-    pub fn route_log(&self, params: &LoggingMessageNotificationParam) {
-        if let Some(agent) = self.agent_for(None)
-            && agent.logging
-        {
-            let _ = agent.logs.send(params.clone());
-        }
-    }
-
-    fn agent_for(&self, origin: Option<&InboundStreamOrigin>) -> Option<Agent> {
-        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match origin {
-            Some(InboundStreamOrigin::OutboundRequest(id)) => map.get(id).cloned(),
-            Some(InboundStreamOrigin::Unassociated) => None,
-            None if map.len() == 1 => map.values().next().cloned(),
-            None => None,
-        }
-    }
-}
-
-pub struct InflightGuard {
-    inflight: Inflight,
-    id: RequestId,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.inflight.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-    }
 }
 
 #[derive(Clone)]
@@ -151,15 +82,7 @@ impl ClientHandler for Handler {
         request: ElicitRequestParams,
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
-        let agent = self.agent(&ctx)?;
-        match &agent.inputs {
-            Some(inputs) => decode(ask(inputs, InputRequest::Elicitation(ElicitRequest::new(request))).await?),
-            None => {
-                agent.peer.create_elicitation(request).await.map_err(|e| {
-                    McpError::internal_error(format!("the agent did not answer the elicitation: {e}"), None)
-                })
-            }
-        }
+        decode(self.ask(&ctx, InputRequest::Elicitation(ElicitRequest::new(request))).await?)
     }
 
     async fn create_message(
@@ -167,34 +90,27 @@ impl ClientHandler for Handler {
         params: CreateMessageRequestParams,
         ctx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
-        let agent = self.agent(&ctx)?;
-        match &agent.inputs {
-            Some(inputs) => decode(ask(inputs, InputRequest::CreateMessage(CreateMessageRequest::new(params))).await?),
-            None => agent.peer.create_message(params).await.map_err(|e| {
-                McpError::internal_error(format!("the agent did not answer the sampling request: {e}"), None)
-            }),
-        }
+        decode(self.ask(&ctx, InputRequest::CreateMessage(CreateMessageRequest::new(params))).await?)
     }
 }
 
 impl Handler {
-    fn agent(&self, ctx: &RequestContext<RoleClient>) -> Result<Agent, McpError> {
-        self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).ok_or_else(|| {
+    /// Hands `request` to the forwarding loop of the call it belongs to, which
+    /// asks the agent from inside the agent's own request, and waits for the answer.
+    async fn ask(&self, ctx: &RequestContext<RoleClient>, request: InputRequest) -> Result<Value, McpError> {
+        let agent = self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).await.ok_or_else(|| {
             McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
-        })
-    }
-}
-
-/// Hands `request` to the call's forwarding loop and waits for the agent's answer.
-async fn ask(inputs: &mpsc::UnboundedSender<Pending>, request: InputRequest) -> Result<Value, McpError> {
-    let (reply, answer) = oneshot::channel();
-    inputs
-        .send(Pending { request, reply })
-        .map_err(|_| McpError::internal_error("the agent's call has ended", None))?;
-    match answer.await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(McpError::invalid_request(e, None)),
-        Err(_) => Err(McpError::internal_error("the agent did not answer in time", None)),
+        })?;
+        let (reply, answer) = oneshot::channel();
+        agent
+            .inputs
+            .send(Pending { request, reply })
+            .map_err(|_| McpError::internal_error("the agent's call has ended", None))?;
+        match answer.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(McpError::invalid_request(e, None)),
+            Err(_) => Err(McpError::internal_error("the agent's call ended before it answered", None)),
+        }
     }
 }
 

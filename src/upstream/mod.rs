@@ -8,6 +8,7 @@
 
 mod connect;
 pub mod handler;
+pub mod inflight;
 pub mod progress;
 mod sse;
 pub mod subscription;
@@ -24,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Catalog, Listing, SchemaCache};
 use crate::config::Manifest;
-use handler::{Handler, Inflight};
+use handler::Handler;
+use inflight::Inflight;
 use progress::Progress;
 pub use subscription::Subscriptions;
 
@@ -55,13 +57,19 @@ pub struct Upstream {
     pub index: usize,
     pub name: Arc<str>,
     pub manifest: Manifest,
-    pub progress: Progress,
-    pub inflight: Inflight,
     state: RwLock<State>,
 }
 
+/// One live connection to an upstream. Request ids and progress tokens are
+/// numbered per connection, so what tracks them lives here too.
+pub struct Conn {
+    pub peer: Peer<RoleClient>,
+    pub progress: Progress,
+    pub inflight: Inflight,
+}
+
 struct State {
-    peer: Option<Peer<RoleClient>>,
+    conn: Option<Arc<Conn>>,
     listing: Option<Arc<Listing>>,
     health: Health,
     protocol: Option<ProtocolVersion>,
@@ -71,11 +79,16 @@ struct State {
 }
 
 impl Upstream {
-    /// The live connection, or why there is none.
+    /// The live connection's peer, or why there is none.
     pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        self.conn().map(|c| c.peer.clone())
+    }
+
+    /// The live connection, or why there is none.
+    pub fn conn(&self) -> Result<Arc<Conn>, String> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        match (&st.peer, &st.health) {
-            (Some(p), _) if !p.is_transport_closed() => Ok(p.clone()),
+        match (&st.conn, &st.health) {
+            (Some(c), _) if !c.peer.is_transport_closed() => Ok(c.clone()),
             (_, Health::Down { error }) => Err(format!("upstream `{}` is unavailable: {error}", self.name)),
             _ => Err(format!("upstream `{}` is not connected", self.name)),
         }
@@ -128,10 +141,8 @@ impl Upstreams {
                     index,
                     name: Arc::from(manifest.name.as_str()),
                     manifest,
-                    progress: Progress::default(),
-                    inflight: Inflight::default(),
                     state: RwLock::new(State {
-                        peer: None,
+                        conn: None,
                         listing: None,
                         health: Health::Starting,
                         protocol: None,
@@ -206,6 +217,14 @@ impl Upstreams {
         }
     }
 
+    /// Compiles a new listing's schemas on this upstream's own time, before the
+    /// shared rebuild, so a slow or hostile schema delays only its upstream.
+    async fn warm(&self, up: &Upstream, listing: Arc<Listing>) {
+        let pool = self.clone();
+        let manifest = up.manifest.clone();
+        let _ = tokio::task::spawn_blocking(move || pool.inner.schemas.warm(&manifest, &listing)).await;
+    }
+
     async fn rebuild(&self) {
         let _serial = self.inner.rebuild.lock().await;
         let manifests: Vec<Manifest> = self.inner.list.iter().map(|u| u.manifest.clone()).collect();
@@ -228,16 +247,20 @@ impl Upstreams {
     }
 }
 
+/// A connection that stays up this long resets the restart backoff.
+const STABLE: Duration = Duration::from_secs(30);
+
 async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
     let m = &up.manifest;
     let mut backoff = m.restart.initial;
     let shutdown = pool.inner.shutdown.clone();
     loop {
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
+        let (progress, inflight) = (Progress::default(), Inflight::default());
         let handler = Handler {
             upstream: up.name.clone(),
-            progress: up.progress.clone(),
-            inflight: up.inflight.clone(),
+            progress: progress.clone(),
+            inflight: inflight.clone(),
             refresh: refresh_tx.clone(),
             subscriptions: pool.inner.subscriptions.clone(),
         };
@@ -255,9 +278,11 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 let peer = service.peer().clone();
                 let protocol = service.peer_info().map(|i| i.protocol_version.clone());
                 tracing::info!(upstream = %up.name, protocol = ?protocol.as_ref().map(|p| p.as_str().to_string()), tools = listing.tools.len(), "upstream connected");
+                let listing = Arc::new(listing);
+                pool.warm(&up, listing.clone()).await;
                 up.set(|st| {
-                    st.peer = Some(peer.clone());
-                    st.listing = Some(Arc::new(listing));
+                    st.conn = Some(Arc::new(Conn { peer: peer.clone(), progress, inflight }));
+                    st.listing = Some(listing);
                     st.health = Health::Up;
                     st.protocol = protocol;
                     st.connections += 1;
@@ -265,8 +290,14 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 });
                 pool.rebuild().await;
                 pool.first_attempt_done(&up);
-                backoff = m.restart.initial;
-                let listener = listen_for_changes(&up.name, &peer, refresh_tx.clone()).await;
+                let connected_at = tokio::time::Instant::now();
+                let listener =
+                    tokio::time::timeout(m.connect_timeout, listen_for_changes(&up.name, &peer, refresh_tx.clone()))
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::warn!(upstream = %up.name, "subscribing to list changes timed out");
+                            None
+                        });
                 let ct = service.cancellation_token();
                 let mut waiting = std::pin::pin!(service.waiting());
                 let reason = loop {
@@ -279,7 +310,9 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                             match tokio::time::timeout(m.connect_timeout, list(&peer)).await {
                                 Ok(Ok(listing)) => {
                                     tracing::info!(upstream = %up.name, ?what, "upstream list changed; catalog refreshed");
-                                    up.set(|st| st.listing = Some(Arc::new(listing)));
+                                    let listing = Arc::new(listing);
+                                    pool.warm(&up, listing.clone()).await;
+                                    up.set(|st| st.listing = Some(listing));
                                     pool.rebuild().await;
                                 }
                                 Ok(Err(e)) => tracing::warn!(upstream = %up.name, error = %e, "re-listing after a change failed"),
@@ -291,9 +324,13 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 if let Some(l) = listener {
                     l.abort();
                 }
+                // A connection that did not stay up is a crash loop: keep backing off.
+                if connected_at.elapsed() >= STABLE {
+                    backoff = m.restart.initial;
+                }
                 tracing::warn!(upstream = %up.name, %reason, "upstream connection ended; reconnecting");
                 up.set(|st| {
-                    st.peer = None;
+                    st.conn = None;
                     st.listing = None;
                     st.health = Health::Down { error: reason };
                     st.since = SystemTime::now();
@@ -304,7 +341,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 tracing::warn!(upstream = %up.name, %error, retry_in = ?backoff, "upstream connection failed");
                 let was_listed = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.is_some();
                 up.set(|st| {
-                    st.peer = None;
+                    st.conn = None;
                     st.listing = None;
                     st.health = Health::Down { error };
                     st.since = SystemTime::now();
@@ -319,7 +356,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(m.restart.max).max(Duration::from_millis(1));
+        backoff = backoff.saturating_mul(2).min(m.restart.max).max(Duration::from_millis(1));
     }
 }
 

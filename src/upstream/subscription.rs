@@ -79,7 +79,10 @@ impl Subscriptions {
                 return Ok(());
             }
         }
-        let backing = self.subscribe_upstream(uri, &upstream).await?;
+        let bound = upstream.manifest.call_timeout;
+        let backing = tokio::time::timeout(bound, self.subscribe_upstream(uri, &upstream))
+            .await
+            .map_err(|_| format!("upstream `{}` did not answer the subscription within {bound:?}", upstream.name))??;
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get_mut(uri) {
             // Another agent subscribed while we were asking the upstream: keep theirs.

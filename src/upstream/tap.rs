@@ -14,7 +14,7 @@ use rmcp::model::{JsonRpcMessage, ServerNotification};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::{IntoTransport, Transport};
 
-use super::handler::Inflight;
+use super::inflight::Inflight;
 use super::progress::Progress;
 
 pub struct Tap<T> {

@@ -156,8 +156,13 @@ async fn stdio(config: Config) -> Result<(), String> {
 async fn tools(config: Config, json: bool) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let gw = Gateway::start(&config, shutdown.clone());
-    let deadline =
-        config.manifests.iter().map(|m| m.connect_timeout).max().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
+    let deadline = config
+        .manifests
+        .iter()
+        .map(|m| m.connect_timeout)
+        .max()
+        .unwrap_or(Duration::ZERO)
+        .saturating_add(Duration::from_secs(1));
     gw.upstreams.wait_settled(deadline).await;
     let catalog = gw.upstreams.catalog();
     let health: Vec<_> = gw.upstreams.all().iter().map(|u| u.status()).collect();

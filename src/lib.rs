@@ -17,6 +17,7 @@
 //! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
 //! - [`config`]: the files, parsed and checked into immutable values.
 //! - [`money`]: integer micro-unit amounts.
+//! - [`protocol`]: which MCP era a peer speaks.
 
 pub mod catalog;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod gateway;
 pub mod money;
 pub mod pipeline;
+pub mod protocol;
 pub mod server;
 pub mod upstream;
 pub mod ws;

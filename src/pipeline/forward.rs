@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, InputRequests,
-    InputRequiredResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    RequestId, ResultType, ServerResult,
+    InputRequiredResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken, RequestId,
+    ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
@@ -65,7 +65,7 @@ pub async fn forward_tool(
     params: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, McpError> {
-    let legacy_agent = ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
+    let legacy_agent = !ctx.protocol_version().is_some_and(|v| crate::protocol::is_modern(&v));
     // A retry that answers a question tollgate asked for a parked call resumes it.
     if let Some(state) = params.request_state.as_deref()
         && state.starts_with(park::STATE_PREFIX)
@@ -240,7 +240,7 @@ async fn drive(flight: &mut Flight, ctx: &RequestContext<RoleServer>) -> Result<
 
 /// 2026-07-28 forbids `notifications/message` unless the request set a log level.
 fn logging_allowed(ctx: &RequestContext<RoleServer>) -> bool {
-    let legacy = ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
+    let legacy = !ctx.protocol_version().is_some_and(|v| crate::protocol::is_modern(&v));
     legacy || ctx.meta.0.contains_key("io.modelcontextprotocol/logLevel")
 }
 

@@ -81,7 +81,7 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
     let limit = edge.limits.max_body_bytes;
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > (limit + DRAIN_BYTES) as u64) {
+    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_BYTES) as u64) {
         // Too large to drain politely: refuse without reading.
         return too_large(limit);
     }

@@ -369,7 +369,7 @@ async fn listen_for_changes(
 ) -> Option<tokio::task::JoinHandle<()>> {
     use rmcp::model::{ServerNotification, SubscriptionFilter};
     let info = peer.peer_info()?;
-    if info.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str() {
+    if !crate::protocol::is_modern(&info.protocol_version) {
         return None;
     }
     let caps = &info.capabilities;

@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rmcp::model::{
-    ProtocolVersion, ServerNotification, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
-};
+use rmcp::model::{ServerNotification, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams};
 use tokio::sync::broadcast;
 
 use super::Upstream;
@@ -134,7 +132,7 @@ impl Subscriptions {
         if info.capabilities.resources.as_ref().and_then(|r| r.subscribe) != Some(true) {
             return Err(format!("upstream `{}` does not support resource subscriptions", up.name));
         }
-        if info.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str() {
+        if !crate::protocol::is_modern(&info.protocol_version) {
             #[allow(deprecated)]
             peer.subscribe(SubscribeRequestParams::new(uri))
                 .await

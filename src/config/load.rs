@@ -365,12 +365,19 @@ fn compile_transport(
                 sink.at(Some(span), "transport.url", format!("is required for the {kind} transport"));
                 return None;
             };
+            let resolved = match secret::resolve(url.get_ref(), env) {
+                Ok(r) => r,
+                Err(e) => {
+                    sink.at(Some(url.span()), "transport.url", e);
+                    return None;
+                }
+            };
             let schemes: &[&str] = if kind == "ws" { &["ws://", "wss://"] } else { &["http://", "https://"] };
-            if !schemes.iter().any(|s| url.get_ref().starts_with(s)) {
+            if !schemes.iter().any(|s| resolved.expose().starts_with(s)) {
                 sink.at(Some(url.span()), "transport.url", format!("must start with {}", schemes.join(" or ")));
             }
             let headers = resolve_map(t.headers, "headers", sink);
-            let remote = Remote { url: url.into_inner(), headers };
+            let remote = Remote { url: resolved, headers };
             Some(match kind {
                 "http" => Transport::Http(remote),
                 "sse" => Transport::Sse(remote),

@@ -115,7 +115,9 @@ pub struct Stdio {
 
 #[derive(Debug, Clone)]
 pub struct Remote {
-    pub url: String,
+    /// May carry a token (some servers take one in the query), so it is a
+    /// `Secret` resolved from `${env:..}` references and kept out of logs.
+    pub url: Secret,
     pub headers: Vec<(String, Secret)>,
 }
 

@@ -32,12 +32,24 @@ pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
     };
-    match open_with(name, transport, handler.clone(), auto).await {
+    let result = match open_with(name, transport, handler.clone(), auto).await {
         Err(e) if e.contains("no compatible protocol version") => {
             tracing::debug!(upstream = %name, "server/discover offered only legacy versions; using initialize");
             open_with(name, transport, handler, ClientLifecycleMode::Initialize).await
         }
         other => other,
+    };
+    result.map_err(|e| scrub(e, transport))
+}
+
+/// Errors end up in logs, `/readyz` and `tollgate tools`: never with the URL,
+/// which may carry a credential.
+fn scrub(message: String, transport: &Transport) -> String {
+    match transport {
+        Transport::Http(r) | Transport::Sse(r) | Transport::Ws(r) if !r.url.expose().is_empty() => {
+            message.replace(r.url.expose(), "<upstream url>")
+        }
+        _ => message,
     }
 }
 
@@ -56,7 +68,7 @@ async fn open_with(
             handler.serve_with_lifecycle(tap(child, progress, inflight), lifecycle).await.map_err(serve_err)
         }
         Transport::Http(r) => {
-            let config = StreamableHttpClientTransportConfig::with_uri(r.url.as_str())
+            let config = StreamableHttpClientTransportConfig::with_uri(r.url.expose())
                 .custom_headers(headers(r)?)
                 .max_concurrent_requests(HTTP_MAX_CONCURRENT);
             let t = StreamableHttpClientTransport::with_client(pooled_client()?, config);
@@ -68,7 +80,7 @@ async fn open_with(
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut req = r.url.as_str().into_client_request().map_err(|e| format!("bad websocket url: {e}"))?;
+            let mut req = r.url.expose().into_client_request().map_err(|e| format!("bad websocket url: {e}"))?;
             for (k, v) in headers(r)? {
                 req.headers_mut().insert(k, v);
             }

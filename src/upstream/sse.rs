@@ -77,7 +77,7 @@ pub struct SseTransport {
 /// Opens the SSE stream of `r` and returns once the server has named its
 /// message endpoint. The caller bounds the wait.
 pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
-    let sse_url = Url::parse(&r.url).map_err(|e| format!("bad sse url: {e}"))?;
+    let sse_url = Url::parse(r.url.expose()).map_err(|e| format!("bad sse url: {e}"))?;
     if !matches!(sse_url.scheme(), "http" | "https") {
         return Err(format!("sse url must be http or https, not `{}`", sse_url.scheme()));
     }
@@ -507,7 +507,7 @@ mod tests {
 
     fn remote(url: &str) -> Remote {
         let value = secret::resolve(KEY, &|_| None).unwrap();
-        Remote { url: url.to_owned(), headers: vec![("X-Api-Key".to_owned(), value)] }
+        Remote { url: secret::resolve(url, &|_| None).unwrap(), headers: vec![("X-Api-Key".to_owned(), value)] }
     }
 
     async fn open(legacy: &Legacy) -> SseTransport {

@@ -51,7 +51,8 @@ async fn upstream_that_never_answers_times_out_and_others_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_upstreams_do_not_block_start_up_or_the_others() {
     let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_url = format!("http://{}/mcp", refused.local_addr().unwrap());
+    // A URL may carry a credential: it must never show in health or logs.
+    let dead_url = format!("http://{}/mcp?token=canary-s3cret", refused.local_addr().unwrap());
     drop(refused);
     let missing =
         "name = \"missing\"\n[transport]\ntype = \"stdio\"\ncommand = \"/nonexistent/tollgate-no-such-server\"\n";
@@ -61,7 +62,10 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
         .stdio_fixture("ok")
         .spawn()
         .await;
-    assert!(matches!(tg.health("gone"), Health::Down { .. }));
+    match tg.health("gone") {
+        Health::Down { error } => assert!(!error.contains("canary-s3cret"), "url leaked: {error}"),
+        other => panic!("expected down, got {other:?}"),
+    }
     assert!(
         matches!(tg.health("missing"), Health::Down { error } if error.contains("not found") || error.contains("cannot start"))
     );

@@ -41,25 +41,60 @@ where
     (tx, rx)
 }
 
-/// Adapter over an axum socket (server side of `/ws`).
+/// A frame refused before decoding: JSON-RPC error code and message.
+pub type Refusal = (i64, String);
+
+/// Adapter over an axum socket (server side of `/ws`). Every frame passes
+/// `check` first; a refused or undecodable frame is answered with a JSON-RPC
+/// error on the socket (id `null`) and never reaches rmcp.
 pub fn axum_socket<R: ServiceRole>(
     ws: axum::extract::ws::WebSocket,
+    check: impl Fn(&[u8]) -> Result<(), Refusal> + Send + Sync + 'static,
 ) -> (
     impl Sink<TxJsonRpcMessage<R>, Error = axum::Error> + Send + Unpin + 'static,
     impl Stream<Item = RxJsonRpcMessage<R>> + Send + Unpin + 'static,
 ) {
     use axum::extract::ws::Message as AxMessage;
-    let (tx, rx) = ws.split();
-    let tx = tx.with(|m: TxJsonRpcMessage<R>| {
+    let (mut socket_tx, socket_rx) = ws.split();
+    // One writer owns the socket, so both rmcp's messages and our error replies reach it.
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<AxMessage>(64);
+    tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if socket_tx.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket_tx.close().await;
+    });
+    let errors = out_tx.clone();
+    let tx = tokio_util::sync::PollSender::new(out_tx).sink_map_err(axum::Error::new).with(|m: TxJsonRpcMessage<R>| {
         future::ready(serde_json::to_string(&m).map(|s| AxMessage::Text(s.into())).map_err(axum::Error::new))
     });
-    let rx = rx.take_while(|f| future::ready(!matches!(f, Err(_) | Ok(AxMessage::Close(_))))).filter_map(|f| {
-        future::ready(match f {
-            Ok(AxMessage::Text(t)) => decode::<R>(t.as_str()),
-            Ok(AxMessage::Binary(b)) => std::str::from_utf8(&b).ok().and_then(decode::<R>),
-            _ => None,
-        })
-    });
+    let rx =
+        socket_rx.take_while(|f| future::ready(!matches!(f, Err(_) | Ok(AxMessage::Close(_))))).filter_map(move |f| {
+            let bytes: Option<Vec<u8>> = match f {
+                Ok(AxMessage::Text(t)) => Some(t.as_str().as_bytes().to_vec()),
+                Ok(AxMessage::Binary(b)) => Some(b.to_vec()),
+                _ => None,
+            };
+            let decoded = bytes.map(|b| match check(&b) {
+                Err(refusal) => Err(refusal),
+                Ok(()) => serde_json::from_slice::<RxJsonRpcMessage<R>>(&b)
+                    .map_err(|e| (-32600, format!("invalid request: not a JSON-RPC message: {e}"))),
+            });
+            let message = match decoded {
+                Some(Ok(m)) => Some(m),
+                Some(Err((code, message))) => {
+                    let reply =
+                        serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+                    // Dropped if the writer is backed up: a flood of bad frames gets no more than that.
+                    let _ = errors.try_send(AxMessage::Text(reply.to_string().into()));
+                    None
+                }
+                None => None,
+            };
+            future::ready(message)
+        });
     (tx, rx)
 }
 

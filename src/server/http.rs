@@ -193,7 +193,13 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
     }
     let gw = edge.gw.clone();
     ws.max_message_size(edge.limits.max_body_bytes).on_upgrade(move |socket| async move {
-        let transport = crate::ws::axum_socket::<RoleServer>(socket);
+        let max_depth = edge.limits.max_json_depth;
+        let transport =
+            crate::ws::axum_socket::<RoleServer>(socket, move |frame| match strict_json::check(frame, max_depth) {
+                Ok(()) => Ok(()),
+                Err(Rejection::Parse(m)) => Err((-32700, format!("parse error: {m}"))),
+                Err(Rejection::Invalid(m)) => Err((-32600, format!("invalid request: {m}"))),
+            });
         match Session::new(gw).serve(transport).await {
             Ok(service) => {
                 let _ = service.waiting().await;

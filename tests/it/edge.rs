@@ -146,3 +146,45 @@ async fn unknown_methods_and_wrong_shapes_are_json_rpc_errors() {
     assert!((400..500).contains(&s), "status {s}: {text}");
     still_serves(&tg).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_websocket_frames_get_json_rpc_errors_and_the_socket_keeps_serving() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tg = TestGateway::builder()
+        .server("[server]\nlisten = \"127.0.0.1:0\"\nmax_json_depth = 32\n")
+        .stdio_fixture("fs")
+        .spawn()
+        .await;
+    let url = format!("{}/ws", tg.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let cases: Vec<(String, i64)> = vec![
+        ("{\"jsonrpc\":\"2.0\",".into(), -32700),
+        (r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.into(), -32600),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"ping","id":2}"#.into(), -32600),
+        (
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{}1{}}}",
+                "[".repeat(100),
+                "]".repeat(100)
+            ),
+            -32600,
+        ),
+        (r#"{"not":"json-rpc"}"#.into(), -32600),
+    ];
+    for (frame, code) in cases {
+        ws.send(Message::Text(frame.clone().into())).await.unwrap();
+        let reply = tokio::time::timeout(WAIT, ws.next()).await.expect("a reply").expect("open").unwrap();
+        let v: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+        assert_eq!(v["error"]["code"], code, "{frame}: {v}");
+        assert_eq!(v["id"], Value::Null);
+    }
+    // Still serving: a proper handshake on the same socket.
+    let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    ws.send(Message::Text(init.to_string().into())).await.unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.next()).await.expect("a reply").expect("open").unwrap();
+    let v: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(v["result"]["serverInfo"]["name"], "tollgate");
+}

@@ -7,8 +7,14 @@ use std::sync::{Arc, Mutex};
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Auditor, record};
 use crate::config::{Config, Limits};
+use crate::policy::watch::{Policies, Reload};
+use crate::store::Store;
 use crate::upstream::Upstreams;
+
+/// How often the policy folder is checked for changes.
+const POLICY_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -21,13 +27,31 @@ pub struct Gateway {
     pub watchers: Watchers,
     /// Calls waiting for a 2026-07-28 agent's answer to an upstream's question.
     pub parked: Arc<crate::pipeline::park::Lot>,
+    pub store: Store,
+    pub auditor: Auditor,
+    pub policies: Policies,
     pub shutdown: CancellationToken,
 }
 
 impl Gateway {
-    /// Starts the upstream supervisors and the list-change fan-out. Returns at once:
-    /// upstreams connect in the background.
-    pub fn start(config: &Config, shutdown: CancellationToken) -> Gateway {
+    /// Opens the store, loads the policy (an invalid policy stops the start),
+    /// starts the audit writer, the policy watcher, the upstream supervisors
+    /// and the list-change fan-out. Upstreams connect in the background.
+    pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, String> {
+        let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
+        let auditor = Auditor::start(store.clone());
+        let files: Vec<_> = policy.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
+        let grants: Vec<_> = policy.grants.iter().map(|g| g.id.clone()).collect();
+        auditor
+            .write(record::change(
+                "policy.load",
+                None,
+                "tollgate",
+                serde_json::json!({"files": files, "grants": grants}),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        let policies = Policies::new(&config.policies_dir, policy);
         let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
         let gw = Gateway {
             upstreams,
@@ -35,13 +59,50 @@ impl Gateway {
             sessions: Sessions::default(),
             watchers: Watchers::default(),
             parked: Arc::default(),
+            store,
+            auditor,
+            policies,
             shutdown,
         };
+        let audit = gw.auditor.clone();
+        tokio::spawn(gw.policies.clone().watch(POLICY_POLL, gw.shutdown.clone(), move |outcome| {
+            let audit = audit.clone();
+            async move {
+                let draft = match outcome {
+                    Reload::Applied(d) if d.is_empty() => return,
+                    Reload::Applied(d) => {
+                        let files: Vec<_> =
+                            d.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
+                        record::change(
+                            "policy.change",
+                            None,
+                            "policy files",
+                            serde_json::json!({"added": d.added, "removed": d.removed, "changed": d.changed, "files": files}),
+                        )
+                    }
+                    Reload::Refused(e) => record::change(
+                        "policy.refused",
+                        None,
+                        "policy files",
+                        serde_json::json!({"error": e, "in_force": "the previous policy"}),
+                    ),
+                };
+                if let Err(e) = audit.write(draft).await {
+                    tracing::error!("policy change not audited: {e}");
+                }
+            }
+        }));
         tokio::spawn(crate::server::fanout::run(gw.clone()));
         tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
         tokio::spawn(gw.parked.clone().sweeper(std::time::Duration::from_secs(15), gw.shutdown.clone()));
-        gw
+        Ok(gw)
     }
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(config: &Config) -> Result<Store, String> {
+    let base = config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    Store::open(&config.store, &base, config.durability).await.map_err(|e| e.to_string())
 }
 
 /// Legacy agent sessions that asked to hear about list changes.

@@ -19,13 +19,17 @@
 //! - [`money`]: integer micro-unit amounts.
 //! - [`protocol`]: which MCP era a peer speaks.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod identity;
 pub mod money;
 pub mod pipeline;
+pub mod policy;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod upstream;
 pub mod ws;

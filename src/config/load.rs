@@ -77,6 +77,14 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         let span = raw.store.as_ref().map(Spanned::span);
         sink.at(span, "store", "must be a `sqlite://` or `postgres://` URL");
     }
+    let durability = match raw.durability.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+        None | Some(("normal", _)) => crate::store::Durability::Normal,
+        Some(("full", _)) => crate::store::Durability::Full,
+        Some((other, span)) => {
+            sink.at(Some(span), "durability", format!("`{other}` is not one of normal, full"));
+            crate::store::Durability::Normal
+        }
+    };
     let manifests = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
@@ -86,6 +94,7 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         store,
         manifests_dir,
         policies_dir,
+        durability,
         server,
         catalog: CatalogSettings { separator },
         manifests,

@@ -28,6 +28,8 @@ pub struct Config {
     pub store: String,
     pub manifests_dir: PathBuf,
     pub policies_dir: PathBuf,
+    /// How hard store commits are pushed to disk.
+    pub durability: crate::store::Durability,
     pub server: Server,
     pub catalog: CatalogSettings,
     pub manifests: Vec<Manifest>,

@@ -12,6 +12,7 @@ pub struct Gateway {
     pub store: Option<Spanned<String>>,
     pub manifests_dir: Option<Spanned<String>>,
     pub policies_dir: Option<Spanned<String>>,
+    pub durability: Option<Spanned<String>>,
     #[serde(default)]
     pub server: Server,
     #[serde(default)]

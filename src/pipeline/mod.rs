@@ -1,7 +1,7 @@
 //! The call pipeline: every `tools/call` passes the stages of SPEC.md in
-//! order, top to bottom, in [`call`]. Stages not yet built (identify,
-//! authorize, limit, hold, approve, settle, audit) slot in between these
-//! without reshaping it.
+//! order, top to bottom, in [`call`]: identify, resolve, authorize,
+//! validate, limit, (hold and approve: issues 5 and 6), execute, (settle),
+//! audit. Each stage that refuses the call ends it with an audited outcome.
 
 mod bridge;
 mod forward;
@@ -9,44 +9,118 @@ pub mod park;
 
 use rmcp::ErrorData as McpError;
 use rmcp::RoleServer;
-use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock};
+use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode};
 use rmcp::service::RequestContext;
 use serde_json::Value;
 
+use crate::audit::record::decision;
+use crate::audit::{CallRecord, redact};
 use crate::catalog::schema;
 use crate::gateway::Gateway;
+use crate::identity::{AuthError, Principal};
+use crate::policy::{ArgumentCheck, Effect, Policy};
 
 pub use forward::forward_tool;
+
+/// JSON-RPC error code for a request whose key is missing, unknown or revoked.
+pub const UNAUTHORIZED: ErrorCode = ErrorCode(-32001);
+
+/// Who is calling, as the edge established it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The MCP session, when the transport has one.
+    pub session: Option<String>,
+}
+
+pub fn unauthorized(e: &AuthError) -> McpError {
+    McpError::new(UNAUTHORIZED, format!("unauthorized: {e}"), None)
+}
 
 /// Runs one governed tool call.
 pub async fn call(
     gw: &Gateway,
+    caller: Result<Caller, AuthError>,
     params: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, McpError> {
-    // resolve: one catalog snapshot for the whole call (right after start-up,
-    // once the upstreams' first connection attempts are done, bounded).
+    let mut rec = CallRecord::start(&params.name, caller.as_ref().ok().and_then(|c| c.session.clone()));
+
+    // identify
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => {
+            rec.reason = Some(e.to_string());
+            rec.stage("identify");
+            return finish(gw, rec, Err(unauthorized(&e))).await;
+        }
+    };
+    let principal = caller.principal;
+    rec.principal = Some(principal.clone());
+    rec.stage("identify");
+
+    // resolve: one catalog and one policy snapshot for the whole call (right
+    // after start-up, once the upstreams' first connection attempts are done).
     if !gw.upstreams.settled() {
         gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
     }
     let catalog = gw.upstreams.catalog();
-    let Some(entry) = catalog.tool(&params.name).cloned() else {
-        if let Some(q) = catalog.quarantine_of(&params.name) {
-            return Err(McpError::invalid_params(format!("tool `{}` is quarantined: {}", q.name, q.reason), None));
-        }
-        return Err(McpError::invalid_params(format!("unknown tool: {}", params.name), None));
+    let policy = gw.policies.current();
+    let Some(entry) = catalog.tool(&params.name).filter(|e| policy.visible(&principal, &e.name)).cloned() else {
+        // A tool the principal may never call is indistinguishable from one
+        // that does not exist.
+        let err = match catalog.quarantine_of(&params.name) {
+            Some(q) if policy.visible(&principal, &q.name) => {
+                McpError::invalid_params(format!("tool `{}` is quarantined: {}", q.name, q.reason), None)
+            }
+            _ => McpError::invalid_params(format!("unknown tool: {}", params.name), None),
+        };
+        rec.reason = Some(err.message.to_string());
+        rec.stage("resolve");
+        return finish(gw, rec, Err(err)).await;
     };
-
-    // validate: the upstream is never called with arguments that fail a schema.
+    rec.upstream = Some(entry.upstream_name.to_string());
     let mut params = params;
     let arguments = Value::Object(params.arguments.take().unwrap_or_default());
     let size = json_size(&arguments);
     if size > gw.limits.max_arguments_bytes {
-        return Ok(tool_error(format!(
-            "arguments are {size} bytes, more than the {} allowed",
-            gw.limits.max_arguments_bytes
-        )));
+        rec.decision = decision::INVALID;
+        let text = format!("arguments are {size} bytes, more than the {} allowed", gw.limits.max_arguments_bytes);
+        rec.reason = Some(text.clone());
+        rec.stage("resolve");
+        return finish(gw, rec, Ok(tool_error(text))).await;
     }
+    rec.arguments = Some(redact::value(&arguments, &entry.settings.redact));
+    rec.secrets = redact::whole_values(&arguments, &entry.settings.redact);
+    rec.stage("resolve");
+
+    // authorize
+    let decided = policy.decide(&principal, &entry.name, &arguments);
+    rec.grants = decided.grant_ids();
+    rec.reason = Some(decided.reason.clone());
+    match decided.effect {
+        Effect::Allow => {}
+        Effect::Deny => {
+            rec.stage("authorize");
+            let why = denial_text(&policy, &decided);
+            return finish(gw, rec, Ok(tool_error(format!("call to {} refused: {why}", entry.name)))).await;
+        }
+        Effect::Approve => {
+            // The approval queue is issue 6; until then a call that needs
+            // approval never runs (a policy never fails open).
+            rec.decision = decision::NEEDS_APPROVAL;
+            rec.stage("authorize");
+            let text = format!(
+                "call to {} needs approval ({}), and this gateway has no approval queue yet; it was not run",
+                entry.name, decided.reason
+            );
+            return finish(gw, rec, Ok(tool_error(text))).await;
+        }
+    }
+    rec.stage("authorize");
+
+    // validate: the tool's schema, then the grant's `arguments`. The upstream
+    // is never called with arguments that fail either.
     let mut violations: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for v in &entry.validators {
@@ -56,21 +130,115 @@ pub async fn call(
             }
         }
     }
+    let grant = match Policy::check_arguments(&decided, &arguments) {
+        ArgumentCheck::Holds(g) => Some(g),
+        ArgumentCheck::Fails(v) => {
+            violations.extend(v.into_iter().take(schema::MAX_VIOLATIONS.saturating_sub(violations.len())));
+            None
+        }
+    };
     if !violations.is_empty() {
-        return Ok(tool_error(format!(
+        rec.decision = decision::INVALID;
+        let text = format!(
             "invalid arguments for {}:\n{}",
             entry.name,
             violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
-        )));
+        );
+        rec.reason = Some(text.clone());
+        rec.stage("validate");
+        return finish(gw, rec, Ok(tool_error(text))).await;
     }
+    let Some(grant) = grant else {
+        return finish(gw, rec, Err(McpError::internal_error("no grant decided the call", None))).await;
+    };
+    rec.grants = vec![grant.id.clone()];
+    rec.stage("validate");
+
+    // limit
+    if let Some(rate) = grant.rate
+        && let Err(wait) = gw.policies.limiter().take(&grant.id, &principal.key_id, rate, std::time::Instant::now())
+    {
+        rec.decision = decision::RATE_LIMITED;
+        let text = format!(
+            "rate limit of grant `{}` ({} calls per {:?}) reached; retry in {:.1}s",
+            grant.id,
+            rate.count,
+            rate.window,
+            wait.as_secs_f64()
+        );
+        rec.reason = Some(text.clone());
+        rec.stage("limit");
+        return finish(gw, rec, Ok(tool_error(text))).await;
+    }
+    rec.stage("limit");
+
+    // hold, approve: issues 5 and 6.
+
+    // Write-ahead: the intent is durable before anything is dispatched.
+    rec.decision = decision::ALLOWED;
+    rec.reason = Some(format!("allowed by grant `{}`", grant.id));
+    if let Err(e) = gw.auditor.write(rec.intent()).await {
+        tracing::error!(call = %rec.call_id, "call refused, its intent could not be audited: {e}");
+        return Err(McpError::internal_error(format!("call not run: {e}"), None));
+    }
+    rec.stage("audit_intent");
+
+    // execute
     params.arguments = match arguments {
         Value::Object(map) => Some(map),
         _ => None,
     };
-
-    // execute
     let upstream = gw.upstreams.get(entry.upstream).clone();
-    forward_tool(gw, &upstream, &entry, params, ctx).await
+    let outcome = forward_tool(gw, &upstream, &entry, params, ctx).await;
+    rec.stage("execute");
+
+    // settle: issue 5.
+    finish(gw, rec, outcome).await
+}
+
+/// The audit stage: records the outcome and returns it only once durable.
+async fn finish(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    outcome: Result<CallToolResponse, McpError>,
+) -> Result<CallToolResponse, McpError> {
+    let executed = rec.decision == decision::ALLOWED;
+    match &outcome {
+        Ok(CallToolResponse::Complete(r)) => {
+            rec.status = Some(match (executed, r.is_error) {
+                (false, _) => "not_executed",
+                (true, Some(true)) => "tool_error",
+                (true, _) => "ok",
+            });
+            rec.result_size = Some(serde_json::to_vec(r).map_or(0, |b| b.len()));
+        }
+        Ok(_) => rec.status = Some("input_required"),
+        Err(e) => {
+            rec.status = Some(if executed { "failed" } else { "not_executed" });
+            rec.error = Some(e.message.to_string());
+        }
+    }
+    let draft = rec.outcome();
+    if let Err(e) = gw.auditor.write(draft).await {
+        tracing::error!(call = %rec.call_id, "call outcome could not be audited: {e}");
+        return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));
+    }
+    outcome
+}
+
+/// What a refused agent is told: the grant and its description, or the
+/// conditions it could meet.
+fn denial_text(policy: &Policy, decided: &crate::policy::Decision) -> String {
+    match decided.grants.first() {
+        Some(g) => {
+            let g = policy.grant(&g.id).unwrap_or(g);
+            match &g.description {
+                Some(d) => format!("{} ({d})", decided.reason),
+                None => decided.reason.clone(),
+            }
+        }
+        None => decided.reason.clone(),
+    }
 }
 
 /// Serialized size of `v` in bytes, without building the bytes.

@@ -19,6 +19,10 @@ pub struct Changes {
     pub resources: bool,
 }
 
+impl Changes {
+    pub const ALL: Changes = Changes { tools: true, prompts: true, resources: true };
+}
+
 pub fn diff(old: &Catalog, new: &Catalog) -> Changes {
     let tools = |c: &Catalog| c.tools().iter().map(|t| (t.name.clone(), t.tool.clone())).collect::<Vec<_>>();
     let prompts = |c: &Catalog| c.prompts().iter().map(|p| p.prompt.clone()).collect::<Vec<_>>();
@@ -38,15 +42,28 @@ pub fn diff(old: &Catalog, new: &Catalog) -> Changes {
 /// Sends list-changed notifications to legacy sessions whenever the catalog changes.
 pub async fn run(gw: Gateway) {
     let mut rx = gw.upstreams.watch();
+    let mut grants = gw.policies.subscribe();
     let mut seen: Arc<Catalog> = rx.borrow_and_update().clone();
     loop {
-        tokio::select! {
+        let c = tokio::select! {
             _ = gw.shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-        let now = rx.borrow_and_update().clone();
-        let c = diff(&seen, &now);
-        seen = now;
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = rx.borrow_and_update().clone();
+                let c = diff(&seen, &now);
+                seen = now;
+                c
+            }
+            // Grants decide what each agent sees: any change may change its lists.
+            changed = grants.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                Changes::ALL
+            }
+        };
         if c == Changes::default() {
             continue;
         }
@@ -87,10 +104,16 @@ pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
         }
     }
     let mut rx = gw.upstreams.watch();
+    let mut grants = gw.policies.subscribe();
     let mut seen: Arc<Catalog> = rx.borrow_and_update().clone();
     loop {
         tokio::select! {
             _ = sub.cancelled() => break,
+            changed = grants.changed() => {
+                if changed.is_err() || !notify_changes(&sub, &accepted, Changes::ALL).await {
+                    break;
+                }
+            }
             _ = gw.shutdown.cancelled() => break,
             u = updates.recv() => {
                 match u {

@@ -18,17 +18,69 @@ use rmcp::service::{NotificationContext, RequestContext, ServiceError, Subscript
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use crate::gateway::Gateway;
-use crate::pipeline;
+use crate::identity::{self, AuthError, Principal};
+use crate::pipeline::{self, Caller};
 use crate::upstream::Upstream;
 
 #[derive(Clone)]
 pub struct Session {
     pub gw: Gateway,
+    /// The principal of a transport that authenticates once (stdio,
+    /// WebSocket); re-checked on every request. HTTP requests carry their
+    /// own, checked by the edge on each request.
+    fixed: Option<Principal>,
+    /// This session's id, for transports without MCP session ids.
+    id: Option<String>,
 }
 
 impl Session {
+    /// A session whose requests carry their principal (Streamable HTTP).
     pub fn new(gw: Gateway) -> Self {
-        Self { gw }
+        Self { gw, fixed: None, id: None }
+    }
+
+    /// A session authenticated once, for its whole life (stdio, WebSocket).
+    pub fn authenticated(gw: Gateway, principal: Principal, transport: &str) -> Self {
+        Self { gw, fixed: Some(principal), id: Some(format!("{transport}:{}", uuid::Uuid::new_v4())) }
+    }
+
+    /// Who sent this request. A revoked key fails here at once.
+    async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, AuthError> {
+        if let Some(parts) = ctx.extensions.get::<http::request::Parts>()
+            && let Some(p) = parts.extensions.get::<Principal>()
+        {
+            let session = parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+            return Ok(Caller { principal: p.clone(), session });
+        }
+        match &self.fixed {
+            Some(p) => {
+                let principal = identity::reverify(&self.gw.store, p).await?;
+                Ok(Caller { principal, session: self.id.clone() })
+            }
+            None => Err(AuthError::Missing),
+        }
+    }
+
+    async fn principal(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, McpError> {
+        self.caller(ctx).await.map(|c| c.principal).map_err(|e| pipeline::unauthorized(&e))
+    }
+
+    /// Which upstreams' resources the principal may see: those where it may
+    /// see at least one tool or prompt.
+    fn visible_upstreams(&self, principal: &Principal, catalog: &crate::catalog::Catalog) -> Vec<bool> {
+        let policy = self.gw.policies.current();
+        let mut seen = vec![false; self.gw.upstreams.all().len()];
+        for t in catalog.tools() {
+            if !seen[t.upstream] && policy.visible(principal, &t.name) {
+                seen[t.upstream] = true;
+            }
+        }
+        for p in catalog.prompts() {
+            if !seen[p.upstream] && policy.visible(principal, &p.name) {
+                seen[p.upstream] = true;
+            }
+        }
+        seen
     }
 
     fn upstream(&self, index: usize) -> &Upstream {
@@ -87,10 +139,13 @@ impl ServerHandler for Session {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
-        let tools: Vec<Tool> = catalog.tools().iter().map(|e| e.tool.clone()).collect();
+        let policy = self.gw.policies.current();
+        let tools: Vec<Tool> =
+            catalog.tools().iter().filter(|e| policy.visible(&principal, &e.name)).map(|e| e.tool.clone()).collect();
         // Lists are per principal and change with grants: never cacheable by others.
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
@@ -104,27 +159,38 @@ impl ServerHandler for Session {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        pipeline::call(&self.gw, request, ctx).await
+        let caller = self.caller(&ctx).await;
+        pipeline::call(&self.gw, caller, request, ctx).await
     }
 
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
-        let prompts = catalog.prompts().iter().map(|p| p.prompt.clone()).collect();
+        let policy = self.gw.policies.current();
+        let prompts = catalog
+            .prompts()
+            .iter()
+            .filter(|p| policy.visible(&principal, &p.name))
+            .map(|p| p.prompt.clone())
+            .collect();
         Ok(ListPromptsResult::with_all_items(prompts).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
+        let policy = self.gw.policies.current();
         let entry = catalog
             .prompt(&request.name)
+            .filter(|p| policy.visible(&principal, &p.name))
             .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", request.name), None))?;
         let up = self.upstream(entry.upstream);
         let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
@@ -145,31 +211,38 @@ impl ServerHandler for Session {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
-        let resources = catalog.resources().iter().map(|r| r.resource.clone()).collect();
+        let open = self.visible_upstreams(&principal, &catalog);
+        let resources = catalog.resources().iter().filter(|r| open[r.upstream]).map(|r| r.resource.clone()).collect();
         Ok(ListResourcesResult::with_all_items(resources).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
-        let templates = catalog.templates().iter().map(|t| t.template.clone()).collect();
+        let open = self.visible_upstreams(&principal, &catalog);
+        let templates = catalog.templates().iter().filter(|t| open[t.upstream]).map(|t| t.template.clone()).collect();
         Ok(ListResourceTemplatesResult::with_all_items(templates).with_ttl_ms(0).with_cache_scope(CacheScope::Private))
     }
 
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
+        let open = self.visible_upstreams(&principal, &catalog);
         let index = catalog
             .route_resource(&request.uri)
+            .filter(|i| open[*i])
             .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
         let up = self.upstream(index);
         let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
@@ -189,13 +262,17 @@ impl ServerHandler for Session {
     async fn complete(
         &self,
         request: CompleteRequestParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
+        let policy = self.gw.policies.current();
+        let open = self.visible_upstreams(&principal, &catalog);
         let (index, reference) = match &request.r#ref {
             Reference::Prompt(p) => {
                 let entry = catalog
                     .prompt(&p.name)
+                    .filter(|e| policy.visible(&principal, &e.name))
                     .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", p.name), None))?;
                 let mut upstream_ref = p.clone();
                 upstream_ref.name = entry.upstream_prompt.clone();
@@ -205,6 +282,7 @@ impl ServerHandler for Session {
                 let index = catalog
                     .route_template(&r.uri)
                     .or_else(|| catalog.route_resource(&r.uri))
+                    .filter(|i| open[*i])
                     .ok_or_else(|| McpError::invalid_params(format!("unknown resource template: {}", r.uri), None))?;
                 (index, Reference::Resource(r.clone()))
             }
@@ -246,9 +324,12 @@ impl ServerHandler for Session {
         request: SubscribeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
+        let open = self.visible_upstreams(&principal, &catalog);
         let index = catalog
             .route_resource(&request.uri)
+            .filter(|i| open[*i])
             .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
         if !self.gw.watchers.add(&request.uri, ctx.peer.clone()) {
             return Ok(());

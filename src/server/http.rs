@@ -24,6 +24,8 @@ use super::handler::Session;
 use super::strict_json::{self, Rejection};
 use crate::config;
 use crate::gateway::Gateway;
+use crate::identity::{self, AuthError, Principal};
+use crate::pipeline;
 
 #[derive(Clone)]
 struct Edge {
@@ -75,6 +77,14 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
     if let Some(refused) = refuse_origin(request.headers(), &edge.allowed_origins) {
         return refused;
     }
+    // identify: every request, so a revoked key stops working at once, on
+    // open sessions too. Before the body is read: strangers get nothing buffered.
+    let principal = match authenticate(&edge.gw, request.headers()).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let mut request = request;
+    request.extensions_mut().insert(principal);
     if request.method() != Method::POST {
         return next.run(request).await;
     }
@@ -191,6 +201,10 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
     if let Some(refused) = refuse_origin(&headers, &edge.allowed_origins) {
         return refused;
     }
+    let principal = match authenticate(&edge.gw, &headers).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
     let gw = edge.gw.clone();
     ws.max_message_size(edge.limits.max_body_bytes).on_upgrade(move |socket| async move {
         let max_depth = edge.limits.max_json_depth;
@@ -200,7 +214,7 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
                 Err(Rejection::Parse(m)) => Err((-32700, format!("parse error: {m}"))),
                 Err(Rejection::Invalid(m)) => Err((-32600, format!("invalid request: {m}"))),
             });
-        match Session::new(gw).serve(transport).await {
+        match Session::authenticated(gw, principal, "ws").serve(transport).await {
             Ok(service) => {
                 let _ = service.waiting().await;
             }
@@ -211,11 +225,36 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
     })
 }
 
+/// The principal of the request's bearer key, or the 401 to answer.
+async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Response> {
+    let secret = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(identity::bearer);
+    let result = match secret {
+        Some(s) => identity::authenticate(&gw.store, s).await,
+        None => Err(AuthError::Missing),
+    };
+    result.map_err(|e| {
+        if let AuthError::Store(e) = &e {
+            tracing::error!("cannot check an API key: {e}");
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, -32603, "the key store is unavailable");
+        }
+        let mut r =
+            rpc_error(StatusCode::UNAUTHORIZED, i64::from(pipeline::UNAUTHORIZED.0), &format!("unauthorized: {e}"));
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        r
+    })
+}
+
 async fn readyz(State(edge): State<Edge>) -> Response {
     let upstreams: Vec<_> = edge.gw.upstreams.all().iter().map(|u| u.status()).collect();
     let ready = edge.gw.upstreams.settled();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": ready, "upstreams": upstreams}))).into_response()
+    let policy = edge.gw.policies.status();
+    let body = json!({
+        "ready": ready,
+        "upstreams": upstreams,
+        "policy": {"version": policy.version, "last_error": policy.last_error},
+    });
+    (status, Json(body)).into_response()
 }
 
 #[cfg(test)]

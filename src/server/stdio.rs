@@ -5,9 +5,10 @@ use rmcp::ServiceExt;
 
 use super::handler::Session;
 use crate::gateway::Gateway;
+use crate::identity::Principal;
 
-pub async fn serve(gw: Gateway) -> Result<(), String> {
-    let service = Session::new(gw.clone())
+pub async fn serve(gw: Gateway, principal: Principal) -> Result<(), String> {
+    let service = Session::authenticated(gw.clone(), principal, "stdio")
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| format!("stdio session failed to start: {e}"))?;

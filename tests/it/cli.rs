@@ -6,16 +6,6 @@ use rmcp::transport::TokioChildProcess;
 
 use crate::harness::*;
 
-fn config_dir(manifests: &[(&str, String)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
-    std::fs::write(dir.path().join("tollgate.toml"), "").unwrap();
-    for (name, m) in manifests {
-        std::fs::write(dir.path().join(format!("tool-manifests/{name}.toml")), m).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
     let dead =
@@ -64,8 +54,9 @@ fn tools_prints_the_catalog_with_upstream_health_and_quarantine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_agent_over_tollgate_stdio() {
     let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
+    let (key, _) = cli_key(dir.path(), "eng", "acme");
     let mut cmd = tokio::process::Command::new(TOLLGATE);
-    cmd.arg("--config").arg(dir.path().join("tollgate.toml")).args(["stdio", "--key", "tg_test"]);
+    cmd.arg("--config").arg(dir.path().join("tollgate.toml")).args(["stdio", "--key", &key]);
     let agent = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("handshake over stdio");
     let tools = agent.peer().list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "fs__echo"));

@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-async fn post(url: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, String) {
+async fn post(tg: &TestGateway, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, String) {
     let client = reqwest::Client::new();
     let mut req = client
-        .post(url)
+        .post(tg.mcp_url())
+        .bearer_auth(&tg.key)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .body(body);
@@ -40,7 +41,7 @@ fn modern_request(method: &str, params: Value) -> String {
 const MODERN: [(&str, &str); 1] = [("mcp-protocol-version", "2026-07-28")];
 
 async fn still_serves(tg: &TestGateway) {
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
+    let (agent, _) = tg.agent(Era::Modern).await;
     let mut p = rmcp::model::CallToolRequestParams::new("fs__echo");
     p.arguments = json!({"message": "alive"}).as_object().cloned();
     assert_eq!(text_of(&agent.peer().call_tool(p).await.unwrap()), "echo: alive");
@@ -53,7 +54,6 @@ async fn malformed_and_hostile_bodies_get_json_rpc_errors() {
         .stdio_fixture("fs")
         .spawn()
         .await;
-    let url = tg.mcp_url();
     let cases: Vec<(&str, Vec<u8>, u16, i64)> = vec![
         ("malformed JSON", b"{\"jsonrpc\":\"2.0\",".to_vec(), 400, -32700),
         ("invalid UTF-8", b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}".to_vec(), 400, -32700),
@@ -79,7 +79,7 @@ async fn malformed_and_hostile_bodies_get_json_rpc_errors() {
         ("oversize", format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(), 413, -32600),
     ];
     for (name, body, status, code) in cases {
-        let (s, text) = post(&url, body, &MODERN).await;
+        let (s, text) = post(&tg, body, &MODERN).await;
         assert_eq!(s, status, "{name}: {text}");
         assert_eq!(error_code(&text), code, "{name}: {text}");
     }
@@ -96,7 +96,7 @@ async fn oversize_chunked_body_is_refused_without_buffering_it_all() {
     // No Content-Length: the cap applies while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..64).map(|_| Ok(vec![b' '; 4096])).collect();
     let body = reqwest::Body::wrap_stream(stream::iter(chunks));
-    let (s, text) = post(&tg.mcp_url(), body, &MODERN).await;
+    let (s, text) = post(&tg, body, &MODERN).await;
     assert_eq!(s, 413, "{text}");
     assert_eq!(error_code(&text), -32600);
     still_serves(&tg).await;
@@ -112,12 +112,12 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_passes() {
     let body = modern_request("tools/list", json!({}));
     let headers =
         [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("origin", "http://evil.example")];
-    let (s, text) = post(&tg.mcp_url(), body.clone(), &headers).await;
+    let (s, text) = post(&tg, body.clone(), &headers).await;
     assert_eq!(s, 403, "{text}");
     assert_eq!(error_code(&text), -32600);
     let headers =
         [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("origin", "http://localhost:5173")];
-    let (s, text) = post(&tg.mcp_url(), body, &headers).await;
+    let (s, text) = post(&tg, body, &headers).await;
     assert_eq!(s, 200, "{text}");
     assert!(text.contains("fs__echo"), "{text}");
     // The WebSocket endpoint applies the same rule.
@@ -130,19 +130,18 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_and_wrong_shapes_are_json_rpc_errors() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
-    let url = tg.mcp_url();
     let (s, text) = post(
-        &url,
+        &tg,
         modern_request("nope/nothing", json!({})),
         &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "nope/nothing")],
     )
     .await;
     assert!(text.contains("-32601"), "status {s}: {text}");
     let wrong = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"not an object"}"#;
-    let (s, text) = post(&url, wrong, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call")]).await;
+    let (s, text) = post(&tg, wrong, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call")]).await;
     assert!((400..500).contains(&s) || text.contains("\"error\""), "status {s}: {text}");
     let no_method = r#"{"jsonrpc":"2.0","id":1}"#;
-    let (s, text) = post(&url, no_method, &MODERN).await;
+    let (s, text) = post(&tg, no_method, &MODERN).await;
     assert!((400..500).contains(&s), "status {s}: {text}");
     still_serves(&tg).await;
 }
@@ -157,7 +156,7 @@ async fn bad_websocket_frames_get_json_rpc_errors_and_the_socket_keeps_serving()
         .spawn()
         .await;
     let url = format!("{}/ws", tg.base.replace("http://", "ws://"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&url, &tg.key)).await.expect("ws connect");
     let cases: Vec<(String, i64)> = vec![
         ("{\"jsonrpc\":\"2.0\",".into(), -32700),
         (r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.into(), -32600),

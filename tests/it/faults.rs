@@ -15,7 +15,7 @@ fn call_params(name: &str, a: serde_json::Value) -> CallToolRequestParams {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_that_crashes_mid_call_is_restarted_and_the_next_call_works() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
+    let (agent, _) = tg.agent(Era::Legacy).await;
     let restarts_before = tg.gw.upstreams.all()[0].status().restarts;
     let r = agent.peer().call_tool(call_params("fs__crash", json!({}))).await.unwrap();
     assert_eq!(r.is_error, Some(true), "the agent gets an error: {}", text_of(&r));
@@ -34,7 +34,7 @@ async fn upstream_that_never_answers_times_out_and_others_keep_serving() {
         "name = \"slowpoke\"\ncall_timeout = \"700ms\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\n"
     );
     let tg = TestGateway::builder().manifest("slowpoke", slow).stdio_fixture("ok").spawn().await;
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
+    let (agent, _) = tg.agent(Era::Modern).await;
     let peer = agent.peer().clone();
     let hung = tokio::spawn(async move { peer.call_tool(call_params("slowpoke__hang", json!({}))).await });
     // While the hung call is outstanding, the other upstream answers.
@@ -70,7 +70,7 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
         matches!(tg.health("missing"), Health::Down { error } if error.contains("not found") || error.contains("cannot start"))
     );
     assert_eq!(tg.health("ok"), Health::Up);
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
+    let (agent, _) = tg.agent(Era::Legacy).await;
     let r = agent.peer().call_tool(call_params("ok__echo", json!({"message": "fine"}))).await.unwrap();
     assert_eq!(text_of(&r), "echo: fine");
     let ready: serde_json::Value = reqwest_get_json(&format!("{}/readyz", tg.base)).await;
@@ -85,7 +85,7 @@ async fn stdio_upstreams_get_only_their_declared_environment() {
     let m =
         format!("name = \"e\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nenv = {{ ONLY = \"this\" }}\n");
     let tg = TestGateway::builder().manifest("e", m).spawn().await;
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Modern).await;
+    let (agent, _) = tg.agent(Era::Modern).await;
     let r = agent.peer().call_tool(call_params("e__env", json!({}))).await.unwrap();
     let vars = r.structured_content.unwrap();
     assert_eq!(vars, json!({"ONLY": "this"}), "exactly the declared environment");
@@ -98,7 +98,7 @@ async fn reqwest_get_json(url: &str) -> serde_json::Value {
 
 async fn agent_cancellation_reaches_the_upstream(era: Era) {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
-    let (agent, _) = http_agent(&tg.mcp_url(), era).await;
+    let (agent, _) = tg.agent(era).await;
     let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(call_params(
         "fs__hang",
         json!({}),

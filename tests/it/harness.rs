@@ -10,6 +10,7 @@ use std::time::Duration;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use tollgate::config;
 use tollgate::gateway::Gateway;
+use tollgate::identity;
 use tollgate::upstream::Health;
 
 pub const FIXTURE: &str = env!("CARGO_BIN_EXE_tollgate-fixture");
@@ -36,7 +38,11 @@ pub fn remote_manifest(name: &str, kind: &str, url: &str) -> String {
 pub struct Builder {
     server: String,
     manifests: Vec<(String, String)>,
+    policies: Vec<(String, String)>,
 }
+
+/// The policy tests run under unless they bring their own: everyone may call everything.
+pub const ALLOW_ALL: &str = "[[grant]]\nid = \"test-all\"\nprincipals = [\"*\"]\ntools = [\"*\"]\neffect = \"allow\"\n";
 
 impl Builder {
     pub fn server(mut self, toml: &str) -> Self {
@@ -46,6 +52,12 @@ impl Builder {
 
     pub fn manifest(mut self, name: &str, toml: impl Into<String>) -> Self {
         self.manifests.push((name.to_string(), toml.into()));
+        self
+    }
+
+    /// A file in `policies/`; without any, [`ALLOW_ALL`] is written.
+    pub fn policy(mut self, name: &str, toml: impl Into<String>) -> Self {
+        self.policies.push((name.to_string(), toml.into()));
         self
     }
 
@@ -64,14 +76,31 @@ impl Builder {
         for (name, toml) in &self.manifests {
             std::fs::write(dir.path().join("tool-manifests").join(format!("{name}.toml")), toml).unwrap();
         }
+        let policies = if self.policies.is_empty() {
+            vec![("all".to_string(), ALLOW_ALL.to_string())]
+        } else {
+            self.policies.clone()
+        };
+        for (name, toml) in &policies {
+            std::fs::write(dir.path().join("policies").join(format!("{name}.toml")), toml).unwrap();
+        }
         let cfg = config::load(&dir.path().join("tollgate.toml")).unwrap_or_else(|e| panic!("config: {e}"));
+        let store = tollgate::gateway::open_store(&cfg).await.expect("store opens");
+        let key = identity::create_key(&store, "acme", "eng", None, Some("test agent"), 0).await.expect("key");
         let shutdown = CancellationToken::new();
-        let gw = Gateway::start(&cfg, shutdown.clone());
+        let gw = Gateway::open(&cfg, store, shutdown.clone()).await.expect("gateway opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = tollgate::server::http::router(gw.clone(), &cfg.server);
         tokio::spawn(tollgate::server::http::serve(listener, router, shutdown.clone()));
-        let tg = TestGateway { base: format!("http://{addr}"), gw, shutdown, _dir: dir };
+        let tg = TestGateway {
+            base: format!("http://{addr}"),
+            gw,
+            key: key.secret,
+            key_id: key.row.id,
+            shutdown,
+            _dir: dir,
+        };
         tg.wait_until(|g| g.upstreams.settled()).await;
         tg
     }
@@ -80,6 +109,9 @@ impl Builder {
 pub struct TestGateway {
     pub base: String,
     pub gw: Gateway,
+    /// An agent key (team eng, org acme) and its id.
+    pub key: String,
+    pub key_id: String,
     pub shutdown: CancellationToken,
     /// Holds the config files for the gateway's lifetime.
     pub _dir: tempfile::TempDir,
@@ -93,7 +125,31 @@ impl Drop for TestGateway {
 
 impl TestGateway {
     pub fn builder() -> Builder {
-        Builder { server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(), manifests: Vec::new() }
+        Builder { server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(), manifests: Vec::new(), policies: Vec::new() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// An rmcp agent with this gateway's test key.
+    pub async fn agent(&self, era: Era) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
+        http_agent_with(&self.mcp_url(), era, None, Some(&self.key)).await
+    }
+
+    /// An agent whose user answers elicitations with `elicit`.
+    pub async fn agent_answering(
+        &self,
+        era: Era,
+        elicit: Option<&'static str>,
+    ) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
+        http_agent_with(&self.mcp_url(), era, elicit, Some(&self.key)).await
+    }
+
+    /// Creates another key in this gateway's store.
+    pub async fn new_key(&self, team: &str, org: &str) -> (String, String) {
+        let k = identity::create_key(&self.gw.store, org, team, None, None, 0).await.expect("key");
+        (k.secret, k.row.id)
     }
 
     pub fn mcp_url(&self) -> String {
@@ -201,18 +257,19 @@ pub fn lifecycle(era: Era) -> ClientLifecycleMode {
 
 pub type AgentService = RunningService<RoleClient, Agent>;
 
-pub async fn http_agent(url: &str, era: Era) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
-    http_agent_answering(url, era, None).await
-}
-
-/// An agent whose user answers elicitations with `elicit`.
-pub async fn http_agent_answering(
+/// An rmcp agent over Streamable HTTP with `key` as its bearer token.
+pub async fn http_agent_with(
     url: &str,
     era: Era,
     elicit: Option<&'static str>,
+    key: Option<&str>,
 ) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let t = StreamableHttpClientTransport::from_uri(url.to_string());
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(k) = key {
+        config = config.auth_header(k.to_string());
+    }
+    let t = StreamableHttpClientTransport::from_config(config);
     let svc = Agent { tx, elicit }.serve_with_lifecycle(t, lifecycle(era)).await.expect("agent connects");
     (svc, rx)
 }
@@ -283,4 +340,45 @@ pub async fn progress_heard(heard: &mut mpsc::UnboundedReceiver<Heard>, n: usize
     assert!(collected.is_ok(), "only {} of {n} progress notifications arrived: {seen:?}", seen.len());
     seen.sort_by(|a, b| a.0.total_cmp(&b.0));
     seen
+}
+
+/// A WebSocket handshake request carrying `key` as its bearer token.
+pub fn ws_request(url: &str, key: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("ws url");
+    req.headers_mut().insert("authorization", format!("Bearer {key}").parse().expect("header"));
+    req
+}
+
+/// A gateway folder for the `tollgate` binary: an empty `tollgate.toml`,
+/// the given manifests, and the allow-all policy.
+pub fn config_dir(manifests: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("tollgate.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policies/all.toml"), ALLOW_ALL).unwrap();
+    for (name, m) in manifests {
+        std::fs::write(dir.path().join(format!("tool-manifests/{name}.toml")), m).unwrap();
+    }
+    dir
+}
+
+/// Runs the `tollgate` binary against the config in `dir`; panics on failure.
+pub fn tollgate_cli(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.join("tollgate.toml"))
+        .args(args)
+        .output()
+        .expect("run tollgate");
+    assert!(out.status.success(), "tollgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Creates a key with `tollgate keys create`; returns (secret, id).
+pub fn cli_key(dir: &Path, team: &str, org: &str) -> (String, String) {
+    let out = tollgate_cli(dir, &["keys", "create", "--team", team, "--org", org, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("keys create --json");
+    (v["secret"].as_str().expect("secret").to_string(), v["id"].as_str().expect("id").to_string())
 }

@@ -6,5 +6,6 @@ mod cli;
 mod config_files;
 mod edge;
 mod faults;
+mod governance;
 mod proxy;
 mod thirdparty;

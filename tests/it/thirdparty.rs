@@ -50,7 +50,7 @@ async fn server_everything_over_stdio_and_http_is_listed_and_called() {
     assert_eq!(tg.health("everything"), tollgate::upstream::Health::Up);
     assert_eq!(tg.health("evhttp"), tollgate::upstream::Health::Up);
     for era in [Era::Legacy, Era::Modern] {
-        let (agent, mut heard) = http_agent(&tg.mcp_url(), era).await;
+        let (agent, mut heard) = tg.agent(era).await;
         let tools = agent.peer().list_all_tools().await.unwrap();
         for n in ["everything__echo", "evhttp__echo", "everything__get-sum"] {
             assert!(tools.iter().any(|t| t.name == n), "{n} listed");
@@ -73,7 +73,7 @@ async fn server_everything_over_stdio_and_http_is_listed_and_called() {
     }
     drop(tg);
     let tg = TestGateway::builder().manifest("everything", everything_stdio_manifest()).spawn().await;
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
+    let (agent, _) = tg.agent(Era::Legacy).await;
     let resources = agent.peer().list_all_resources().await.unwrap();
     let first = resources.first().expect("server-everything lists resources");
     let read =
@@ -92,7 +92,7 @@ async fn server_everything_over_legacy_http_sse_is_listed_and_called() {
     let tg = TestGateway::builder().manifest("evsse", remote_manifest("evsse", "sse", &up.url)).spawn().await;
     assert_eq!(tg.health("evsse"), tollgate::upstream::Health::Up);
     for era in [Era::Legacy, Era::Modern] {
-        let (agent, mut heard) = http_agent(&tg.mcp_url(), era).await;
+        let (agent, mut heard) = tg.agent(era).await;
         let r = agent.peer().call_tool(params("evsse__echo", json!({"message": "over sse"}))).await.unwrap();
         assert_eq!(text_of(&r), "Echo: over sse", "{era:?}");
         let r = agent
@@ -127,7 +127,7 @@ fn the_quickstart_runs_as_shipped() {
 async fn mcp_server_time_is_listed_and_called() {
     let tg = TestGateway::builder().manifest("time", time_manifest()).spawn().await;
     assert_eq!(tg.health("time"), tollgate::upstream::Health::Up);
-    let (agent, _) = http_agent(&tg.mcp_url(), Era::Legacy).await;
+    let (agent, _) = tg.agent(Era::Legacy).await;
     let tools = agent.peer().list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "time__get_current_time"));
     let r =
@@ -198,7 +198,8 @@ fn assert_plan_results(report: &Value, label: &str) {
 async fn python_agent_over_streamable_http_in_both_eras() {
     for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
         let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
-        let report = python_agent(&["--http", &tg.mcp_url()], mode, plan()).await;
+        let auth = format!("Authorization: Bearer {}", tg.key);
+        let report = python_agent(&["--http", &tg.mcp_url(), "--header", &auth], mode, plan()).await;
         assert_eq!(report["protocol"], version, "{report}");
         assert_plan_results(&report, mode);
     }
@@ -207,14 +208,12 @@ async fn python_agent_over_streamable_http_in_both_eras() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs python (the mcp SDK)"]
 async fn python_agent_over_stdio() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
-    std::fs::write(dir.path().join("tollgate.toml"), "").unwrap();
-    std::fs::write(dir.path().join("tool-manifests/fs.toml"), stdio_fixture("fs")).unwrap();
+    let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
+    let (key, _) = cli_key(dir.path(), "eng", "acme");
     let config = dir.path().join("tollgate.toml");
     let config = config.to_str().unwrap();
     for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
-        let target = ["--stdio", "--", TOLLGATE, "--config", config, "stdio", "--key", "tg_test"];
+        let target = ["--stdio", "--", TOLLGATE, "--config", config, "stdio", "--key", &key];
         let report = python_agent(&target, mode, plan()).await;
         assert_eq!(report["protocol"], version, "{report}");
         assert_plan_results(&report, &format!("stdio {mode}"));

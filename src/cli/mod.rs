@@ -7,6 +7,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod audit;
+mod explain;
+mod keys;
+
 use crate::config::{self, Config};
 use crate::gateway::Gateway;
 use crate::server;
@@ -44,6 +48,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage API keys (in the store the configuration names).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Print the decision for a call and every grant considered.
+    Explain(explain::ExplainArgs),
+    /// Read and check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -73,8 +89,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { listen } => serve(config, listen).await,
-            Command::Stdio { key: _ } => stdio(config).await,
+            Command::Stdio { key } => stdio(config, key).await,
             Command::Tools { json } => tools(config, json).await,
+            Command::Keys { command } => keys::run(config, command).await,
+            Command::Explain(args) => explain::run(config, args).await,
+            Command::Audit { command } => audit::run(config, command).await,
             Command::Check => unreachable!("handled above"),
         }
     });
@@ -96,10 +115,22 @@ fn init_logging(stdio: bool) {
 
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
-        Ok(c) => {
-            println!("ok: {} ({} upstream manifests)", path.display(), c.manifests.len());
-            ExitCode::SUCCESS
-        }
+        Ok(c) => match crate::policy::load::load_dir(&c.policies_dir) {
+            Ok(p) => {
+                println!(
+                    "ok: {} ({} upstream manifests, {} grants in {} policy files)",
+                    path.display(),
+                    c.manifests.len(),
+                    p.grants.len(),
+                    p.files.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
@@ -139,7 +170,8 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = shutdown_on_signal();
-    let gw = Gateway::start(&config, shutdown.clone());
+    let store = crate::gateway::open_store(&config).await?;
+    let gw = Gateway::open(&config, store, shutdown.clone()).await?;
     let router = server::http::router(gw, &config.server);
     tracing::info!(%local, "tollgate listening: MCP at http://{local}/mcp");
     // Tests and scripts wait for this line rather than sleeping.
@@ -147,15 +179,21 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     server::http::serve(listener, router, shutdown).await.map_err(|e| e.to_string())
 }
 
-async fn stdio(config: Config) -> Result<(), String> {
+async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
+    let Some(key) = key.filter(|k| !k.trim().is_empty()) else {
+        return Err("stdio needs an API key: --key tg_... or TOLLGATE_KEY".into());
+    };
+    let store = crate::gateway::open_store(&config).await?;
+    let principal = crate::identity::authenticate(&store, &key).await.map_err(|e| format!("--key: {e}"))?;
     let shutdown = shutdown_on_signal();
-    let gw = Gateway::start(&config, shutdown);
-    server::stdio::serve(gw).await
+    let gw = Gateway::open(&config, store, shutdown).await?;
+    server::stdio::serve(gw, principal).await
 }
 
 async fn tools(config: Config, json: bool) -> Result<(), String> {
     let shutdown = CancellationToken::new();
-    let gw = Gateway::start(&config, shutdown.clone());
+    let upstreams =
+        crate::upstream::Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
     let deadline = config
         .manifests
         .iter()
@@ -163,9 +201,9 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         .max()
         .unwrap_or(Duration::ZERO)
         .saturating_add(Duration::from_secs(1));
-    gw.upstreams.wait_settled(deadline).await;
-    let catalog = gw.upstreams.catalog();
-    let health: Vec<_> = gw.upstreams.all().iter().map(|u| u.status()).collect();
+    upstreams.wait_settled(deadline).await;
+    let catalog = upstreams.catalog();
+    let health: Vec<_> = upstreams.all().iter().map(|u| u.status()).collect();
     let health_of = |name: &str| {
         health.iter().find(|s| s.name == name).map_or("unknown".to_string(), |s| match &s.health {
             Health::Up => "up".to_string(),

@@ -1,0 +1,77 @@
+//! The audit trail: records built by the pipeline and the admin paths,
+//! written through one group-commit writer into the store's hash chain.
+//!
+//! Write-ahead: a call's intent record is committed before it is dispatched
+//! upstream, and its outcome record before the agent gets the answer. Many
+//! concurrent calls share one transaction: the writer takes every record
+//! waiting when it starts a commit, so throughput does not collapse to one
+//! commit per call.
+
+pub mod record;
+pub mod redact;
+pub mod verify;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{AuditDraft, Store};
+
+pub use record::CallRecord;
+
+/// Most records in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The audit record could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("audit trail unavailable: {0}")]
+pub struct AuditError(pub String);
+
+type Job = (AuditDraft, oneshot::Sender<Result<(), AuditError>>);
+
+/// A handle on the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Auditor {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Auditor {
+    /// Starts the writer. It runs until every handle is dropped, then
+    /// finishes what it was given.
+    pub fn start(store: Store) -> Auditor {
+        let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
+        tokio::spawn(writer(store, rx));
+        Auditor { tx }
+    }
+
+    /// Returns once `draft` is committed.
+    pub async fn write(&self, draft: AuditDraft) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send((draft, done)).await.map_err(|_| AuditError("the audit writer has stopped".into()))?;
+        wait.await.map_err(|_| AuditError("the audit writer has stopped".into()))?
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (drafts, waiting): (Vec<AuditDraft>, Vec<_>) = batch.drain(..).unzip();
+        let outcome = store.append_audit(&drafts).await.map(|_| ()).map_err(|e| {
+            tracing::error!("audit commit of {} records failed: {e}", drafts.len());
+            AuditError(e.to_string())
+        });
+        for done in waiting {
+            let _ = done.send(outcome.clone());
+        }
+    }
+}
+
+/// Now, in Unix microseconds.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A Unix-microsecond time as RFC 3339.
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,221 @@
+//! Removing secrets before anything is hashed, stored or logged.
+//!
+//! Two nets: values under keys that name secrets (`password`, `token`,
+//! `api_key`, ...) or under the manifest's `redact` fields are replaced
+//! whole; in every other string, substrings shaped like well-known
+//! credentials (provider API keys, cloud keys, JWTs, private keys, bearer
+//! tokens, tollgate's own keys) are replaced. Redaction happens before the
+//! audit hash is computed, so the chain never commits to a secret.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+pub const MARK: &str = "[REDACTED]";
+
+static SECRET_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"tg_[0-9a-fA-F]{16,}",
+        r"|sk-[A-Za-z0-9_\-]{16,}",
+        r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}",
+        r"|gh[pousr]_[A-Za-z0-9]{20,}",
+        r"|github_pat_[A-Za-z0-9_]{20,}",
+        r"|glpat-[A-Za-z0-9_\-]{20,}",
+        r"|xox[abposr]-[A-Za-z0-9\-]{10,}",
+        r"|xapp-[A-Za-z0-9\-]{10,}",
+        r"|(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}",
+        r"|AIza[0-9A-Za-z_\-]{35}",
+        r"|npm_[A-Za-z0-9]{36}",
+        r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+        r"|-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)",
+        r"|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{16,}",
+        r"|(?i:basic)\s+[A-Za-z0-9+/=]{16,}",
+    ))
+    .expect("secret patterns compile")
+});
+
+/// Credentials inside URLs: `scheme://user:password@host`.
+static URL_CREDENTIALS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@").expect("URL pattern compiles"));
+
+/// Key names whose values are secrets whatever they look like.
+fn secret_key(name: &str) -> bool {
+    let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+    const NAMES: &[&str] = &[
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "accesskey",
+        "privatekey",
+        "clientsecret",
+        "authorization",
+        "auth",
+        "credential",
+        "credentials",
+        "cookie",
+        "sessionid",
+        "passphrase",
+    ];
+    NAMES.iter().any(|k| n == *k || n.ends_with(k) && (k.len() >= 5 || n.len() == k.len()))
+}
+
+/// `text` with every credential-shaped substring replaced.
+pub fn text(text: &str) -> Cow<'_, str> {
+    match SECRET_SHAPES.replace_all(text, MARK) {
+        Cow::Borrowed(t) => URL_CREDENTIALS.replace_all(t, format!("${{1}}{MARK}@")),
+        Cow::Owned(t) => Cow::Owned(URL_CREDENTIALS.replace_all(&t, format!("${{1}}{MARK}@")).into_owned()),
+    }
+}
+
+/// A copy of `v` with secrets removed. `fields` are the manifest's `redact`
+/// entries: property names (at any depth) or JSON pointers (`/a/b`).
+pub fn value(v: &Value, fields: &[String]) -> Value {
+    let mut out = v.clone();
+    for f in fields.iter().filter(|f| f.starts_with('/')) {
+        if let Some(slot) = out.pointer_mut(f) {
+            *slot = Value::from(MARK);
+        }
+    }
+    let names: Vec<&str> = fields.iter().filter(|f| !f.starts_with('/')).map(String::as_str).collect();
+    walk(&mut out, &names);
+    out
+}
+
+/// The string values `value` would replace whole (under secret-named keys
+/// or the manifest's fields), so they can be scrubbed from free text such
+/// as validation messages that quote them.
+pub fn whole_values(v: &Value, fields: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in fields.iter().filter(|f| f.starts_with('/')) {
+        if let Some(x) = v.pointer(f) {
+            strings(x, &mut out);
+        }
+    }
+    let names: Vec<&str> = fields.iter().filter(|f| !f.starts_with('/')).map(String::as_str).collect();
+    collect(v, &names, &mut out);
+    out.retain(|s| s.len() >= 3);
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+fn collect(v: &Value, names: &[&str], out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| collect(i, names, out)),
+        Value::Object(map) => {
+            for (k, child) in map {
+                if names.contains(&k.as_str()) || secret_key(k) {
+                    strings(child, out);
+                } else {
+                    collect(child, names, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+        Value::Object(map) => map.values().for_each(|c| strings(c, out)),
+        _ => {}
+    }
+}
+
+/// `text` with credential shapes and each of `values` replaced.
+pub fn scrub(text_in: &str, values: &[String]) -> String {
+    let mut t = text(text_in).into_owned();
+    for v in values {
+        if t.contains(v.as_str()) {
+            t = t.replace(v.as_str(), MARK);
+        }
+    }
+    t
+}
+
+fn walk(v: &mut Value, names: &[&str]) {
+    match v {
+        Value::String(s) => {
+            if let Cow::Owned(r) = text(s) {
+                *s = r;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| walk(i, names)),
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if names.contains(&k.as_str())
+                    || (secret_key(k) && !matches!(child, Value::Object(_) | Value::Array(_)))
+                {
+                    if !child.is_null() {
+                        *child = Value::from(MARK);
+                    }
+                } else {
+                    walk(child, names);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credential_shapes_are_removed_from_text() {
+        for secret in [
+            "tg_0123456789abcdef0123456789abcdef0123456789abcdef",
+            "sk-proj-abcdefghijklmnop1234",
+            "sk_live_abcdefghij1234",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123",
+            "AKIAABCDEFGHIJKLMNOP",
+            "xoxb-1234567890-abcdefghij",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlaGVyZQ",
+            "Bearer abcdefghijklmnopqrstuvwxyz",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----",
+        ] {
+            let out = text(&format!("before {secret} after")).into_owned();
+            assert_eq!(out, format!("before {MARK} after"), "{secret}");
+        }
+        assert_eq!(text("postgres://user:hunter2@db/x"), format!("postgres://{MARK}@db/x"));
+        assert_eq!(text("nothing to see"), "nothing to see");
+    }
+
+    #[test]
+    fn secret_keys_manifest_fields_and_pointers_are_replaced_whole() {
+        let v = json!({
+            "password": "hunter2",
+            "db": {"api_key": "x1", "host": "h", "note": "sk-abcdefghijklmnopqrstu"},
+            "body": "keep me",
+            "ssn": "123-45-6789",
+            "list": [{"token": "t"}],
+            "deep": {"card": "4111"},
+            "tokens": 5,
+            "author": "ann"
+        });
+        let out = value(&v, &["ssn".into(), "/deep/card".into()]);
+        assert_eq!(
+            out,
+            json!({
+                "password": MARK,
+                "db": {"api_key": MARK, "host": "h", "note": MARK},
+                "body": "keep me",
+                "ssn": MARK,
+                "list": [{"token": MARK}],
+                "deep": {"card": MARK},
+                "tokens": 5,
+                "author": "ann"
+            })
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! Reads `policies/*.toml` into a [`Policy`], collecting every error with
+//! file, line and field. A folder with any error yields no policy at all:
+//! a policy never half-loads and never fails open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::rate::Rate;
+use super::{ApprovalRoute, Constraint, Effect, Grant, Policy, PrincipalRef, Source};
+use crate::config::error::{Error, Errors, Sink, line_of};
+use crate::money::Micros;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    /// Grants in this file apply only to keys of this org.
+    org: Option<Spanned<String>>,
+    #[serde(default)]
+    team: Vec<Spanned<RawTeam>>,
+    #[serde(default)]
+    grant: Vec<Spanned<RawGrant>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeam {
+    name: Spanned<String>,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    id: Spanned<String>,
+    description: Option<String>,
+    org: Option<Spanned<String>>,
+    principals: Spanned<Vec<Spanned<String>>>,
+    tools: Spanned<Vec<Spanned<String>>>,
+    effect: Spanned<String>,
+    when: Option<Spanned<serde_json::Value>>,
+    arguments: Option<Spanned<serde_json::Value>>,
+    rate: Option<Spanned<String>>,
+    max_cost_per_call: Option<Spanned<String>>,
+    approve_above: Option<Spanned<String>>,
+    approval: Option<Spanned<RawApproval>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    route: Option<String>,
+    timeout: Option<String>,
+}
+
+/// Loads every `*.toml` in `dir`, in file-name order. A missing folder is an
+/// empty policy (everything denied), not an error.
+pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Errors(vec![Error {
+                file: dir.to_path_buf(),
+                line: None,
+                field: String::new(),
+                message: format!("cannot read policy folder: {e}"),
+            }]));
+        }
+    };
+    files.sort();
+    let mut errors = Vec::new();
+    let mut policy = Policy::default();
+    let mut ids: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(Error {
+                    file: file.clone(),
+                    line: None,
+                    field: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        policy.files.push((file.clone(), hex::encode(Sha256::digest(text.as_bytes()))));
+        let mut sink = Sink::new(&file, &text, &mut errors);
+        for g in load_text(&text, &mut sink) {
+            let line = match &g.source {
+                Source::File { line, .. } => *line,
+            };
+            if let Some((other, other_line)) = ids.get(&g.id) {
+                sink.at(
+                    None,
+                    "grant.id",
+                    format!("line {line}: grant id `{}` is already used at {}:{other_line}", g.id, other.display()),
+                );
+                continue;
+            }
+            ids.insert(g.id.clone(), (file.clone(), line));
+            policy.grants.push(Arc::new(g));
+        }
+    }
+    if errors.is_empty() { Ok(policy) } else { Err(Errors(errors)) }
+}
+
+/// Parses one file's text; errors go to `sink`.
+pub fn load_text(text: &str, sink: &mut Sink<'_>) -> Vec<Grant> {
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            sink.toml(&e);
+            return Vec::new();
+        }
+    };
+    let file_org = raw.org.as_ref().and_then(|o| name(o, "org", sink));
+    for (i, t) in raw.team.iter().enumerate() {
+        name(&t.get_ref().name, &format!("team[{i}].name"), sink);
+    }
+    let file = sink.file().to_path_buf();
+    let mut out = Vec::new();
+    for (i, g) in raw.grant.iter().enumerate() {
+        let before = sink.count();
+        let line = line_of(text, g.span().start);
+        let g = g.get_ref();
+        let field = |f: &str| format!("grant[{i}].{f}");
+        let id = g.id.get_ref().trim().to_string();
+        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            sink.at(Some(g.id.span()), field("id"), "must be 1 to 128 characters without spaces");
+        }
+        let org = match &g.org {
+            Some(o) => name(o, &field("org"), sink),
+            None => file_org.clone(),
+        };
+        let mut principals = Vec::new();
+        if g.principals.get_ref().is_empty() {
+            sink.at(Some(g.principals.span()), field("principals"), "must name at least one principal");
+        }
+        for p in g.principals.get_ref() {
+            match PrincipalRef::parse(p.get_ref()) {
+                Ok(r) => principals.push(r),
+                Err(m) => sink.at(Some(p.span()), field("principals"), m),
+            }
+        }
+        let mut tools = Vec::new();
+        if g.tools.get_ref().is_empty() {
+            sink.at(Some(g.tools.span()), field("tools"), "must name at least one tool or glob");
+        }
+        for t in g.tools.get_ref() {
+            let s = t.get_ref();
+            if s.is_empty() || s.len() > 256 || s.chars().any(char::is_whitespace) {
+                sink.at(Some(t.span()), field("tools"), format!("`{s}` is not a tool name or glob"));
+            } else {
+                tools.push(s.clone());
+            }
+        }
+        let effect = match g.effect.get_ref().as_str() {
+            "allow" => Effect::Allow,
+            "approve" => Effect::Approve,
+            "deny" => Effect::Deny,
+            other => {
+                sink.at(
+                    Some(g.effect.span()),
+                    field("effect"),
+                    format!("`{other}` is not one of allow, approve, deny"),
+                );
+                Effect::Deny
+            }
+        };
+        let mut schema = |v: &Option<Spanned<serde_json::Value>>, f: &str| {
+            let v = v.as_ref()?;
+            if !v.get_ref().is_object() {
+                sink.at(Some(v.span()), field(f), "must be a JSON Schema object (a TOML table)");
+                return None;
+            }
+            match Constraint::compile(v.get_ref().clone()) {
+                Ok(c) => Some(c),
+                Err(m) => {
+                    sink.at(Some(v.span()), field(f), m);
+                    None
+                }
+            }
+        };
+        let when = schema(&g.when, "when");
+        let arguments = schema(&g.arguments, "arguments");
+        let rate = g
+            .rate
+            .as_ref()
+            .and_then(|r| Rate::parse(r.get_ref()).map_err(|m| sink.at(Some(r.span()), field("rate"), m)).ok());
+        let mut money = |v: &Option<Spanned<String>>, f: &str| {
+            v.as_ref().and_then(|m| Micros::parse(m.get_ref()).map_err(|e| sink.at(Some(m.span()), field(f), e)).ok())
+        };
+        let max_cost_per_call = money(&g.max_cost_per_call, "max_cost_per_call");
+        let approve_above = money(&g.approve_above, "approve_above");
+        let approval = g.approval.as_ref().map(|a| {
+            let timeout = a.get_ref().timeout.as_ref().and_then(|t| {
+                crate::config::parse_duration(t).map_err(|m| sink.at(Some(a.span()), field("approval.timeout"), m)).ok()
+            });
+            ApprovalRoute { route: a.get_ref().route.clone(), timeout }
+        });
+        if sink.count() > before {
+            continue;
+        }
+        out.push(Grant {
+            id,
+            description: g.description.clone(),
+            org,
+            principals,
+            tools,
+            effect,
+            when,
+            arguments,
+            rate,
+            max_cost_per_call,
+            approve_above,
+            approval,
+            source: Source::File { path: file.clone(), line },
+        });
+    }
+    out
+}
+
+fn name(v: &Spanned<String>, field: &str, sink: &mut Sink<'_>) -> Option<String> {
+    if crate::identity::valid_name(v.get_ref()) {
+        Some(v.get_ref().clone())
+    } else {
+        sink.at(Some(v.span()), field, "must be 1 to 64 letters, digits, `-`, `_` or `.`");
+        None
+    }
+}

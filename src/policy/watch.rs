@@ -1,0 +1,227 @@
+//! The policy in force, and its hot reload.
+//!
+//! The folder is re-read when any file's content changes (checked by content
+//! hash on a short interval: no platform file-watching to miss events on
+//! network or container filesystems). A folder that fails to load leaves the
+//! last good policy in force; the error is logged, kept in [`Status`] for
+//! `/readyz`, and handed to the caller for the audit trail.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::rate::Limiter;
+use super::{Grant, Policy, load};
+
+/// What the last load attempt did.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Increases with every policy put in force.
+    pub version: u64,
+    /// The last failed reload's errors, cleared by the next good load.
+    pub last_error: Option<String>,
+}
+
+/// A change put in force, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub files: Vec<(PathBuf, String)>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Outcome of a reload attempt that changed something on disk.
+#[derive(Debug, Clone)]
+pub enum Reload {
+    Applied(Diff),
+    Refused(String),
+}
+
+#[derive(Clone)]
+pub struct Policies {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    current: RwLock<Arc<Policy>>,
+    status: Mutex<Status>,
+    /// The content digest of the folder last seen, loaded or refused.
+    seen: Mutex<String>,
+    changed: watch::Sender<u64>,
+    /// Ticks on every reload attempt, good or refused.
+    attempts: watch::Sender<u64>,
+    limiter: Limiter,
+}
+
+impl Policies {
+    pub fn new(dir: &Path, initial: Policy) -> Policies {
+        let (changed, _) = watch::channel(1);
+        let (attempts, _) = watch::channel(0);
+        let seen = folder_digest(dir);
+        Policies {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                current: RwLock::new(Arc::new(initial)),
+                status: Mutex::new(Status { version: 1, last_error: None }),
+                seen: Mutex::new(seen),
+                changed,
+                attempts,
+                limiter: Limiter::default(),
+            }),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.inner.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Ticks with the version each time a new policy is put in force.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// Ticks after every reload attempt, whether it was put in force or refused.
+    pub fn attempts(&self) -> watch::Receiver<u64> {
+        self.inner.attempts.subscribe()
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
+    }
+
+    /// Re-reads the folder if its content changed since last seen.
+    pub fn reload_if_changed(&self) -> Option<Reload> {
+        let digest = folder_digest(&self.inner.dir);
+        {
+            let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == digest {
+                return None;
+            }
+            *seen = digest;
+        }
+        Some(self.reload())
+    }
+
+    /// Re-reads the folder and puts it in force if it loads.
+    pub fn reload(&self) -> Reload {
+        match load::load_dir(&self.inner.dir) {
+            Ok(policy) => {
+                let diff = {
+                    let mut current = self.inner.current.write().unwrap_or_else(|p| p.into_inner());
+                    let diff = diff(&current, &policy);
+                    *current = Arc::new(policy);
+                    diff
+                };
+                let version = {
+                    let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
+                    status.version += 1;
+                    status.last_error = None;
+                    status.version
+                };
+                self.inner.changed.send_replace(version);
+                tracing::info!(
+                    added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed,
+                    "policy reloaded from {}", self.inner.dir.display()
+                );
+                Reload::Applied(diff)
+            }
+            Err(errors) => {
+                let text = errors.to_string();
+                tracing::error!("policy reload refused, the previous policy stays in force:\n{text}");
+                self.inner.status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(text.clone());
+                Reload::Refused(text)
+            }
+        }
+    }
+
+    /// Polls the folder every `interval` until `shutdown`, reporting each
+    /// reload attempt (and waiting for the report) before [`Self::attempts`] ticks.
+    pub async fn watch<F>(self, interval: Duration, shutdown: CancellationToken, report: impl Fn(Reload) -> F + Send)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let me = self.clone();
+            // Reading files and compiling schemas is blocking work.
+            if let Ok(Some(outcome)) = tokio::task::spawn_blocking(move || me.reload_if_changed()).await {
+                report(outcome).await;
+                self.inner.attempts.send_modify(|n| *n += 1);
+            }
+        }
+    }
+}
+
+/// One digest over every policy file's name and content.
+fn folder_digest(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.to_string_lossy().as_bytes());
+        h.update([0]);
+        match std::fs::read(&f) {
+            Ok(bytes) => h.update(Sha256::digest(&bytes)),
+            Err(e) => h.update(e.to_string().as_bytes()),
+        }
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+fn fingerprint(g: &Grant) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        g.org,
+        g.principals,
+        g.tools,
+        g.effect,
+        g.when.as_ref().map(|c| &c.schema),
+        g.arguments.as_ref().map(|c| &c.schema),
+        g.rate,
+        g.max_cost_per_call,
+        g.approve_above,
+        g.approval
+    )
+}
+
+fn diff(old: &Policy, new: &Policy) -> Diff {
+    let before: BTreeMap<&str, String> = old.grants.iter().map(|g| (g.id.as_str(), fingerprint(g))).collect();
+    let after: BTreeMap<&str, String> = new.grants.iter().map(|g| (g.id.as_str(), fingerprint(g))).collect();
+    let mut d = Diff { files: new.files.clone(), ..Diff::default() };
+    for (id, fp) in &after {
+        match before.get(id) {
+            None => d.added.push(id.to_string()),
+            Some(old) if old != fp => d.changed.push(id.to_string()),
+            Some(_) => {}
+        }
+    }
+    d.removed = before.keys().filter(|id| !after.contains_key(*id)).map(|id| id.to_string()).collect();
+    d
+}

@@ -396,3 +396,68 @@ async fn audit_export_writes_json_lines_since_a_time() {
     let future = tollgate_cli(tg.dir(), &["audit", "export", "--since", "2999-01-01"]);
     assert!(future.is_empty(), "{future}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python (the mcp SDK)"]
+async fn python_agent_calls_are_governed_and_audited() {
+    let (tg, up) = governed_gateway().await;
+    let auth = format!("Authorization: Bearer {}", tg.key);
+    for mode in ["legacy", "auto"] {
+        let plan = json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "fs__add", "args": {"a": 5000, "b": 1}},
+            {"op": "call", "name": "fs__echo", "args": {"message": "x".repeat(30)}},
+            {"op": "call", "name": "fs__echo", "args": {"message": "py"}},
+            {"op": "call", "name": "fs__crash", "args": {}}
+        ]);
+        let report = crate::thirdparty::python_agent(&["--http", &tg.mcp_url(), "--header", &auth], mode, plan).await;
+        let r = &report["results"];
+        let names: Vec<&str> = r[0]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+        assert!(!names.contains(&"fs__crash") && names.contains(&"fs__echo"), "{mode}: {names:?}");
+        assert_eq!(r[1]["isError"], true, "{mode}: {}", r[1]);
+        assert!(r[1].to_string().contains("no-big-sums"), "{mode}: {}", r[1]);
+        assert_eq!(r[2]["isError"], true, "{mode}: {}", r[2]);
+        assert!(r[2].to_string().contains("/message"), "{mode}: {}", r[2]);
+        assert_eq!(r[3]["content"][0]["text"], "echo: py", "{mode}: {}", r[3]);
+        assert_eq!(r[4]["error"]["code"], -32602, "{mode}: {}", r[4]);
+    }
+    assert_eq!(upstream_calls(&up.url, "add").await, 0);
+    assert_eq!(upstream_calls(&up.url, "crash").await, 0);
+    assert_eq!(upstream_calls(&up.url, "echo").await, 2);
+    let decisions: Vec<String> =
+        call_records(&tg).await.iter().map(|r| format!("{} {}", r["tool"], r["decision"])).collect();
+    let expected =
+        [r#""fs__add" "denied""#, r#""fs__echo" "invalid""#, r#""fs__echo" "allowed""#, r#""fs__crash" "denied""#];
+    assert_eq!(decisions, [expected, expected].concat(), "one record per call, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_needs_a_live_key_and_a_revoked_one_stops_at_once() {
+    use rmcp::ServiceExt;
+    use rmcp::transport::TokioChildProcess;
+    let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
+    let (key, id) = cli_key(dir.path(), "eng", "acme");
+    // Without a key, or with a wrong one, stdio does not start.
+    for bad in [None, Some("tg_000000000000000000000000000000000000000000000000")] {
+        let mut cmd = std::process::Command::new(TOLLGATE);
+        cmd.arg("--config").arg(dir.path().join("tollgate.toml")).arg("stdio").env_remove("TOLLGATE_KEY");
+        if let Some(k) = bad {
+            cmd.args(["--key", k]);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("key"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The key by environment variable.
+    let mut cmd = tokio::process::Command::new(TOLLGATE);
+    cmd.arg("--config").arg(dir.path().join("tollgate.toml")).arg("stdio").env("TOLLGATE_KEY", &key);
+    let agent = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("handshake over stdio");
+    let r = agent.peer().call_tool(params("fs__echo", json!({"message": "before"}))).await.unwrap();
+    assert_eq!(text_of(&r), "echo: before");
+    tollgate_cli(dir.path(), &["keys", "revoke", &id]);
+    let err = agent.peer().call_tool(params("fs__echo", json!({"message": "after"}))).await.unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let err = agent.peer().list_all_tools().await.unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let _ = agent.cancel().await;
+}

@@ -39,6 +39,7 @@ pub struct Builder {
     server: String,
     manifests: Vec<(String, String)>,
     policies: Vec<(String, String)>,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// The policy tests run under unless they bring their own: everyone may call everything.
@@ -52,6 +53,12 @@ impl Builder {
 
     pub fn manifest(mut self, name: &str, toml: impl Into<String>) -> Self {
         self.manifests.push((name.to_string(), toml.into()));
+        self
+    }
+
+    /// Use `dir` (which may hold a store already) instead of a new folder.
+    pub fn in_dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
         self
     }
 
@@ -69,7 +76,10 @@ impl Builder {
     /// Writes the files, starts the gateway in-process and waits until every
     /// upstream has finished its first connection attempt.
     pub async fn spawn(self) -> TestGateway {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = match self.dir {
+            Some(d) => d,
+            None => tempfile::tempdir().expect("tempdir"),
+        };
         std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("tollgate.toml"), &self.server).unwrap();
@@ -125,7 +135,12 @@ impl Drop for TestGateway {
 
 impl TestGateway {
     pub fn builder() -> Builder {
-        Builder { server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(), manifests: Vec::new(), policies: Vec::new() }
+        Builder {
+            server: "[server]\nlisten = \"127.0.0.1:0\"\n".into(),
+            manifests: Vec::new(),
+            policies: Vec::new(),
+            dir: None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -381,4 +396,42 @@ pub fn cli_key(dir: &Path, team: &str, org: &str) -> (String, String) {
     let out = tollgate_cli(dir, &["keys", "create", "--team", team, "--org", org, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("keys create --json");
     (v["secret"].as_str().expect("secret").to_string(), v["id"].as_str().expect("id").to_string())
+}
+
+/// `tollgate serve` as its own process on 127.0.0.1:0.
+pub struct Served {
+    pub base: String,
+    pub child: tokio::process::Child,
+}
+
+impl Served {
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+}
+
+pub async fn serve_binary(dir: &Path, stderr: Stdio) -> Served {
+    let mut child = tokio::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.join("tollgate.toml"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tollgate serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("tollgate listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("tollgate serve exited before listening");
+    })
+    .await
+    .expect("listening in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Served { base, child }
 }

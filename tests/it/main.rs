@@ -4,8 +4,10 @@ mod harness;
 
 mod cli;
 mod config_files;
+mod durability;
 mod edge;
 mod faults;
 mod governance;
+mod mediation;
 mod proxy;
 mod thirdparty;

@@ -140,7 +140,7 @@ async fn mcp_server_time_is_listed_and_called() {
 }
 
 /// Runs `tests/py/agent.py` with a plan; returns its JSON report.
-async fn python_agent(target: &[&str], mode: &str, plan: Value) -> Value {
+pub async fn python_agent(target: &[&str], mode: &str, plan: Value) -> Value {
     let mut cmd = tokio::process::Command::new(venv_bin("python"));
     cmd.arg(repo_root().join("tests/py/agent.py")).args(["--mode", mode]);
     cmd.args(target);

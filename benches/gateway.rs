@@ -1,10 +1,16 @@
-//! Direct vs through-tollgate, in one run, against the same upstream.
+//! Direct vs bare proxy vs governed, in one run, against the same upstream.
 //!
 //! `cargo bench --bench gateway` starts `tollgate-fixture` over Streamable
-//! HTTP, a gateway in-process in front of it, and an rmcp client on each
-//! path. It reports p50/p99 latency of a trivial `echo` call at concurrency 1
-//! and calls per second at concurrency 16 and 64, with ratios. Paths are
-//! measured alternately in rounds so drift affects both alike.
+//! HTTP and, each in its own process in front of it:
+//! - the governed gateway: the real `tollgate serve` binary, with a key, a
+//!   grant, schema validation and the durable audit trail;
+//! - the bare proxy: this bench re-executed as a server built from the same
+//!   library, edge and forwarding code, but with no governance stages (no
+//!   identify, authorize, validate, limit or audit).
+//!
+//! An rmcp client on each path reports p50/p99 latency of a trivial `echo`
+//! call at concurrency 1 and calls per second at concurrency 16 and 64, with
+//! ratios. Paths are measured alternately in rounds so drift affects all alike.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -25,8 +31,11 @@ impl ClientHandler for Quiet {
     }
 }
 
-async fn client(url: &str) -> RunningService<RoleClient, Quiet> {
-    let cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string()).max_concurrent_requests(256);
+async fn client(url: &str, key: Option<&str>) -> RunningService<RoleClient, Quiet> {
+    let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string()).max_concurrent_requests(256);
+    if let Some(k) = key {
+        cfg = cfg.auth_header(k.to_string());
+    }
     let t = StreamableHttpClientTransport::from_config(cfg);
     let mode = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
     Quiet.serve_with_lifecycle(t, mode).await.expect("client connects")
@@ -93,8 +102,148 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The ungoverned baseline: catalog and forwarding, nothing else.
+#[derive(Clone)]
+struct BareProxy {
+    gw: tollgate::gateway::Gateway,
+}
+
+impl rmcp::ServerHandler for BareProxy {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(rmcp::model::ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _r: Option<rmcp::model::PaginatedRequestParams>,
+        _c: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let tools = self.gw.upstreams.catalog().tools().iter().map(|e| e.tool.clone()).collect();
+        Ok(rmcp::model::ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let catalog = self.gw.upstreams.catalog();
+        let entry =
+            catalog.tool(&request.name).cloned().ok_or_else(|| rmcp::ErrorData::invalid_params("unknown", None))?;
+        let upstream = self.gw.upstreams.get(entry.upstream).clone();
+        tollgate::pipeline::forward_tool(&self.gw, &upstream, &entry, request, ctx).await
+    }
+}
+
+async fn run_bare_proxy(config: &str) {
+    let config = tollgate::config::load(std::path::Path::new(config)).expect("config");
+    let store = tollgate::gateway::open_store(&config).await.expect("store");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gw = tollgate::gateway::Gateway::open(&config, store, shutdown.clone()).await.expect("gateway");
+    let router = tollgate::server::http::ungoverned_router(gw.clone(), &config.server, BareProxy { gw });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("tollgate listening on http://{}", listener.local_addr().expect("addr"));
+    tollgate::server::http::serve(listener, router, shutdown).await.expect("serve");
+}
+
+/// p50 of each governance stage, from the governed gateway's own audit
+/// records (every allowed call records its stage latencies).
+async fn stage_report(dir: &tempfile::TempDir) {
+    let config = tollgate::config::load(&dir.path().join("tollgate.toml")).expect("config");
+    let store = tollgate::gateway::open_store(&config).await.expect("store");
+    let filter = tollgate::store::AuditFilter { kind: Some("call".into()), ..Default::default() };
+    let rows = store.audit(&filter).await.expect("audit");
+    // The governed path's first 600 calls are its warm-up and first latency
+    // round, at concurrency 1.
+    report_stages("c=1", &rows[..rows.len().min(600)]);
+    report_stages("all", &rows);
+}
+
+fn report_stages(label: &str, rows: &[tollgate::store::AuditRow]) {
+    let mut stages: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for r in rows {
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("body");
+        if let Some(map) = body["stages_us"].as_object() {
+            for (k, v) in map {
+                stages.entry(k.clone()).or_default().push(v.as_u64().unwrap_or(0));
+            }
+        }
+    }
+    let line: Vec<String> = stages
+        .iter_mut()
+        .map(|(k, v)| {
+            v.sort_unstable();
+            format!("{k} {}", v[v.len() / 2])
+        })
+        .collect();
+    println!("governed stage p50 (us, {label}, {} calls): {}", rows.len(), line.join(", "));
+}
+
+/// Starts a server process and returns it with its base URL.
+async fn start_server(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = loop {
+        let line = lines.next_line().await.expect("read").expect("server exited");
+        if let Some(u) = line.strip_prefix("tollgate listening on ") {
+            break u.trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// Writes a gateway folder: config, the bench manifest, an allow grant.
+fn gateway_dir(upstream_url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("dir");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    std::fs::write(dir.path().join("tollgate.toml"), gateway_config()).expect("write");
+    std::fs::write(
+        dir.path().join("tool-manifests/bench.toml"),
+        format!("name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("policies/bench.toml"),
+        "[[grant]]\nid = \"bench\"\nprincipals = [\"team:bench\"]\ntools = [\"bench__*\"]\neffect = \"allow\"\n",
+    )
+    .expect("write");
+    dir
+}
+
+async fn wait_for_tool(url: &str, key: Option<&str>) {
+    let probe = client(url, key).await;
+    for _ in 0..200 {
+        let tools = probe.peer().list_all_tools().await.expect("list");
+        if tools.iter().any(|t| t.name == "bench__echo") {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("bench__echo never appeared at {url}");
+}
+
+struct Path3 {
+    name: &'static str,
+    tool: &'static str,
+    lat: Vec<Duration>,
+    tput: Vec<(usize, f64)>,
+}
+
+impl Path3 {
+    fn tput(&self, c: usize) -> f64 {
+        let rows: Vec<f64> = self.tput.iter().filter(|r| r.0 == c).map(|r| r.1).collect();
+        rows.iter().sum::<f64>() / rows.len() as f64
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::var("BENCH_ROLE").as_deref() == Ok("bare-proxy") {
+        let config = std::env::args().nth(1).expect("config path");
+        return run_bare_proxy(&config).await;
+    }
     // BENCH_UPSTREAM=sse (default: the upstream answers every call on an SSE
     // stream, rmcp's default) or json (plain JSON responses).
     let mode = std::env::var("BENCH_UPSTREAM").unwrap_or_else(|_| "sse".into());
@@ -114,62 +263,58 @@ async fn main() {
         }
     };
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("dir");
-    std::fs::write(dir.path().join("tollgate.toml"), gateway_config()).expect("write");
-    std::fs::write(
-        dir.path().join("tool-manifests/bench.toml"),
-        format!("name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n"),
-    )
-    .expect("write");
-    // The real binary, as deployed, in its own process.
-    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    // Each server has its own folder and store.
+    let governed_dir = gateway_dir(&upstream_url);
+    let bare_dir = gateway_dir(&upstream_url);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("--config")
-        .arg(dir.path().join("tollgate.toml"))
+        .arg(governed_dir.path().join("tollgate.toml"))
+        .args(["keys", "create", "--team", "bench", "--org", "bench", "--json"])
+        .output()
+        .expect("keys create");
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("key JSON");
+    let key = key["secret"].as_str().expect("secret").to_string();
+
+    let mut governed_cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    governed_cmd
+        .arg("--config")
+        .arg(governed_dir.path().join("tollgate.toml"))
         .arg("serve")
-        .env("TOLLGATE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("tollgate");
-    let mut lines = BufReader::new(gateway.stdout.take().expect("stdout")).lines();
-    let base = loop {
-        let line = lines.next_line().await.expect("read").expect("tollgate exited");
-        if let Some(u) = line.strip_prefix("tollgate listening on ") {
-            break u.trim().to_string();
-        }
-    };
-    let gw_url = format!("{base}/mcp");
-    // Wait until the upstream is in the catalog.
-    let probe = client(&gw_url).await;
-    for _ in 0..200 {
-        let tools = probe.peer().list_all_tools().await.expect("list");
-        if tools.iter().any(|t| t.name == "bench__echo") {
-            break;
-        }
+        .env("TOLLGATE_LOG", "warn");
+    let (_governed, governed_base) = start_server(governed_cmd).await;
+    let mut bare_cmd = tokio::process::Command::new(std::env::current_exe().expect("bench exe"));
+    bare_cmd.arg(bare_dir.path().join("tollgate.toml")).env("BENCH_ROLE", "bare-proxy").env("TOLLGATE_LOG", "warn");
+    let (_bare, bare_base) = start_server(bare_cmd).await;
+    let governed_url = format!("{governed_base}/mcp");
+    let bare_url = format!("{bare_base}/mcp");
+    wait_for_tool(&governed_url, Some(&key)).await;
+    wait_for_tool(&bare_url, None).await;
+
+    let clients =
+        [client(&upstream_url, None).await, client(&bare_url, None).await, client(&governed_url, Some(&key)).await];
+    let mut paths = [
+        Path3 { name: "direct", tool: "echo", lat: Vec::new(), tput: Vec::new() },
+        Path3 { name: "bare proxy", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
+        Path3 { name: "governed", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
+    ];
+    // Warm up every path.
+    for (c, p) in clients.iter().zip(&paths) {
+        latencies(c.peer(), p.tool, 200).await;
     }
-    drop(probe);
-
-    let direct = client(&upstream_url).await;
-    let through = client(&gw_url).await;
-    // Warm up both paths.
-    latencies(direct.peer(), "echo", 200).await;
-    latencies(through.peer(), "bench__echo", 200).await;
-
-    let (mut d_lat, mut t_lat) = (Vec::new(), Vec::new());
-    let mut tput: Vec<(usize, f64, f64)> = Vec::new();
     for _ in 0..rounds {
-        d_lat.extend(latencies(direct.peer(), "echo", 400).await);
-        t_lat.extend(latencies(through.peer(), "bench__echo", 400).await);
-        for c in [16usize, 64] {
-            let d = throughput(direct.peer(), "echo", c, 4096).await;
-            let t = throughput(through.peer(), "bench__echo", c, 4096).await;
-            tput.push((c, d, t));
+        for (c, p) in clients.iter().zip(paths.iter_mut()) {
+            p.lat.extend(latencies(c.peer(), p.tool, 400).await);
+        }
+        for conc in [16usize, 64] {
+            for (c, p) in clients.iter().zip(paths.iter_mut()) {
+                let t = throughput(c.peer(), p.tool, conc, 4096).await;
+                p.tput.push((conc, t));
+            }
         }
     }
-    d_lat.sort();
-    t_lat.sort();
+    for p in paths.iter_mut() {
+        p.lat.sort();
+    }
     println!(
         "upstream responses: {mode}; gateway threads: {}",
         std::env::var("BENCH_GATEWAY_THREADS").unwrap_or_else(|_| "one per core".into())
@@ -177,20 +322,41 @@ async fn main() {
     println!(
         "machine: {} cores; rounds: {rounds}; calls at c=1 per path: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        d_lat.len()
+        paths[0].lat.len()
     );
-    println!("latency c=1   direct p50 {:>8.1} us  p99 {:>8.1} us", us(pct(&d_lat, 0.5)), us(pct(&d_lat, 0.99)));
-    println!("latency c=1   tollgate p50 {:>6.1} us  p99 {:>8.1} us", us(pct(&t_lat, 0.5)), us(pct(&t_lat, 0.99)));
-    println!(
-        "added latency p50 {:>8.1} us  p99 {:>8.1} us",
-        us(pct(&t_lat, 0.5)) - us(pct(&d_lat, 0.5)),
-        us(pct(&t_lat, 0.99)) - us(pct(&d_lat, 0.99))
-    );
-    for c in [16usize, 64] {
-        let rows: Vec<_> = tput.iter().filter(|r| r.0 == c).collect();
-        let d = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
-        let t = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
-        println!("throughput c={c:<3} direct {d:>8.0} calls/s  tollgate {t:>8.0} calls/s  ratio {:.2}", t / d);
+    for p in &paths {
+        println!(
+            "latency c=1   {:<10} p50 {:>8.1} us  p99 {:>8.1} us",
+            p.name,
+            us(pct(&p.lat, 0.5)),
+            us(pct(&p.lat, 0.99))
+        );
     }
-    drop(gateway);
+    let added = |a: &Path3, b: &Path3, q: f64| us(pct(&a.lat, q)) - us(pct(&b.lat, q));
+    let [direct, bare, governed] = &paths;
+    println!(
+        "added p50/p99  proxy (bare - direct)        {:>8.1} / {:>8.1} us",
+        added(bare, direct, 0.5),
+        added(bare, direct, 0.99)
+    );
+    println!(
+        "added p50/p99  governance (governed - bare) {:>8.1} / {:>8.1} us",
+        added(governed, bare, 0.5),
+        added(governed, bare, 0.99)
+    );
+    println!(
+        "added p50/p99  total (governed - direct)    {:>8.1} / {:>8.1} us",
+        added(governed, direct, 0.5),
+        added(governed, direct, 0.99)
+    );
+    stage_report(&governed_dir).await;
+    for conc in [16usize, 64] {
+        let (d, b, g) = (direct.tput(conc), bare.tput(conc), governed.tput(conc));
+        println!(
+            "throughput c={conc:<3} direct {d:>7.0}/s  bare {b:>7.0}/s  governed {g:>7.0}/s  bare/direct {:.2}  governed/direct {:.2}  governed/bare {:.2}",
+            b / d,
+            g / d,
+            g / b
+        );
+    }
 }

@@ -53,6 +53,11 @@ impl fmt::Display for Principal {
     }
 }
 
+/// How long the edge took to authenticate a request, in microseconds
+/// (a request extension beside the [`Principal`], for the audit record).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthMicros(pub u64);
+
 /// Why a request has no principal.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

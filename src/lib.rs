@@ -10,6 +10,9 @@
 //!   at `/ws`, stdio; request guards; list-change fan-out. Speaks MCP only.
 //! - [`pipeline`]: the governed call, one straight-line function of stages.
 //! - [`gateway`]: the shared state handed to every session.
+//! - [`audit`]: audit records, redaction, the group-commit writer, verify.
+//! - [`policy`]: grants: loading, hot reload, decisions, rate limits.
+//! - [`identity`]: API keys and principals.
 //! - [`catalog`]: namespaced tools/prompts/resources, hashing, pins,
 //!   quarantine, bounded schema compilation. Pure apart from compiling.
 //! - [`upstream`]: supervised connections to upstream MCP servers over
@@ -17,6 +20,7 @@
 //! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
 //! - [`config`]: the files, parsed and checked into immutable values.
 //! - [`money`]: integer micro-unit amounts.
+//! - [`store`]: persistence (SQLite now), SQL confined to backends.
 //! - [`protocol`]: which MCP era a peer speaks.
 
 pub mod audit;

@@ -43,6 +43,7 @@ impl Auditor {
     pub fn start(store: Store) -> Auditor {
         let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
         let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(checkpointer(store.clone(), tx.downgrade()));
         tokio::spawn(writer(store, rx, commits.clone()));
         Auditor { tx, commits }
     }
@@ -60,13 +61,39 @@ impl Auditor {
     }
 }
 
+/// Checkpoints the store's write-ahead log every second while the writer
+/// lives, so that no audit commit stalls on a checkpoint.
+async fn checkpointer(store: Store, alive: mpsc::WeakSender<Job>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!("store checkpoint failed: {e}");
+        }
+    }
+}
+
 async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut appender: Option<crate::store::AuditWriter> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (drafts, waiting): (Vec<AuditDraft>, Vec<_>) = batch.drain(..).unzip();
-        let outcome = store
-            .append_audit(&drafts)
-            .await
+        if appender.is_none() {
+            appender = store.audit_writer().await.map_err(|e| tracing::error!("audit writer: {e}")).ok();
+        }
+        let outcome = match appender.as_mut() {
+            Some(w) => w.append(&drafts).await,
+            None => Err(crate::store::StoreError::Unavailable("no audit connection".into())),
+        };
+        if outcome.is_err() {
+            // A fresh connection (and chain head) for the next batch.
+            appender = None;
+        }
+        let outcome = outcome
             .map(|_| {
                 commits.fetch_add(1, Ordering::Relaxed);
             })

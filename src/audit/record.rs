@@ -82,6 +82,13 @@ impl CallRecord {
         self.last = now;
     }
 
+    /// Adds time spent on `stage` before the call began (at the edge).
+    pub fn add_to_stage(&mut self, stage: &'static str, micros: u64) {
+        if let Some(s) = self.stages.iter_mut().find(|s| s.0 == stage) {
+            s.1 = s.1.saturating_add(micros);
+        }
+    }
+
     pub fn elapsed_micros(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }

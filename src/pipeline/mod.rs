@@ -31,6 +31,8 @@ pub struct Caller {
     pub principal: Principal,
     /// The MCP session, when the transport has one.
     pub session: Option<String>,
+    /// Time the edge spent authenticating the request, before the call began.
+    pub auth_micros: u64,
 }
 
 pub fn unauthorized(e: &AuthError) -> McpError {
@@ -58,6 +60,7 @@ pub async fn call(
     let principal = caller.principal;
     rec.principal = Some(principal.clone());
     rec.stage("identify");
+    rec.add_to_stage("identify", caller.auth_micros);
 
     // resolve: one catalog and one policy snapshot for the whole call (right
     // after start-up, once the upstreams' first connection attempts are done).

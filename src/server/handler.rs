@@ -50,12 +50,13 @@ impl Session {
             && let Some(p) = parts.extensions.get::<Principal>()
         {
             let session = parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-            return Ok(Caller { principal: p.clone(), session });
+            let auth_micros = parts.extensions.get::<identity::AuthMicros>().map_or(0, |m| m.0);
+            return Ok(Caller { principal: p.clone(), session, auth_micros });
         }
         match &self.fixed {
             Some(p) => {
                 let principal = identity::reverify(&self.gw.store, p).await?;
-                Ok(Caller { principal, session: self.id.clone() })
+                Ok(Caller { principal, session: self.id.clone(), auth_micros: 0 })
             }
             None => Err(AuthError::Missing),
         }

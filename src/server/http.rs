@@ -32,15 +32,43 @@ struct Edge {
     gw: Gateway,
     allowed_origins: Arc<Vec<String>>,
     limits: config::Limits,
+    /// Whether requests must carry a live key. Only the benchmark's
+    /// ungoverned baseline turns this off.
+    identify: bool,
 }
 
 /// The whole HTTP surface, ready to serve; tests drive it without a socket.
 pub fn router(gw: Gateway, server: &config::Server) -> Router {
-    let edge =
-        Edge { gw: gw.clone(), allowed_origins: Arc::new(server.allowed_origins.clone()), limits: server.limits };
     let factory_gw = gw.clone();
+    build(gw, server, true, move || Session::new(factory_gw.clone()))
+}
+
+/// `/mcp` with the same edge checks but no identify stage, serving `handler`:
+/// the benchmark's ungoverned proxy baseline (BENCHMARKS.md). Not used by
+/// the gateway itself.
+#[doc(hidden)]
+pub fn ungoverned_router<H: rmcp::ServerHandler + Clone + Send + Sync + 'static>(
+    gw: Gateway,
+    server: &config::Server,
+    handler: H,
+) -> Router {
+    build(gw, server, false, move || handler.clone())
+}
+
+fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
+    gw: Gateway,
+    server: &config::Server,
+    identify: bool,
+    make: impl Fn() -> H + Send + Sync + 'static,
+) -> Router {
+    let edge = Edge {
+        gw: gw.clone(),
+        allowed_origins: Arc::new(server.allowed_origins.clone()),
+        limits: server.limits,
+        identify,
+    };
     let mcp = StreamableHttpService::new(
-        move || Ok(Session::new(factory_gw.clone())),
+        move || Ok(make()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(server.allowed_hosts.clone())
@@ -79,12 +107,16 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
     }
     // identify: every request, so a revoked key stops working at once, on
     // open sessions too. Before the body is read: strangers get nothing buffered.
-    let principal = match authenticate(&edge.gw, request.headers()).await {
-        Ok(p) => p,
-        Err(refused) => return refused,
-    };
     let mut request = request;
-    request.extensions_mut().insert(principal);
+    if edge.identify {
+        let started = std::time::Instant::now();
+        match authenticate(&edge.gw, request.headers()).await {
+            Ok(p) => request.extensions_mut().insert(p),
+            Err(refused) => return refused,
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        request.extensions_mut().insert(identity::AuthMicros(micros));
+    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }

@@ -154,6 +154,16 @@ impl Store {
         self.backend.append_audit(drafts).await
     }
 
+    /// A dedicated appender for the audit writer task (one per process).
+    pub async fn audit_writer(&self) -> Result<AuditWriter, StoreError> {
+        Ok(AuditWriter { inner: self.backend.audit_writer().await? })
+    }
+
+    /// Background maintenance: moves the write-ahead log into the database.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.backend.checkpoint().await
+    }
+
     /// Audit rows in chain order.
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         self.backend.audit(filter).await
@@ -162,6 +172,19 @@ impl Store {
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.backend.close().await;
+    }
+}
+
+/// Appends audit records to the chain, batch by batch.
+#[derive(Debug)]
+pub struct AuditWriter {
+    inner: sqlite::AuditWriter,
+}
+
+impl AuditWriter {
+    /// Appends `drafts` in order, atomically; returns them as sealed.
+    pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
+        self.inner.append(drafts).await
     }
 }
 

@@ -6,10 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{QueryBuilder, Row, SqlSafeStr};
 
 use super::{AuditDraft, AuditFilter, AuditRow, Durability, KeyRow, StoreError, chain};
 
@@ -19,6 +20,82 @@ const MIGRATIONS: &[(i64, &str, &str)] =
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     pool: SqlitePool,
+    keys: std::sync::Arc<KeyCache>,
+}
+
+/// Key lookups are on every request; they are served from memory while the
+/// keys have not changed. Every process that changes keys through a `Store`
+/// replaces a marker file next to the database (`<db>-keys`) after its
+/// commit; a changed marker (inode, mtime, length: one `stat`) empties the
+/// cache. Entries also expire after [`KEY_TTL`], a backstop for a process
+/// that died between its commit and the marker.
+#[derive(Debug)]
+struct KeyCache {
+    marker: PathBuf,
+    state: std::sync::RwLock<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    epoch: Option<Marker>,
+    by_hash: std::collections::HashMap<String, (KeyRow, std::time::Instant)>,
+}
+
+const KEY_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Marker {
+    inode: u64,
+    mtime_ns: i128,
+    len: u64,
+}
+
+impl KeyCache {
+    fn marker(&self) -> Option<Marker> {
+        let m = std::fs::metadata(&self.marker).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        let mtime_ns = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        Some(Marker { inode, mtime_ns, len: m.len() })
+    }
+
+    fn get(&self, secret_hash: &str) -> Option<KeyRow> {
+        let now = self.marker();
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if state.epoch != now {
+            return None;
+        }
+        state.by_hash.get(secret_hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(row, _)| row.clone())
+    }
+
+    fn put(&self, epoch: Option<Marker>, row: KeyRow) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if state.epoch != epoch {
+            state.by_hash.clear();
+            state.epoch = epoch;
+        }
+        if state.by_hash.len() > 100_000 {
+            state.by_hash.clear();
+        }
+        state.by_hash.insert(row.secret_hash.clone(), (row, std::time::Instant::now()));
+    }
+
+    /// Tells every process sharing the database that keys changed.
+    fn bump(&self) {
+        let tmp = self.marker.with_extension(format!("tmp{}", std::process::id()));
+        let stamp = format!("{:?}", std::time::SystemTime::now());
+        let result = std::fs::write(&tmp, stamp).and_then(|()| std::fs::rename(&tmp, &self.marker));
+        if let Err(e) = result {
+            tracing::error!("cannot update the key-change marker {}: {e}", self.marker.display());
+        }
+        self.state.write().unwrap_or_else(|p| p.into_inner()).by_hash.clear();
+    }
 }
 
 /// The file a `sqlite:` URL names, relative paths resolved against `base`.
@@ -63,7 +140,10 @@ impl Sqlite {
             .collect::<Vec<_>>();
         let migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
         migrator.run(&pool).await?;
-        Ok(Sqlite { pool })
+        let mut marker = path.clone().into_os_string();
+        marker.push("-keys");
+        let keys = KeyCache { marker: PathBuf::from(marker), state: Default::default() };
+        Ok(Sqlite { pool, keys: std::sync::Arc::new(keys) })
     }
 
     pub async fn close(&self) {
@@ -89,6 +169,20 @@ impl Sqlite {
     }
 
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
+        if let Some(row) = self.keys.get(secret_hash) {
+            return Ok(Some(row));
+        }
+        // The marker is read before the lookup: a change made meanwhile
+        // leaves the entry under an old epoch, and it is not served.
+        let epoch = self.keys.marker();
+        let found = self.key_by_hash_uncached(secret_hash).await?;
+        if let Some(row) = &found {
+            self.keys.put(epoch, row.clone());
+        }
+        Ok(found)
+    }
+
+    async fn key_by_hash_uncached(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(
             "SELECT id, secret_hash, org, team, role, label, created_at, revoked_at FROM keys WHERE secret_hash = ?",
         )
@@ -125,6 +219,7 @@ impl Sqlite {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.keys.bump();
         Ok(done.rows_affected() == 1)
     }
 
@@ -170,6 +265,21 @@ impl Sqlite {
         Ok(sealed)
     }
 
+    /// A connection of its own for the audit writer, which checkpoints are
+    /// kept off (see [`Sqlite::checkpoint`]).
+    pub async fn audit_writer(&self) -> Result<AuditWriter, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
+        Ok(AuditWriter { conn, head: None })
+    }
+
+    /// Copies the WAL into the database without blocking readers or writers.
+    /// Run in the background so no commit pays for a checkpoint (and its fsync).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash FROM audit
@@ -208,6 +318,78 @@ impl Sqlite {
                 })
             })
             .collect()
+    }
+}
+
+/// Appends audit records with one statement per batch: the chain head is
+/// cached, and a batch that collides with another writer's records (the
+/// sequence number is the primary key) re-reads the head and is sealed again.
+pub struct AuditWriter {
+    conn: PoolConnection<sqlx::Sqlite>,
+    head: Option<(i64, String)>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter").field("head", &self.head).finish()
+    }
+}
+
+impl AuditWriter {
+    pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        for _ in 0..8 {
+            let (mut seq, mut prev) = match self.head.take() {
+                Some(h) => h,
+                None => {
+                    let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&mut *self.conn)
+                        .await?;
+                    match head {
+                        Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
+                        None => (0, chain::GENESIS.to_string()),
+                    }
+                }
+            };
+            let rows: Vec<AuditRow> = drafts
+                .iter()
+                .map(|d| {
+                    seq += 1;
+                    let row = chain::seal(d, seq, &prev);
+                    prev = row.hash.clone();
+                    row
+                })
+                .collect();
+            let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) ",
+            );
+            q.push_values(&rows, |mut b, row| {
+                b.push_bind(row.seq)
+                    .push_bind(&row.id)
+                    .push_bind(row.ts)
+                    .push_bind(&row.kind)
+                    .push_bind(&row.call_id)
+                    .push_bind(&row.org)
+                    .push_bind(&row.principal)
+                    .push_bind(&row.tool)
+                    .push_bind(&row.decision)
+                    .push_bind(&row.body)
+                    .push_bind(&row.prev_hash)
+                    .push_bind(&row.hash);
+            });
+            // One statement is one atomic transaction in SQLite.
+            match q.build().execute(&mut *self.conn).await {
+                Ok(_) => {
+                    self.head = Some((seq, prev));
+                    return Ok(rows);
+                }
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable("the audit chain kept moving under this writer".into()))
     }
 }
 

@@ -123,6 +123,39 @@ fn the_quickstart_runs_as_shipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs node (npx fetches server-everything from the npm registry)"]
+async fn the_quickstart_policies_govern_calls() {
+    // A copy, so the store is not created inside the repository.
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo_root().join("examples/quickstart");
+    for sub in ["", "tool-manifests", "policies"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(src.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.path().join(sub).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let (key, _) = cli_key(dir.path(), "eng", "acme");
+    let served = serve_binary(dir.path(), std::process::Stdio::inherit()).await;
+    let (agent, _) = http_agent_with(&served.mcp_url(), Era::Modern, None, Some(&key)).await;
+    let names: Vec<String> = agent.peer().list_all_tools().await.unwrap().into_iter().map(|t| t.name.into()).collect();
+    assert!(names.contains(&"everything__echo".to_string()), "{names:?}");
+    assert!(!names.contains(&"everything__get-env".to_string()), "hidden by the manifest: {names:?}");
+    assert!(!names.contains(&"everything__toggle-simulated-logging".to_string()), "no grant: {names:?}");
+    let r = agent.peer().call_tool(params("everything__echo", json!({"message": "quick"}))).await.unwrap();
+    assert!(text_of(&r).contains("quick"), "{}", text_of(&r));
+    let r = agent
+        .peer()
+        .call_tool(params("everything__trigger-long-running-operation", json!({"duration": 60, "steps": 2})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text_of(&r).contains("eng-no-long-waits"), "{}", text_of(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs python (mcp-server-time from PyPI)"]
 async fn mcp_server_time_is_listed_and_called() {
     let tg = TestGateway::builder().manifest("time", time_manifest()).spawn().await;

@@ -38,6 +38,7 @@ impl Gateway {
     /// starts the audit writer, the policy watcher, the upstream supervisors
     /// and the list-change fan-out. Upstreams connect in the background.
     pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, String> {
+        let digest = crate::policy::watch::folder_digest(&config.policies_dir);
         let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
         let auditor = Auditor::start(store.clone());
         let files: Vec<_> = policy.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
@@ -51,7 +52,7 @@ impl Gateway {
             ))
             .await
             .map_err(|e| e.to_string())?;
-        let policies = Policies::new(&config.policies_dir, policy);
+        let policies = Policies::new(&config.policies_dir, policy, digest);
         let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
         let gw = Gateway {
             upstreams,

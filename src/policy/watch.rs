@@ -67,10 +67,12 @@ struct Inner {
 }
 
 impl Policies {
-    pub fn new(dir: &Path, initial: Policy) -> Policies {
+    /// `digest` is [`folder_digest`] taken *before* `initial` was loaded, so
+    /// a change made while loading is picked up by the first poll.
+    pub fn new(dir: &Path, initial: Policy, digest: String) -> Policies {
         let (changed, _) = watch::channel(1);
         let (attempts, _) = watch::channel(0);
-        let seen = folder_digest(dir);
+        let seen = digest;
         Policies {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -175,7 +177,7 @@ impl Policies {
 }
 
 /// One digest over every policy file's name and content.
-fn folder_digest(dir: &Path) -> String {
+pub fn folder_digest(dir: &Path) -> String {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Auditor, record};
+use crate::audit::record;
 use crate::config::{Config, Limits};
+use crate::journal::Journal;
 use crate::policy::watch::{Policies, Reload};
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -28,7 +29,8 @@ pub struct Gateway {
     /// Calls waiting for a 2026-07-28 agent's answer to an upstream's question.
     pub parked: Arc<crate::pipeline::park::Lot>,
     pub store: Store,
-    pub auditor: Auditor,
+    pub journal: Journal,
+    pub ledger: crate::budget::Ledger,
     pub policies: Policies,
     pub shutdown: CancellationToken,
 }
@@ -40,11 +42,11 @@ impl Gateway {
     pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, String> {
         let digest = crate::policy::watch::folder_digest(&config.policies_dir);
         let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
-        let auditor = Auditor::start(store.clone());
+        let journal = Journal::start(store.clone());
         let files: Vec<_> = policy.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
         let grants: Vec<_> = policy.grants.iter().map(|g| g.id.clone()).collect();
-        auditor
-            .write(record::change(
+        journal
+            .audit(record::change(
                 "policy.load",
                 None,
                 "tollgate",
@@ -52,6 +54,14 @@ impl Gateway {
             ))
             .await
             .map_err(|e| e.to_string())?;
+        sync_budgets(&store, &policy).await?;
+        let ledger = crate::budget::Ledger::new(journal.clone(), store.clone(), crate::budget::Owner::register(&store));
+        // Holds left by processes that died (kill -9) are released before serving.
+        match ledger.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("released {n} budget holds left by stopped processes"),
+            Err(e) => return Err(format!("cannot release abandoned budget holds: {e}")),
+        }
         let policies = Policies::new(&config.policies_dir, policy, digest);
         let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
         let gw = Gateway {
@@ -61,14 +71,22 @@ impl Gateway {
             watchers: Watchers::default(),
             parked: Arc::default(),
             store,
-            auditor,
+            journal,
+            ledger,
             policies,
             shutdown,
         };
-        let audit = gw.auditor.clone();
+        let audit = gw.journal.clone();
+        let (store, policies) = (gw.store.clone(), gw.policies.clone());
         tokio::spawn(gw.policies.clone().watch(POLICY_POLL, gw.shutdown.clone(), move |outcome| {
             let audit = audit.clone();
+            let (store, policies) = (store.clone(), policies.clone());
             async move {
+                if matches!(outcome, Reload::Applied(_))
+                    && let Err(e) = sync_budgets(&store, &policies.current()).await
+                {
+                    tracing::error!("{e}");
+                }
                 let draft = match outcome {
                     Reload::Applied(d) if d.is_empty() => return,
                     Reload::Applied(d) => {
@@ -88,16 +106,27 @@ impl Gateway {
                         serde_json::json!({"error": e, "in_force": "the previous policy"}),
                     ),
                 };
-                if let Err(e) = audit.write(draft).await {
+                if let Err(e) = audit.audit(draft).await {
                     tracing::error!("policy change not audited: {e}");
                 }
             }
         }));
+        tokio::spawn(gw.ledger.clone().sweeper(HOLD_SWEEP, gw.shutdown.clone()));
         tokio::spawn(crate::server::fanout::run(gw.clone()));
         tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
         tokio::spawn(gw.parked.clone().sweeper(std::time::Duration::from_secs(15), gw.shutdown.clone()));
         Ok(gw)
     }
+}
+
+/// How often expired holds and holds of stopped processes are released.
+const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Puts the policy files' budgets in the store, where holds read their limits.
+async fn sync_budgets(store: &Store, policy: &crate::policy::Policy) -> Result<(), String> {
+    let now = crate::audit::now_micros();
+    let rows: Vec<_> = policy.budgets.iter().map(|b| b.row(now)).collect();
+    store.sync_file_budgets(&rows).await.map_err(|e| format!("cannot store the policy files' budgets: {e}"))
 }
 
 /// Opens the store the configuration names.

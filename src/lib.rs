@@ -24,11 +24,14 @@
 //! - [`protocol`]: which MCP era a peer speaks.
 
 pub mod audit;
+pub mod budget;
+pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod identity;
+pub mod journal;
 pub mod money;
 pub mod pipeline;
 pub mod policy;

@@ -16,6 +16,7 @@ pub mod decision {
     pub const INVALID: &str = "invalid";
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const NEEDS_APPROVAL: &str = "needs_approval";
+    pub const OVER_BUDGET: &str = "over_budget";
 }
 
 /// One governed call's record, filled in as it goes.
@@ -39,6 +40,9 @@ pub struct CallRecord {
     pub error: Option<String>,
     pub cost_held: i64,
     pub cost_charged: i64,
+    pub hold_id: Option<String>,
+    /// Budgets the hold touched.
+    pub budgets: Vec<String>,
     pub approval_id: Option<String>,
     pub approver: Option<String>,
     /// Microseconds spent in each stage, in order.
@@ -68,6 +72,8 @@ impl CallRecord {
             error: None,
             cost_held: 0,
             cost_charged: 0,
+            hold_id: None,
+            budgets: Vec::new(),
             approval_id: None,
             approver: None,
             stages: Vec::with_capacity(10),
@@ -124,7 +130,16 @@ impl CallRecord {
         f.insert("status".into(), status.map_or(Value::Null, Value::from));
         f.insert("result_size".into(), self.result_size.map_or(Value::Null, Value::from));
         f.insert("error".into(), scrub(&self.error));
-        f.insert("cost".into(), json!({"held": self.cost_held, "charged": self.cost_charged}));
+        f.insert(
+            "cost".into(),
+            json!({
+                "held": crate::money::Micros(self.cost_held).to_string(),
+                "charged": crate::money::Micros(self.cost_charged).to_string(),
+                "held_micros": self.cost_held,
+                "charged_micros": self.cost_charged,
+            }),
+        );
+        f.insert("hold".into(), json!({"id": self.hold_id, "budgets": self.budgets}));
         f.insert("approval".into(), json!({"id": self.approval_id, "approver": self.approver}));
         let stages: Map<String, Value> = self.stages.iter().map(|(s, us)| (s.to_string(), Value::from(*us))).collect();
         f.insert("stages_us".into(), Value::Object(stages));

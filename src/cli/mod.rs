@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 mod audit;
+mod budgets;
 mod explain;
 mod keys;
 
@@ -53,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Manage budgets and read their spend (in the store the configuration names).
+    Budgets {
+        #[command(subcommand)]
+        command: budgets::BudgetsCommand,
+    },
     /// Print the decision for a call and every grant considered.
     Explain(explain::ExplainArgs),
     /// Read and check the audit trail.
@@ -93,6 +99,7 @@ pub fn main() -> ExitCode {
             Command::Tools { json } => tools(config, json).await,
             Command::Keys { command } => keys::run(config, command).await,
             Command::Explain(args) => explain::run(config, args).await,
+            Command::Budgets { command } => budgets::run(config, command).await,
             Command::Audit { command } => audit::run(config, command).await,
             Command::Check => unreachable!("handled above"),
         }

@@ -15,12 +15,18 @@ use serde_json::Value;
 
 use crate::audit::record::decision;
 use crate::audit::{CallRecord, redact};
+use crate::budget::Held;
 use crate::catalog::schema;
 use crate::gateway::Gateway;
 use crate::identity::{AuthError, Principal};
+use crate::money::Micros;
 use crate::policy::{ArgumentCheck, Effect, Policy};
 
 pub use forward::forward_tool;
+
+/// A hold outlives its call's timeout by this much before the sweeper may
+/// release it.
+const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// JSON-RPC error code for a request whose key is missing, unknown or revoked.
 pub const UNAUTHORIZED: ErrorCode = ErrorCode(-32001);
@@ -175,13 +181,67 @@ pub async fn call(
     }
     rec.stage("limit");
 
-    // hold, approve: issues 5 and 6.
+    // hold: the estimated cost on every budget of the caller, all or nothing.
+    let cost = entry.settings.cost.map_or(0, |m| m.0);
+    if let Some(max) = grant.max_cost_per_call
+        && cost > max.0
+    {
+        rec.decision = decision::OVER_BUDGET;
+        let text = format!(
+            "call to {} costs {}, more than the {} per call grant `{}` allows",
+            entry.name,
+            Micros(cost),
+            max,
+            grant.id
+        );
+        rec.reason = Some(text.clone());
+        rec.stage("hold");
+        return finish(gw, rec, Ok(tool_error(text))).await;
+    }
+    let upstream = gw.upstreams.get(entry.upstream).clone();
+    let ttl = entry.settings.timeout.unwrap_or(upstream.manifest.call_timeout).saturating_add(HOLD_GRACE);
+    let hold = match gw.ledger.hold(&principal, &rec.call_id, &entry.name, cost, 0, ttl).await {
+        Ok(Held::Free) => None,
+        Ok(Held::Held(h)) => {
+            rec.hold_id = Some(h.id.clone());
+            rec.cost_held = h.money;
+            rec.budgets = h.budget_ids();
+            Some(h)
+        }
+        Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
+            rec.decision = decision::OVER_BUDGET;
+            rec.budgets = vec![budget_id.clone()];
+            let text = format!(
+                "budget `{budget_id}` has {} left; this call to {} needs {}",
+                unit.show(remaining),
+                entry.name,
+                unit.show(needed)
+            );
+            rec.reason = Some(text.clone());
+            rec.stage("hold");
+            return finish(gw, rec, Ok(tool_error(text))).await;
+        }
+        Err(e) => {
+            // Fail closed: a call whose cost cannot be reserved does not run.
+            tracing::error!(call = %rec.call_id, "budget hold failed: {e}");
+            rec.reason = Some(format!("budget hold failed: {e}"));
+            rec.stage("hold");
+            let err = McpError::internal_error("the budget ledger is unavailable; the call was not run", None);
+            return finish(gw, rec, Err(err)).await;
+        }
+    };
+    rec.stage("hold");
+
+    // approve: issue 6.
 
     // Write-ahead: the intent is durable before anything is dispatched.
     rec.decision = decision::ALLOWED;
     rec.reason = Some(format!("allowed by grant `{}`", grant.id));
-    if let Err(e) = gw.auditor.write(rec.intent()).await {
+    if let Err(e) = gw.journal.audit(rec.intent()).await {
         tracing::error!(call = %rec.call_id, "call refused, its intent could not be audited: {e}");
+        if let Some(h) = &hold {
+            let _ = gw.ledger.settle(h, 0, 0).await;
+        }
         return Err(McpError::internal_error(format!("call not run: {e}"), None));
     }
     rec.stage("audit_intent");
@@ -191,11 +251,25 @@ pub async fn call(
         Value::Object(map) => Some(map),
         _ => None,
     };
-    let upstream = gw.upstreams.get(entry.upstream).clone();
     let outcome = forward_tool(gw, &upstream, &entry, params, ctx).await;
     rec.stage("execute");
 
-    // settle: issue 5.
+    // settle: the cost if the call succeeded, the failure cost (if any) if it
+    // failed, nothing for a call that only asked for input (its retry is a
+    // new call with its own hold).
+    if let Some(h) = &hold {
+        let charge = match &outcome {
+            Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => cost,
+            Ok(CallToolResponse::Complete(_)) | Err(_) => entry.settings.failure_cost.map_or(0, |m| m.0),
+            Ok(_) => 0,
+        };
+        match gw.ledger.settle(h, charge, 0).await {
+            Ok(_) => rec.cost_charged = charge.clamp(0, h.money),
+            // The hold stays until it expires (released, not charged).
+            Err(e) => tracing::error!(call = %rec.call_id, hold = %h.id, "settle failed: {e}"),
+        }
+        rec.stage("settle");
+    }
     finish(gw, rec, outcome).await
 }
 
@@ -222,7 +296,7 @@ async fn finish(
         }
     }
     let draft = rec.outcome();
-    if let Err(e) = gw.auditor.write(draft).await {
+    if let Err(e) = gw.journal.audit(draft).await {
         tracing::error!(call = %rec.call_id, "call outcome could not be audited: {e}");
         return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));
     }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::rate::Rate;
-use super::{ApprovalRoute, Constraint, Effect, Grant, Policy, PrincipalRef, Source};
+use super::{ApprovalRoute, BudgetSpec, Constraint, Effect, Grant, Policy, PrincipalRef, Source};
 use crate::config::error::{Error, Errors, Sink, line_of};
 use crate::money::Micros;
 
@@ -24,6 +24,27 @@ struct RawFile {
     team: Vec<Spanned<RawTeam>>,
     #[serde(default)]
     grant: Vec<Spanned<RawGrant>>,
+    #[serde(default)]
+    budget: Vec<Spanned<RawBudget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    id: Spanned<String>,
+    scope: Spanned<String>,
+    org: Option<Spanned<String>>,
+    unit: Option<Spanned<String>>,
+    limit: Spanned<RawAmount>,
+    period: Option<Spanned<String>>,
+}
+
+/// `"2.50"` for money; `100000` or `"100000"` for tokens.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAmount {
+    Text(String),
+    Integer(i64),
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +116,15 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
         };
         policy.files.push((file.clone(), hex::encode(Sha256::digest(text.as_bytes()))));
         let mut sink = Sink::new(&file, &text, &mut errors);
-        for g in load_text(&text, &mut sink) {
+        let (grants, budgets) = load_file(&text, &mut sink);
+        for b in budgets {
+            if let Some(other) = policy.budgets.iter().find(|o| o.id == b.id) {
+                sink.at(None, "budget.id", format!("budget id `{}` is already used at {}", b.id, other.source));
+                continue;
+            }
+            policy.budgets.push(b);
+        }
+        for g in grants {
             let line = match &g.source {
                 Source::File { line, .. } => *line,
             };
@@ -114,13 +143,18 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
     if errors.is_empty() { Ok(policy) } else { Err(Errors(errors)) }
 }
 
-/// Parses one file's text; errors go to `sink`.
+/// Parses one file's grants; errors go to `sink`.
 pub fn load_text(text: &str, sink: &mut Sink<'_>) -> Vec<Grant> {
+    load_file(text, sink).0
+}
+
+/// Parses one file's grants and budgets; errors go to `sink`.
+pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec>) {
     let raw: RawFile = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
             sink.toml(&e);
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let file_org = raw.org.as_ref().and_then(|o| name(o, "org", sink));
@@ -128,6 +162,7 @@ pub fn load_text(text: &str, sink: &mut Sink<'_>) -> Vec<Grant> {
         name(&t.get_ref().name, &format!("team[{i}].name"), sink);
     }
     let file = sink.file().to_path_buf();
+    let budgets = load_budgets(&raw.budget, file_org.as_ref(), text, sink);
     let mut out = Vec::new();
     for (i, g) in raw.grant.iter().enumerate() {
         let before = sink.count();
@@ -225,6 +260,63 @@ pub fn load_text(text: &str, sink: &mut Sink<'_>) -> Vec<Grant> {
             approve_above,
             approval,
             source: Source::File { path: file.clone(), line },
+        });
+    }
+    (out, budgets)
+}
+
+fn load_budgets(
+    raw: &[Spanned<RawBudget>],
+    file_org: Option<&String>,
+    text: &str,
+    sink: &mut Sink<'_>,
+) -> Vec<BudgetSpec> {
+    let file = sink.file().to_path_buf();
+    let mut out = Vec::new();
+    for (i, b) in raw.iter().enumerate() {
+        let before = sink.count();
+        let line = line_of(text, b.span().start);
+        let b = b.get_ref();
+        let field = |f: &str| format!("budget[{i}].{f}");
+        let id = b.id.get_ref().trim().to_string();
+        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            sink.at(Some(b.id.span()), field("id"), "must be 1 to 128 characters without spaces");
+        }
+        if !crate::budget::valid_scope(b.scope.get_ref()) {
+            sink.at(Some(b.scope.span()), field("scope"), "must be `key:<id>`, `team:<name>` or `org:<name>`");
+        }
+        let org = match &b.org {
+            Some(o) => name(o, &field("org"), sink),
+            None => file_org.cloned(),
+        };
+        let unit = match &b.unit {
+            None => crate::budget::Unit::Money,
+            Some(u) => crate::budget::Unit::parse(u.get_ref()).unwrap_or_else(|| {
+                sink.at(Some(u.span()), field("unit"), "must be `money` or `tokens`");
+                crate::budget::Unit::Money
+            }),
+        };
+        let limit_text = match b.limit.get_ref() {
+            RawAmount::Text(t) => t.clone(),
+            RawAmount::Integer(n) => n.to_string(),
+        };
+        let limit = unit.amount(&limit_text).map_err(|m| sink.at(Some(b.limit.span()), field("limit"), m)).unwrap_or(0);
+        let period = b.period.as_ref().map_or("none".to_string(), |p| p.get_ref().clone());
+        if !crate::budget::PERIODS.contains(&period.as_str()) {
+            let span = b.period.as_ref().map(Spanned::span);
+            sink.at(span, field("period"), "must be one of none, daily, weekly, monthly");
+        }
+        if sink.count() > before {
+            continue;
+        }
+        out.push(BudgetSpec {
+            id,
+            scope: b.scope.get_ref().clone(),
+            org,
+            unit,
+            limit,
+            period,
+            source: format!("file:{}:{line}", file.display()),
         });
     }
     out

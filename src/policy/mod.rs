@@ -204,10 +204,40 @@ pub enum ArgumentCheck {
     Fails(Vec<String>),
 }
 
-/// A compiled, immutable set of grants.
+/// A budget defined in a policy file (its usage lives in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetSpec {
+    pub id: String,
+    pub scope: String,
+    pub org: Option<String>,
+    pub unit: crate::budget::Unit,
+    /// Micro-units or tokens.
+    pub limit: i64,
+    pub period: String,
+    /// `file:<path>:<line>`.
+    pub source: String,
+}
+
+impl BudgetSpec {
+    pub fn row(&self, now: i64) -> crate::store::BudgetRow {
+        crate::store::BudgetRow {
+            id: self.id.clone(),
+            scope: self.scope.clone(),
+            org: self.org.clone(),
+            unit: self.unit.as_str().to_string(),
+            limit_amount: self.limit,
+            period: self.period.clone(),
+            source: self.source.clone(),
+            updated_at: now,
+        }
+    }
+}
+
+/// A compiled, immutable set of grants and file budgets.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub grants: Vec<Arc<Grant>>,
+    pub budgets: Vec<BudgetSpec>,
     /// Files it was read from, with their SHA-256, for the audit trail.
     pub files: Vec<(PathBuf, String)>,
 }

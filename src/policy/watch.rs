@@ -225,5 +225,22 @@ fn diff(old: &Policy, new: &Policy) -> Diff {
         }
     }
     d.removed = before.keys().filter(|id| !after.contains_key(*id)).map(|id| id.to_string()).collect();
+    // Budgets defined in files, as `budget:<id>`.
+    for b in &new.budgets {
+        match old.budgets.iter().find(|o| o.id == b.id) {
+            None => d.added.push(format!("budget:{}", b.id)),
+            Some(o)
+                if (&o.scope, &o.org, o.unit, o.limit, &o.period) != (&b.scope, &b.org, b.unit, b.limit, &b.period) =>
+            {
+                d.changed.push(format!("budget:{}", b.id))
+            }
+            Some(_) => {}
+        }
+    }
+    for o in &old.budgets {
+        if !new.budgets.iter().any(|b| b.id == o.id) {
+            d.removed.push(format!("budget:{}", o.id));
+        }
+    }
     d
 }

@@ -107,6 +107,91 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// A budget as stored. Amounts are micro-units (`unit = "money"`) or tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetRow {
+    pub id: String,
+    /// `key:<id>`, `team:<name>` or `org:<name>`.
+    pub scope: String,
+    pub org: Option<String>,
+    pub unit: String,
+    pub limit_amount: i64,
+    /// `none`, `daily`, `weekly` or `monthly`.
+    pub period: String,
+    /// `file:<path>` or `api`.
+    pub source: String,
+    pub updated_at: i64,
+}
+
+/// A budget with what it has spent and holds in its current period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub budget: BudgetRow,
+    pub period_start: i64,
+    pub spent: i64,
+    pub held: i64,
+}
+
+/// Reserve `money` and `tokens` on every budget of `scopes`, all or nothing.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub hold_id: String,
+    /// The process that holds it (see `budget::Owner`).
+    pub owner: String,
+    pub call_id: String,
+    pub principal: String,
+    pub tool: String,
+    pub org: String,
+    pub scopes: Vec<String>,
+    pub money: i64,
+    pub tokens: i64,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldLine {
+    pub budget_id: String,
+    pub unit: String,
+    pub period_start: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Reserved on these budgets (none: no budget applies, nothing stored).
+    Held(Vec<HoldLine>),
+    /// This budget would go below zero; nothing was reserved anywhere.
+    Denied { budget_id: String, unit: String, limit: i64, spent: i64, held: i64, needed: i64 },
+}
+
+/// How a hold ends: `settled` (charged), `released` or `expired` (charged 0
+/// unless a failure cost applies).
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub hold_id: String,
+    pub state: &'static str,
+    pub charged: i64,
+    pub charged_tokens: i64,
+    pub now: i64,
+}
+
+/// A budget change with an idempotency key: the key and a digest of the request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// The outcome of an idempotent change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Done now; the stored response.
+    Now(String),
+    /// Done before under the same key; the first response.
+    Replayed(String),
+}
+
 /// The store: a cheap, cloneable handle.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -154,9 +239,11 @@ impl Store {
         self.backend.append_audit(drafts).await
     }
 
-    /// A dedicated appender for the audit writer task (one per process).
-    pub async fn audit_writer(&self) -> Result<AuditWriter, StoreError> {
-        Ok(AuditWriter { inner: self.backend.audit_writer().await? })
+    /// The connection of the process's single writer task (SQLite allows one
+    /// writer at a time; sharing one connection keeps our own writes from
+    /// waiting on each other in SQLite's busy handler).
+    pub async fn writer(&self) -> Result<Writer, StoreError> {
+        Ok(Writer { inner: self.backend.writer().await? })
     }
 
     /// Background maintenance: moves the write-ahead log into the database.
@@ -164,9 +251,57 @@ impl Store {
         self.backend.checkpoint().await
     }
 
+    /// Applies `change` to the budget `id` in one transaction: it receives the
+    /// current row (if any) and returns the new one, or why not. With an
+    /// idempotency key, a retry returns the first response and changes nothing.
+    pub async fn change_budget(
+        &self,
+        id: &str,
+        idem: Option<Idempotency>,
+        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, String> + Send,
+    ) -> Result<Result<Applied, String>, StoreError> {
+        self.backend.change_budget(id, idem, change).await
+    }
+
+    /// Replaces the budgets that came from policy files with `rows`.
+    pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
+        self.backend.sync_file_budgets(rows).await
+    }
+
+    /// Budgets with their usage in the period containing `now`.
+    pub async fn budget_usage(
+        &self,
+        org: Option<&str>,
+        now: i64,
+        period_start: fn(&str, i64) -> Option<i64>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.backend.budget_usage(org, now, period_start).await
+    }
+
+    /// Open holds past their expiry, or of owners in `dead_owners`.
+    pub async fn stale_holds(&self, now: i64, dead_owners: &[String]) -> Result<Vec<String>, StoreError> {
+        self.backend.stale_holds(now, dead_owners).await
+    }
+
+    /// Owners of open holds.
+    pub async fn hold_owners(&self) -> Result<Vec<String>, StoreError> {
+        self.backend.hold_owners().await
+    }
+
+    /// The state of a hold, if it exists.
+    pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.backend.hold_state(id).await
+    }
+
     /// Audit rows in chain order.
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         self.backend.audit(filter).await
+    }
+
+    /// Where processes sharing this store on one machine keep their liveness
+    /// locks (see `budget::Owner`). `None` for stores shared across machines.
+    pub fn owners_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.backend.sidecar("owners"))
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -175,16 +310,30 @@ impl Store {
     }
 }
 
-/// Appends audit records to the chain, batch by batch.
+/// The single writer's connection: audit appends and ledger transactions.
 #[derive(Debug)]
-pub struct AuditWriter {
+pub struct Writer {
     inner: sqlite::AuditWriter,
 }
 
-impl AuditWriter {
+impl Writer {
     /// Appends `drafts` in order, atomically; returns them as sealed.
     pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
         self.inner.append(drafts).await
+    }
+
+    /// Reserves the amounts on every applicable budget, all or nothing.
+    pub async fn hold(
+        &mut self,
+        req: &HoldRequest,
+        period_start: fn(&str, i64) -> Option<i64>,
+    ) -> Result<HoldOutcome, StoreError> {
+        self.inner.hold(req, period_start).await
+    }
+
+    /// Resolves a hold; `false` if it was already resolved (exactly once).
+    pub async fn resolve(&mut self, r: &Resolution) -> Result<bool, StoreError> {
+        self.inner.resolve(r).await
     }
 }
 

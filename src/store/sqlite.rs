@@ -12,15 +12,21 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, SqlSafeStr};
 
-use super::{AuditDraft, AuditFilter, AuditRow, Durability, KeyRow, StoreError, chain};
+use super::{
+    Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, Durability, HoldLine, HoldOutcome, HoldRequest, Idempotency,
+    KeyRow, Resolution, StoreError, UsageRow, chain,
+};
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "keys and audit", include_str!("migrations/sqlite/0001_keys_and_audit.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "keys and audit", include_str!("migrations/sqlite/0001_keys_and_audit.sql")),
+    (2, "budgets", include_str!("migrations/sqlite/0002_budgets.sql")),
+];
 
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     pool: SqlitePool,
     keys: std::sync::Arc<KeyCache>,
+    path: PathBuf,
 }
 
 /// Key lookups are on every request; they are served from memory while the
@@ -143,11 +149,19 @@ impl Sqlite {
         let mut marker = path.clone().into_os_string();
         marker.push("-keys");
         let keys = KeyCache { marker: PathBuf::from(marker), state: Default::default() };
-        Ok(Sqlite { pool, keys: std::sync::Arc::new(keys) })
+        Ok(Sqlite { pool, keys: std::sync::Arc::new(keys), path })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// A folder beside the database for per-process files.
+    pub fn sidecar(&self, name: &str) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push("-");
+        p.push(name);
+        PathBuf::from(p)
     }
 
     pub async fn insert_key(&self, k: &KeyRow) -> Result<(), StoreError> {
@@ -265,9 +279,161 @@ impl Sqlite {
         Ok(sealed)
     }
 
+    pub async fn change_budget(
+        &self,
+        id: &str,
+        idem: Option<Idempotency>,
+        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, String> + Send,
+    ) -> Result<Result<Applied, String>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(i) = &idem {
+            let seen = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = ?")
+                .bind(&i.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = seen {
+                let (hash, response): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                tx.rollback().await?;
+                return Ok(if hash == i.request_hash {
+                    Ok(Applied::Replayed(response))
+                } else {
+                    Err(format!("idempotency key `{}` was already used for a different request", i.key))
+                });
+            }
+        }
+        let current = sqlx::query(BUDGET_SELECT_BY_ID).bind(id).fetch_optional(&mut *tx).await?;
+        let current = current.map(|r| budget_row(&r)).transpose()?;
+        let new = match change(current) {
+            Ok(row) => row,
+            Err(refused) => {
+                tx.rollback().await?;
+                return Ok(Err(refused));
+            }
+        };
+        sqlx::query(
+            "INSERT INTO budgets (id, scope, org, unit, limit_amount, period, source, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
+               limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
+               updated_at = excluded.updated_at",
+        )
+        .bind(&new.id)
+        .bind(&new.scope)
+        .bind(&new.org)
+        .bind(&new.unit)
+        .bind(new.limit_amount)
+        .bind(&new.period)
+        .bind(&new.source)
+        .bind(new.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        let response =
+            format!("budget {} ({}) limit {} {} per {}", new.id, new.scope, new.limit_amount, new.unit, new.period);
+        if let Some(i) = &idem {
+            sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&i.key)
+                .bind(&i.request_hash)
+                .bind(&response)
+                .bind(new.updated_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(Applied::Now(response)))
+    }
+
+    pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM budgets WHERE source LIKE 'file:%'").execute(&mut *tx).await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO budgets (id, scope, org, unit, limit_amount, period, source, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
+                   limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
+                   updated_at = excluded.updated_at",
+            )
+            .bind(&r.id)
+            .bind(&r.scope)
+            .bind(&r.org)
+            .bind(&r.unit)
+            .bind(r.limit_amount)
+            .bind(&r.period)
+            .bind(&r.source)
+            .bind(r.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn budget_usage(
+        &self,
+        org: Option<&str>,
+        now: i64,
+        period_start: fn(&str, i64) -> Option<i64>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, scope, org, unit, limit_amount, period, source, updated_at FROM budgets
+             WHERE (?1 IS NULL OR org IS NULL OR org = ?1) ORDER BY id",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let budget = budget_row(r)?;
+            let start = period_start(&budget.period, now).unwrap_or(0);
+            let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = ? AND period_start = ?")
+                .bind(&budget.id)
+                .bind(start)
+                .fetch_optional(&self.pool)
+                .await?;
+            let (spent, held) = match usage {
+                Some(u) => (u.try_get(0)?, u.try_get(1)?),
+                None => (0, 0),
+            };
+            out.push(UsageRow { budget, period_start: start, spent, held });
+        }
+        Ok(out)
+    }
+
+    pub async fn stale_holds(&self, now: i64, dead_owners: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = sqlx::query("SELECT id FROM holds WHERE state = 'held' AND expires_at <= ?")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for owner in dead_owners {
+            let more = sqlx::query("SELECT id FROM holds WHERE state = 'held' AND owner = ?")
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &more {
+                ids.push(r.try_get(0)?);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    pub async fn hold_owners(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT owner FROM holds WHERE state = 'held'").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
+    }
+
+    pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM holds WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get(0).map_err(StoreError::from)).transpose()
+    }
+
     /// A connection of its own for the audit writer, which checkpoints are
     /// kept off (see [`Sqlite::checkpoint`]).
-    pub async fn audit_writer(&self) -> Result<AuditWriter, StoreError> {
+    pub async fn writer(&self) -> Result<AuditWriter, StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
         Ok(AuditWriter { conn, head: None })
@@ -336,6 +502,134 @@ impl std::fmt::Debug for AuditWriter {
 }
 
 impl AuditWriter {
+    /// All or nothing: every applicable budget is checked and reserved in one
+    /// transaction; the first that would go below zero denies the hold.
+    pub async fn hold(
+        &mut self,
+        req: &HoldRequest,
+        period_start: fn(&str, i64) -> Option<i64>,
+    ) -> Result<HoldOutcome, StoreError> {
+        let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT id, unit, period, limit_amount FROM budgets WHERE (org IS NULL OR org = ",
+        );
+        q.push_bind(&req.org).push(") AND scope IN (");
+        let mut sep = q.separated(", ");
+        for scope in &req.scopes {
+            sep.push_bind(scope);
+        }
+        q.push(") ORDER BY id");
+        let budgets = q.build().fetch_all(&mut *tx).await?;
+        let mut lines = Vec::new();
+        for b in &budgets {
+            let (id, unit, period, limit): (String, String, String, i64) =
+                (b.try_get(0)?, b.try_get(1)?, b.try_get(2)?, b.try_get(3)?);
+            let amount = if unit == "tokens" { req.tokens } else { req.money };
+            if amount <= 0 {
+                continue;
+            }
+            let start = period_start(&period, req.now).unwrap_or(0);
+            sqlx::query("INSERT OR IGNORE INTO budget_usage (budget_id, period_start) VALUES (?, ?)")
+                .bind(&id)
+                .bind(start)
+                .execute(&mut *tx)
+                .await?;
+            // Reserve only if it fits: the check and the reservation are one statement.
+            let reserved = sqlx::query(
+                "UPDATE budget_usage SET held = held + ?1
+                 WHERE budget_id = ?2 AND period_start = ?3 AND spent + held + ?1 <= ?4",
+            )
+            .bind(amount)
+            .bind(&id)
+            .bind(start)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+            if reserved.rows_affected() != 1 {
+                let u = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = ? AND period_start = ?")
+                    .bind(&id)
+                    .bind(start)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let (spent, held) = (u.try_get(0)?, u.try_get(1)?);
+                tx.rollback().await?;
+                return Ok(HoldOutcome::Denied { budget_id: id, unit, limit, spent, held, needed: amount });
+            }
+            lines.push(HoldLine { budget_id: id, unit, period_start: start, amount });
+        }
+        if lines.is_empty() {
+            tx.rollback().await?;
+            return Ok(HoldOutcome::Held(lines));
+        }
+        sqlx::query(
+            "INSERT INTO holds (id, owner, call_id, principal, tool, amount, tokens, state, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'held', ?, ?)",
+        )
+        .bind(&req.hold_id)
+        .bind(&req.owner)
+        .bind(&req.call_id)
+        .bind(&req.principal)
+        .bind(&req.tool)
+        .bind(req.money)
+        .bind(req.tokens)
+        .bind(req.now)
+        .bind(req.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO hold_lines (hold_id, budget_id, period_start, unit, amount) ",
+        );
+        q.push_values(&lines, |mut b, l| {
+            b.push_bind(&req.hold_id)
+                .push_bind(&l.budget_id)
+                .push_bind(l.period_start)
+                .push_bind(&l.unit)
+                .push_bind(l.amount);
+        });
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(HoldOutcome::Held(lines))
+    }
+
+    /// Moves a hold out of `held` (once) and its amounts from held to spent.
+    pub async fn resolve(&mut self, r: &Resolution) -> Result<bool, StoreError> {
+        let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE holds SET state = ?, charged = ?, charged_tokens = ?, resolved_at = ? WHERE id = ? AND state = 'held'",
+        )
+        .bind(r.state)
+        .bind(r.charged)
+        .bind(r.charged_tokens)
+        .bind(r.now)
+        .bind(&r.hold_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let lines = sqlx::query("SELECT budget_id, period_start, unit, amount FROM hold_lines WHERE hold_id = ?")
+            .bind(&r.hold_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for l in &lines {
+            let (budget, start, unit, amount): (String, i64, String, i64) =
+                (l.try_get(0)?, l.try_get(1)?, l.try_get(2)?, l.try_get(3)?);
+            let charge = if unit == "tokens" { r.charged_tokens } else { r.charged }.clamp(0, amount);
+            sqlx::query(
+                "UPDATE budget_usage SET held = held - ?, spent = spent + ? WHERE budget_id = ? AND period_start = ?",
+            )
+            .bind(amount)
+            .bind(charge)
+            .bind(&budget)
+            .bind(start)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
         if drafts.is_empty() {
             return Ok(Vec::new());
@@ -391,6 +685,22 @@ impl AuditWriter {
         }
         Err(StoreError::Unavailable("the audit chain kept moving under this writer".into()))
     }
+}
+
+const BUDGET_SELECT_BY_ID: &str =
+    "SELECT id, scope, org, unit, limit_amount, period, source, updated_at FROM budgets WHERE id = ?";
+
+fn budget_row(r: &SqliteRow) -> Result<BudgetRow, StoreError> {
+    Ok(BudgetRow {
+        id: r.try_get(0)?,
+        scope: r.try_get(1)?,
+        org: r.try_get(2)?,
+        unit: r.try_get(3)?,
+        limit_amount: r.try_get(4)?,
+        period: r.try_get(5)?,
+        source: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+    })
 }
 
 fn key_row(r: &SqliteRow) -> Result<KeyRow, StoreError> {

@@ -172,7 +172,7 @@ async fn a_thousand_planted_secrets_appear_nowhere_in_the_store_logs_or_exports(
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("tollgate.db") || name == "gateway.log" {
+        if path.is_file() && (name.starts_with("tollgate.db") || name == "gateway.log") {
             haystacks.push((name, std::fs::read(&path).unwrap()));
         }
     }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod budgets;
 mod cli;
 mod config_files;
 mod durability;

@@ -1,0 +1,274 @@
+//! Budgets and the ledger: a hold before a call, a settle after it.
+//!
+//! A hold reserves the call's estimated cost on every budget that applies to
+//! the caller (its key, its team, its org), all or nothing, in one store
+//! transaction; it is denied, with what is left, when any budget would go
+//! below zero. A hold resolves exactly once: settled (charged), released, or
+//! expired. Holds of a process that died are released by the next process
+//! to start on the store, or by any process's sweeper once they expire.
+//!
+//! Liveness on one machine is a lock file per process (`<db>-owners/<id>`),
+//! held for the process's life: a lock that can be taken belongs to a dead
+//! process. The OS releases it on `kill -9`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::identity::Principal;
+use crate::journal::Journal;
+use crate::money::Micros;
+use crate::store::{HoldLine, HoldOutcome, HoldRequest, Resolution, Store, StoreError};
+
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Money,
+    Tokens,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Money => "money",
+            Unit::Tokens => "tokens",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Unit> {
+        match s {
+            "money" => Some(Unit::Money),
+            "tokens" => Some(Unit::Tokens),
+            _ => None,
+        }
+    }
+
+    /// Parses an amount of this unit: a decimal for money, an integer for tokens.
+    pub fn amount(self, text: &str) -> Result<i64, String> {
+        match self {
+            Unit::Money => Micros::parse(text).map(|m| m.0),
+            Unit::Tokens => text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("`{text}` is not a whole number of tokens")),
+        }
+    }
+
+    pub fn show(self, amount: i64) -> String {
+        match self {
+            Unit::Money => Micros(amount).to_string(),
+            Unit::Tokens => format!("{amount} tokens"),
+        }
+    }
+}
+
+pub const PERIODS: [&str; 4] = ["none", "daily", "weekly", "monthly"];
+
+/// Whose calls a budget counts: `key:<id>`, `team:<name>` or `org:<name>`.
+pub fn valid_scope(scope: &str) -> bool {
+    match scope.split_once(':') {
+        Some(("key" | "team" | "org", name)) => crate::identity::valid_name(name),
+        _ => false,
+    }
+}
+
+/// The scopes that apply to a caller, tightest first.
+pub fn scopes_of(p: &Principal) -> Vec<String> {
+    vec![format!("key:{}", p.key_id), format!("team:{}", p.team), format!("org:{}", p.org)]
+}
+
+/// This process, as the owner of its holds.
+pub struct Owner {
+    pub id: String,
+    dir: Option<PathBuf>,
+    /// Held locked for the life of the process.
+    _lock: Option<File>,
+}
+
+impl Owner {
+    /// Registers this process: takes its lock file.
+    pub fn register(store: &Store) -> Owner {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = store.owners_dir();
+        let lock = dir.as_ref().and_then(|d| {
+            std::fs::create_dir_all(d).ok()?;
+            let f = File::create(d.join(&id)).ok()?;
+            f.try_lock().ok()?;
+            Some(f)
+        });
+        if dir.is_some() && lock.is_none() {
+            tracing::warn!("cannot take a liveness lock; this process's holds will only expire by time");
+        }
+        Owner { id, dir, _lock: lock }
+    }
+
+    /// Of `owners`, those whose process is gone.
+    pub fn dead(&self, owners: &[String]) -> Vec<String> {
+        let Some(dir) = &self.dir else { return Vec::new() };
+        owners
+            .iter()
+            .filter(|o| **o != self.id && !o.contains(['/', '\\', '.']))
+            .filter(|o| {
+                let path = dir.join(o);
+                match File::open(&path) {
+                    // Nobody holds the lock: its process is gone.
+                    Ok(f) => f.try_lock().is_ok(),
+                    Err(_) => true,
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn forget(&self, owners: &[String]) {
+        if let Some(dir) = &self.dir {
+            for o in owners {
+                let _ = std::fs::remove_file(dir.join(o));
+            }
+        }
+    }
+}
+
+/// A hold taken for one call.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub id: String,
+    pub money: i64,
+    pub tokens: i64,
+    pub lines: Vec<HoldLine>,
+}
+
+impl Hold {
+    pub fn budget_ids(&self) -> Vec<String> {
+        self.lines.iter().map(|l| l.budget_id.clone()).collect()
+    }
+}
+
+/// The hold stage's outcome.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// No budget applies with a non-zero amount: nothing to hold.
+    Free,
+    Held(Hold),
+    /// Refused by this budget: what it has left, and what the call needs.
+    Denied {
+        budget_id: String,
+        unit: Unit,
+        remaining: i64,
+        needed: i64,
+    },
+}
+
+/// Takes and resolves holds for calls.
+#[derive(Clone)]
+pub struct Ledger {
+    journal: Journal,
+    store: Store,
+    owner: Arc<Owner>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl Ledger {
+    pub fn new(journal: Journal, store: Store, owner: Owner) -> Ledger {
+        Ledger { journal, store, owner: Arc::new(owner), clock: Arc::new(crate::audit::now_micros) }
+    }
+
+    /// The same ledger on another clock (Unix microseconds), for tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Ledger {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Reserves `money` (micro-units) and `tokens` on every budget of the
+    /// caller, for at most `ttl`.
+    pub async fn hold(
+        &self,
+        principal: &Principal,
+        call_id: &str,
+        tool: &str,
+        money: i64,
+        tokens: i64,
+        ttl: Duration,
+    ) -> Result<Held, StoreError> {
+        if money <= 0 && tokens <= 0 {
+            return Ok(Held::Free);
+        }
+        let now = self.now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let req = HoldRequest {
+            hold_id: id.clone(),
+            owner: self.owner.id.clone(),
+            call_id: call_id.to_string(),
+            principal: principal.to_string(),
+            tool: tool.to_string(),
+            org: principal.org.clone(),
+            scopes: scopes_of(principal),
+            money: money.max(0),
+            tokens: tokens.max(0),
+            now,
+            expires_at: now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)),
+        };
+        Ok(match self.journal.hold(req).await? {
+            HoldOutcome::Held(lines) if lines.is_empty() => Held::Free,
+            HoldOutcome::Held(lines) => Held::Held(Hold { id, money, tokens, lines }),
+            HoldOutcome::Denied { budget_id, unit, limit, spent, held, needed } => Held::Denied {
+                budget_id,
+                unit: Unit::parse(&unit).unwrap_or(Unit::Money),
+                remaining: (limit - spent - held).max(0),
+                needed,
+            },
+        })
+    }
+
+    /// Charges `money`/`tokens` (at most what was held) and releases the rest.
+    /// `false` if the hold had already been resolved.
+    pub async fn settle(&self, hold: &Hold, money: i64, tokens: i64) -> Result<bool, StoreError> {
+        let state = if money > 0 || tokens > 0 { "settled" } else { "released" };
+        self.resolve(&hold.id, state, money, tokens).await
+    }
+
+    async fn resolve(&self, id: &str, state: &'static str, money: i64, tokens: i64) -> Result<bool, StoreError> {
+        let r = Resolution { hold_id: id.to_string(), state, charged: money, charged_tokens: tokens, now: self.now() };
+        self.journal.resolve(r).await
+    }
+
+    /// Releases holds that expired, and every hold of a process that died.
+    /// Returns how many were released.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let owners = self.store.hold_owners().await?;
+        let dead = self.owner.dead(&owners);
+        let stale = self.store.stale_holds(self.now(), &dead).await?;
+        let mut released = 0;
+        for id in stale {
+            if self.resolve(&id, "expired", 0, 0).await? {
+                released += 1;
+            }
+        }
+        self.owner.forget(&dead);
+        Ok(released)
+    }
+
+    /// Sweeps every `every` until `shutdown`.
+    pub async fn sweeper(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("released {n} abandoned budget holds"),
+                Err(e) => tracing::warn!("hold sweep failed: {e}"),
+            }
+        }
+    }
+}

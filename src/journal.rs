@@ -1,0 +1,202 @@
+//! The journal: the process's single writer. Audit appends and budget
+//! ledger transactions go through one task on one store connection, in the
+//! order they were asked for.
+//!
+//! One writer because SQLite allows one at a time: two connections of the
+//! same process writing would wait on each other in SQLite's busy handler,
+//! which sleeps. Audit records that are waiting together are appended in one
+//! statement (group commit), so throughput does not collapse to one commit
+//! per call. Write-ahead: callers await their record's commit before acting
+//! on it (dispatching a call, answering an agent).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::AuditError;
+use crate::store::{AuditDraft, HoldOutcome, HoldRequest, Resolution, Store, StoreError, Writer};
+
+/// Most records in one audit statement.
+const MAX_BATCH: usize = 512;
+
+enum Job {
+    Audit(AuditDraft, oneshot::Sender<Result<(), AuditError>>),
+    Hold(Box<HoldRequest>, oneshot::Sender<Result<HoldOutcome, StoreError>>),
+    Resolve(Resolution, oneshot::Sender<Result<bool, StoreError>>),
+}
+
+/// A handle on the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Journal {
+    /// Starts the writer and its checkpointer. The writer runs until every
+    /// handle is dropped, then finishes what it was given.
+    pub fn start(store: Store) -> Journal {
+        let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(checkpointer(store.clone(), tx.downgrade()));
+        tokio::spawn(writer(store, rx, commits.clone()));
+        Journal { tx, commits }
+    }
+
+    /// Audit statements committed so far (each holds one or more records).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Returns once `draft` is committed.
+    pub async fn audit(&self, draft: AuditDraft) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Job::Audit(draft, done)).await.map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+
+    /// Reserves on every applicable budget, all or nothing.
+    pub async fn hold(&self, req: HoldRequest) -> Result<HoldOutcome, StoreError> {
+        let (done, wait) = oneshot::channel();
+        let closed = || StoreError::Unavailable("the journal has stopped".into());
+        self.tx.send(Job::Hold(Box::new(req), done)).await.map_err(|_| closed())?;
+        wait.await.map_err(|_| closed())?
+    }
+
+    /// Resolves a hold; `false` if something else resolved it first.
+    pub async fn resolve(&self, r: Resolution) -> Result<bool, StoreError> {
+        let (done, wait) = oneshot::channel();
+        let closed = || StoreError::Unavailable("the journal has stopped".into());
+        self.tx.send(Job::Resolve(r, done)).await.map_err(|_| closed())?;
+        wait.await.map_err(|_| closed())?
+    }
+}
+
+fn stopped() -> AuditError {
+    AuditError("the journal has stopped".into())
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut conn: Option<Writer> = None;
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        if conn.is_none() {
+            conn = store.writer().await.map_err(|e| tracing::error!("journal connection: {e}")).ok();
+        }
+        let mut audits: Vec<(AuditDraft, oneshot::Sender<Result<(), AuditError>>)> = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Audit(d, done) => audits.push((d, done)),
+                // Order matters only within a caller, and each caller waits
+                // for one job at a time; ledger jobs run after the audits
+                // queued with them.
+                Job::Hold(req, done) => {
+                    flush_audits(&mut conn, &mut audits, &commits).await;
+                    let r = match conn.as_mut() {
+                        Some(c) => c.hold(&req, crate::calendar::period_start).await,
+                        None => Err(no_connection()),
+                    };
+                    if r.is_err() {
+                        conn = None;
+                    }
+                    let _ = done.send(r);
+                }
+                Job::Resolve(res, done) => {
+                    flush_audits(&mut conn, &mut audits, &commits).await;
+                    let r = match conn.as_mut() {
+                        Some(c) => c.resolve(&res).await,
+                        None => Err(no_connection()),
+                    };
+                    if r.is_err() {
+                        conn = None;
+                    }
+                    let _ = done.send(r);
+                }
+            }
+        }
+        flush_audits(&mut conn, &mut audits, &commits).await;
+    }
+}
+
+fn no_connection() -> StoreError {
+    StoreError::Unavailable("no store connection".into())
+}
+
+async fn flush_audits(
+    conn: &mut Option<Writer>,
+    audits: &mut Vec<(AuditDraft, oneshot::Sender<Result<(), AuditError>>)>,
+    commits: &AtomicU64,
+) {
+    if audits.is_empty() {
+        return;
+    }
+    let (drafts, waiting): (Vec<AuditDraft>, Vec<_>) = audits.drain(..).unzip();
+    let outcome = match conn.as_mut() {
+        Some(c) => c.append(&drafts).await,
+        None => Err(no_connection()),
+    };
+    let outcome = match outcome {
+        Ok(_) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!("audit commit of {} records failed: {e}", drafts.len());
+            // A fresh connection (and chain head) for the next batch.
+            *conn = None;
+            Err(AuditError(e.to_string()))
+        }
+    };
+    for done in waiting {
+        let _ = done.send(outcome.clone());
+    }
+}
+
+/// Checkpoints the store's write-ahead log every second while the journal
+/// lives, so that no commit stalls on a checkpoint.
+async fn checkpointer(store: Store, alive: mpsc::WeakSender<Job>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!("store checkpoint failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{record, verify};
+
+    async fn store(dir: &std::path::Path) -> Store {
+        Store::open("sqlite://audit.db", dir, Default::default()).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_share_commits_and_two_writers_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (store(dir.path()).await, store(dir.path()).await);
+        // Two writers on one file, as two processes would be.
+        let (wa, wb) = (Journal::start(a.clone()), Journal::start(b));
+        let mut tasks = Vec::new();
+        for i in 0..600 {
+            let w = if i % 2 == 0 { wa.clone() } else { wb.clone() };
+            tasks.push(tokio::spawn(async move {
+                let draft = record::change("test", None, "test", serde_json::json!({"n": i}));
+                w.audit(draft).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(verify::verify(&a).await.unwrap(), Ok(600));
+        let commits = wa.commits() + wb.commits();
+        assert!(commits < 600, "{commits} commits for 600 concurrent records: no grouping");
+    }
+}

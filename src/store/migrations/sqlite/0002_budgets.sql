@@ -1,0 +1,61 @@
+-- Budgets: from policy files (source = 'file:<path>') or set through the CLI
+-- or API (source = 'api'). Amounts are integers: micro-units of money, or tokens.
+CREATE TABLE budgets (
+    id           TEXT PRIMARY KEY,
+    scope        TEXT NOT NULL,
+    org          TEXT,
+    unit         TEXT NOT NULL,
+    limit_amount INTEGER NOT NULL,
+    period       TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX budgets_scope ON budgets (scope);
+
+-- What a budget has spent and holds in one period (period_start: Unix
+-- microseconds of the period's first instant, UTC; 0 for period "none").
+CREATE TABLE budget_usage (
+    budget_id    TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    spent        INTEGER NOT NULL DEFAULT 0,
+    held         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget_id, period_start)
+);
+
+-- A hold resolves exactly once: state goes from 'held' to 'settled',
+-- 'released' or 'expired', and never back.
+CREATE TABLE holds (
+    id          TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    call_id     TEXT,
+    principal   TEXT,
+    tool        TEXT,
+    amount      INTEGER NOT NULL,
+    tokens      INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    charged     INTEGER,
+    charged_tokens INTEGER,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    resolved_at INTEGER
+);
+CREATE INDEX holds_open ON holds (state, expires_at);
+CREATE INDEX holds_owner ON holds (owner, state);
+
+CREATE TABLE hold_lines (
+    hold_id      TEXT NOT NULL,
+    budget_id    TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    unit         TEXT NOT NULL,
+    amount       INTEGER NOT NULL,
+    PRIMARY KEY (hold_id, budget_id)
+);
+
+-- Admin changes carrying an idempotency key apply once; a retry gets the
+-- first answer back.
+CREATE TABLE idempotency (
+    key          TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    response     TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);

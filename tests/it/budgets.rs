@@ -1,0 +1,385 @@
+//! Budget holds: reserve before, settle after, never overspend.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use tollgate::store::AuditFilter;
+
+use crate::governance::{call_records, params};
+use crate::harness::*;
+
+/// The fixture over HTTP (so the test can count at the upstream), with
+/// costs: echo 0.01, add 0.02, hang 0.01 (0.005 if it fails) with a short timeout.
+fn priced(url: &str) -> String {
+    format!(
+        "{}[tools.echo]\ncost = \"0.01\"\n[tools.add]\ncost = \"0.02\"\n[tools.hang]\ncost = \"0.01\"\nfailure_cost = \"0.005\"\ntimeout = \"300ms\"\n",
+        remote_manifest("fs", "http", url)
+    )
+}
+
+fn policy(budgets: &str) -> String {
+    format!("{ALLOW_ALL}\n{budgets}")
+}
+
+fn budget(id: &str, scope: &str, limit: &str) -> String {
+    format!("[[budget]]\nid = \"{id}\"\nscope = \"{scope}\"\nlimit = \"{limit}\"\n")
+}
+
+async fn usage(tg: &TestGateway) -> Vec<tollgate::store::UsageRow> {
+    tg.gw.store.budget_usage(None, tollgate::audit::now_micros(), tollgate::calendar::period_start).await.unwrap()
+}
+
+async fn usage_of(tg: &TestGateway, id: &str) -> (i64, i64, i64) {
+    let u = usage(tg).await.into_iter().find(|u| u.budget.id == id).expect("budget");
+    (u.budget.limit_amount, u.spent, u.held)
+}
+
+async fn upstream_calls(url: &str, tool: &str) -> u64 {
+    use rmcp::ServiceExt;
+    let direct = ().serve(rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string())).await.unwrap();
+    let r = direct.peer().call_tool(params("stats", json!({}))).await.unwrap();
+    let _ = direct.cancel().await;
+    r.structured_content.unwrap()["calls"][tool].as_u64().unwrap_or(0)
+}
+
+/// Fires `total` calls of `tool` from `agents` sessions at once; returns
+/// (succeeded, refused by a budget).
+async fn race(tg: &TestGateway, key: &str, agents: usize, total: usize, tool: &str) -> (usize, usize) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let over = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for a in 0..agents {
+        let era = if a % 2 == 0 { Era::Modern } else { Era::Legacy };
+        let (agent, _) = http_agent_with(&tg.mcp_url(), era, None, Some(key)).await;
+        let agent = Arc::new(agent);
+        for _ in 0..total / agents {
+            let (agent, ok, over, tool) = (agent.clone(), ok.clone(), over.clone(), tool.to_string());
+            tasks.push(tokio::spawn(async move {
+                let args = if tool == "fs__add" { json!({"a": 1, "b": 2}) } else { json!({"message": "x"}) };
+                let r = agent.peer().call_tool(params(&tool, args)).await.expect("answered");
+                if r.is_error == Some(true) {
+                    assert!(text_of(&r).contains("budget `"), "{}", text_of(&r));
+                    over.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (ok.load(Ordering::Relaxed), over.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_concurrent_calls_against_a_budget_for_one_hundred() {
+    let up = fixture_http("fs").await;
+    let tg = TestGateway::builder()
+        .manifest("fs", priced(&up.url))
+        .policy("all", policy(&budget("eng", "team:eng", "1.00")))
+        .spawn()
+        .await;
+    // A sampler reads the ledger throughout the race.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (store, stop) = (tg.gw.store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let rows = store
+                    .budget_usage(None, tollgate::audit::now_micros(), tollgate::calendar::period_start)
+                    .await
+                    .unwrap();
+                for u in rows {
+                    assert!(u.spent + u.held <= u.budget.limit_amount, "overspent: {u:?}");
+                    assert!(u.held >= 0 && u.spent >= 0, "{u:?}");
+                }
+                samples += 1;
+                tokio::task::yield_now().await;
+            }
+            samples
+        })
+    };
+    let (ok, over) = race(&tg, &tg.key, 40, 2000, "fs__echo").await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    assert!(samples > 10, "the sampler ran during the race ({samples})");
+    assert_eq!((ok, over), (100, 1900));
+    assert_eq!(upstream_calls(&up.url, "echo").await, 100, "exactly 100 executed at the upstream");
+    assert_eq!(usage_of(&tg, "eng").await, (1_000_000, 1_000_000, 0), "spent = 100 calls, held back to zero");
+    let records = call_records(&tg).await;
+    assert_eq!(records.iter().filter(|r| r["decision"] == "over_budget").count(), 1900);
+    let charged = records.iter().find(|r| r["decision"] == "allowed").unwrap();
+    assert_eq!(charged["cost"]["held"], "0.010000");
+    assert_eq!(charged["cost"]["charged"], "0.010000");
+    assert_eq!(charged["hold"]["budgets"], json!(["eng"]));
+    assert!(charged["hold"]["id"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_budgets_the_tightest_decides_and_none_is_overspent() {
+    let up = fixture_http("fs").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tollgate.toml"), "").unwrap();
+    let store = tollgate::store::Store::open("sqlite://tollgate.db", dir.path(), Default::default()).await.unwrap();
+    let k1 = tollgate::identity::create_key(&store, "acme", "eng", None, None, 0).await.unwrap();
+    let k2 = tollgate::identity::create_key(&store, "acme", "eng", None, None, 0).await.unwrap();
+    let k3 = tollgate::identity::create_key(&store, "acme", "ops", None, None, 0).await.unwrap();
+    store.close().await;
+    let budgets = budget("k1", &format!("key:{}", k1.row.id), "0.30")
+        + &budget("eng", "team:eng", "0.50")
+        + &budget("acme", "org:acme", "0.70");
+    let tg = TestGateway::builder()
+        .in_dir(dir)
+        .manifest("fs", priced(&up.url))
+        .policy("all", policy(&budgets))
+        .spawn()
+        .await;
+    assert_eq!(race(&tg, &k1.secret, 4, 40, "fs__echo").await, (30, 10), "key budget: 30 calls");
+    assert_eq!(race(&tg, &k2.secret, 4, 40, "fs__echo").await, (20, 20), "team budget: 20 left");
+    assert_eq!(race(&tg, &k3.secret, 4, 40, "fs__echo").await, (20, 20), "org budget: 20 left");
+    for (id, limit) in [("k1", 300_000), ("eng", 500_000), ("acme", 700_000)] {
+        let (l, spent, held) = usage_of(&tg, id).await;
+        assert_eq!((l, spent, held), (limit, limit, 0), "{id}");
+    }
+    assert_eq!(upstream_calls(&up.url, "echo").await, 70);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_the_limit_mid_race_admits_exactly_the_calls_it_pays_for() {
+    let up = fixture_http("fs").await;
+    let tg = TestGateway::builder().manifest("fs", priced(&up.url)).spawn().await;
+    tollgate_cli(tg.dir(), &["budgets", "set", "--id", "race", "--scope", "team:eng", "--limit", "0.50"]);
+    assert_eq!(race(&tg, &tg.key, 4, 80, "fs__echo").await, (50, 30));
+    // The race goes on while the limit is raised by 0.25 (25 calls), with a
+    // retried request under the same idempotency key applying once.
+    let denied = Arc::new(AtomicUsize::new(0));
+    let (agent, _) = tg.agent(Era::Modern).await;
+    let agent = Arc::new(agent);
+    let mut tasks = Vec::new();
+    for _ in 0..400 {
+        let (agent, denied) = (agent.clone(), denied.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = agent.peer().call_tool(params("fs__echo", json!({"message": "x"}))).await.unwrap();
+            if r.is_error == Some(true) {
+                denied.fetch_add(1, Ordering::Relaxed);
+                false
+            } else {
+                true
+            }
+        }));
+    }
+    let dir = tg.dir().to_path_buf();
+    let topups = tokio::task::spawn_blocking(move || {
+        let a =
+            tollgate_cli(&dir, &["budgets", "topup", "--id", "race", "--amount", "0.25", "--idempotency-key", "t-1"]);
+        let b =
+            tollgate_cli(&dir, &["budgets", "topup", "--id", "race", "--amount", "0.25", "--idempotency-key", "t-1"]);
+        (a, b)
+    })
+    .await
+    .unwrap();
+    assert!(topups.1.contains("already applied"), "{topups:?}");
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 25, "exactly the calls the top-up pays for");
+    assert_eq!(usage_of(&tg, "race").await, (750_000, 750_000, 0));
+    assert_eq!(upstream_calls(&up.url, "echo").await, 75);
+    // The same key with a different request is refused.
+    let out = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(tg.dir().join("tollgate.toml"))
+        .args(["budgets", "topup", "--id", "race", "--amount", "9.00", "--idempotency-key", "t-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_timed_out_and_cancelled_calls_release_their_holds() {
+    let up = fixture_http("fs").await;
+    let tg = TestGateway::builder()
+        .manifest("fs", priced(&up.url))
+        .policy("all", policy(&budget("eng", "team:eng", "10.00")))
+        .spawn()
+        .await;
+    let (agent, _) = tg.agent(Era::Legacy).await;
+    // Times out (hang gets 300 ms): the hold is released and only the
+    // manifest's failure cost is charged.
+    let r = agent.peer().call_tool(params("fs__hang", json!({}))).await;
+    assert!(r.is_err() || r.as_ref().unwrap().is_error == Some(true), "{r:?}");
+    assert_eq!(usage_of(&tg, "eng").await, (10_000_000, 5_000, 0));
+    let records = call_records(&tg).await;
+    assert_eq!(records[0]["cost"]["charged"], "0.005000", "{}", records[0]);
+
+    // Cancelled by the agent while it runs: released, nothing charged.
+    let up2 = fixture_http("fs").await;
+    let tg2 = TestGateway::builder()
+        .manifest("fs", priced(&up2.url).replace("failure_cost = \"0.005\"\ntimeout = \"300ms\"", "timeout = \"10m\""))
+        .policy("all", policy(&budget("eng", "team:eng", "10.00")))
+        .spawn()
+        .await;
+    for era in [Era::Legacy, Era::Modern] {
+        let (agent, _) = tg2.agent(era).await;
+        let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params(
+            "fs__hang",
+            json!({}),
+        )));
+        let handle = agent
+            .peer()
+            .send_request_with_option(request, rmcp::service::PeerRequestOptions::no_options())
+            .await
+            .unwrap();
+        wait_for(|| async { usage_of(&tg2, "eng").await.2 }, |held| *held == 10_000).await;
+        handle.cancel(Some("agent gave up".into())).await.unwrap();
+        let u = wait_for(|| async { usage_of(&tg2, "eng").await }, |u| u.2 == 0).await;
+        assert_eq!(u, (10_000_000, 0, 0), "{era:?}");
+    }
+}
+
+/// Re-evaluates `probe` until `done` holds (bounded by `WAIT`); each probe
+/// is a store read, so this waits on the ledger's state, not on time.
+async fn wait_for<T, F, Fut>(probe: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let v = probe().await;
+            if done(&v) {
+                return v;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("condition reached")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_outstanding_holds_are_released_and_charges_stay() {
+    let up = fixture_http("fs").await;
+    let dir = config_dir(&[("fs", priced(&up.url).replace("timeout = \"300ms\"", "timeout = \"10m\""))]);
+    std::fs::write(dir.path().join("policies/budget.toml"), budget("eng", "team:eng", "10.00")).unwrap();
+    let (key, _) = cli_key(dir.path(), "eng", "acme");
+    let mut served = serve_binary(dir.path(), std::process::Stdio::null()).await;
+    let (agent, _) = http_agent_with(&served.mcp_url(), Era::Modern, None, Some(&key)).await;
+    for _ in 0..3 {
+        let r = agent.peer().call_tool(params("fs__echo", json!({"message": "charged"}))).await.unwrap();
+        assert_ne!(r.is_error, Some(true));
+    }
+    // Three calls that never answer hold 0.03 between them.
+    let agent = Arc::new(agent);
+    for _ in 0..3 {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let _ = agent.peer().call_tool(params("fs__hang", json!({}))).await;
+        });
+    }
+    let spend = |dir: std::path::PathBuf| async move {
+        let out =
+            tokio::task::spawn_blocking(move || tollgate_cli(&dir, &["budgets", "spend", "--json"])).await.unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let b = v.as_array().unwrap().iter().find(|b| b["id"] == "eng").cloned().unwrap();
+        (b["spent"].as_i64().unwrap(), b["held"].as_i64().unwrap())
+    };
+    let d = dir.path().to_path_buf();
+    let seen = wait_for(|| spend(d.clone()), |(_, held)| *held == 30_000).await;
+    assert_eq!(seen, (30_000, 30_000));
+    served.child.start_kill().unwrap();
+    served.child.wait().await.unwrap();
+
+    let _restarted = serve_binary(dir.path(), std::process::Stdio::null()).await;
+    assert_eq!(spend(dir.path().to_path_buf()).await, (30_000, 0), "no hold left; charged calls stay charged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periods_reset_on_the_calendar_by_an_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tollgate::store::Store::open("sqlite://t.db", dir.path(), Default::default()).await.unwrap();
+    let row = |period: &str, id: &str| tollgate::store::BudgetRow {
+        id: id.into(),
+        scope: "team:eng".into(),
+        org: None,
+        unit: "money".into(),
+        limit_amount: 2_000,
+        period: period.into(),
+        source: "api".into(),
+        updated_at: 0,
+    };
+    store.sync_file_budgets(&[]).await.unwrap();
+    for (p, id) in [("daily", "d")] {
+        let r = row(p, id);
+        store.change_budget(id, None, move |_| Ok(r)).await.unwrap().unwrap();
+    }
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(
+        chrono::DateTime::parse_from_rfc3339("2026-11-26T23:59:00Z").unwrap().timestamp_micros(),
+    ));
+    let journal = tollgate::journal::Journal::start(store.clone());
+    let c = clock.clone();
+    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store))
+        .with_clock(move || c.load(Ordering::Relaxed));
+    let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
+    let ttl = std::time::Duration::from_secs(60);
+    use tollgate::budget::Held;
+    for _ in 0..2 {
+        match ledger.hold(&who, "c", "t", 1_000, 0, ttl).await.unwrap() {
+            Held::Held(h) => assert!(ledger.settle(&h, 1_000, 0).await.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(ledger.hold(&who, "c", "t", 1_000, 0, ttl).await.unwrap(), Held::Denied { remaining: 0, .. }));
+    // Two minutes later it is the next day (UTC): a fresh period.
+    clock.fetch_add(120_000_000, Ordering::Relaxed);
+    let h = match ledger.hold(&who, "c", "t", 1_000, 0, ttl).await.unwrap() {
+        Held::Held(h) => h,
+        other => panic!("{other:?}"),
+    };
+    // A hold resolves once: a second settle does nothing.
+    assert!(ledger.settle(&h, 1_000, 0).await.unwrap());
+    assert!(!ledger.settle(&h, 1_000, 0).await.unwrap());
+    let now = clock.load(Ordering::Relaxed);
+    let u = store.budget_usage(None, now, tollgate::calendar::period_start).await.unwrap();
+    assert_eq!((u[0].spent, u[0].held), (1_000, 0));
+    // An expired hold is released by the sweeper, once.
+    let h = match ledger.hold(&who, "c", "t", 500, 0, ttl).await.unwrap() {
+        Held::Held(h) => h,
+        other => panic!("{other:?}"),
+    };
+    clock.fetch_add(61_000_000, Ordering::Relaxed);
+    assert_eq!(ledger.sweep().await.unwrap(), 1);
+    assert!(!ledger.settle(&h, 500, 0).await.unwrap(), "an expired hold cannot be settled");
+    assert_eq!(store.hold_state(&h.id).await.unwrap().as_deref(), Some("expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_budgets_are_read_only_from_the_cli_and_spend_is_reported() {
+    let up = fixture_http("fs").await;
+    let tg = TestGateway::builder()
+        .manifest("fs", priced(&up.url))
+        .policy("all", policy(&budget("eng", "team:eng", "1.00")))
+        .spawn()
+        .await;
+    let out = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(tg.dir().join("tollgate.toml"))
+        .args(["budgets", "set", "--id", "eng", "--scope", "team:eng", "--limit", "99"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all.toml"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (agent, _) = tg.agent(Era::Modern).await;
+    agent.peer().call_tool(params("fs__echo", json!({"message": "x"}))).await.unwrap();
+    let table = tollgate_cli(tg.dir(), &["budgets", "spend"]);
+    assert!(table.contains("eng") && table.contains("0.990000"), "{table}");
+    let v: Value = serde_json::from_str(&tollgate_cli(tg.dir(), &["budgets", "spend", "--json"])).unwrap();
+    assert_eq!(v[0]["remaining"], 990_000);
+    let set = tg.gw.store.audit(&AuditFilter { kind: Some("policy.load".into()), ..Default::default() }).await.unwrap();
+    assert!(!set.is_empty());
+}

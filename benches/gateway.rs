@@ -148,15 +148,15 @@ async fn run_bare_proxy(config: &str) {
 
 /// p50 of each governance stage, from the governed gateway's own audit
 /// records (every allowed call records its stage latencies).
-async fn stage_report(dir: &tempfile::TempDir) {
+async fn stage_report(path: &str, dir: &tempfile::TempDir) {
     let config = tollgate::config::load(&dir.path().join("tollgate.toml")).expect("config");
     let store = tollgate::gateway::open_store(&config).await.expect("store");
     let filter = tollgate::store::AuditFilter { kind: Some("call".into()), ..Default::default() };
     let rows = store.audit(&filter).await.expect("audit");
     // The governed path's first 600 calls are its warm-up and first latency
     // round, at concurrency 1.
-    report_stages("c=1", &rows[..rows.len().min(600)]);
-    report_stages("all", &rows);
+    report_stages(&format!("{path} c=1"), &rows[..rows.len().min(600)]);
+    report_stages(&format!("{path} all"), &rows);
 }
 
 fn report_stages(label: &str, rows: &[tollgate::store::AuditRow]) {
@@ -176,7 +176,7 @@ fn report_stages(label: &str, rows: &[tollgate::store::AuditRow]) {
             format!("{k} {}", v[v.len() / 2])
         })
         .collect();
-    println!("governed stage p50 (us, {label}, {} calls): {}", rows.len(), line.join(", "));
+    println!("stage p50 (us, {label}, {} calls): {}", rows.len(), line.join(", "));
 }
 
 /// Starts a server process and returns it with its base URL.
@@ -193,17 +193,28 @@ async fn start_server(mut cmd: tokio::process::Command) -> (tokio::process::Chil
     (child, base)
 }
 
-/// Writes a gateway folder: config, the bench manifest, an allow grant.
-fn gateway_dir(upstream_url: &str) -> tempfile::TempDir {
+/// Writes a gateway folder: config, the bench manifest, an allow grant, and
+/// with `budget`, a cost on `echo` and a budget that covers every call.
+fn gateway_dir(upstream_url: &str, budget: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("dir");
     std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
     std::fs::write(dir.path().join("tollgate.toml"), gateway_config()).expect("write");
     std::fs::write(
         dir.path().join("tool-manifests/bench.toml"),
-        format!("name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n"),
+        format!(
+            "name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n{}",
+            if budget { "[tools.echo]\ncost = \"0.000001\"\n" } else { "" }
+        ),
     )
     .expect("write");
+    if budget {
+        std::fs::write(
+            dir.path().join("policies/budget.toml"),
+            "[[budget]]\nid = \"bench\"\nscope = \"team:bench\"\norg = \"bench\"\nlimit = \"1000000.00\"\nperiod = \"daily\"\n",
+        )
+        .expect("write");
+    }
     std::fs::write(
         dir.path().join("policies/bench.toml"),
         "[[grant]]\nid = \"bench\"\nprincipals = [\"team:bench\"]\ntools = [\"bench__*\"]\neffect = \"allow\"\n",
@@ -264,24 +275,30 @@ async fn main() {
     };
 
     // Each server has its own folder and store.
-    let governed_dir = gateway_dir(&upstream_url);
-    let bare_dir = gateway_dir(&upstream_url);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("--config")
-        .arg(governed_dir.path().join("tollgate.toml"))
-        .args(["keys", "create", "--team", "bench", "--org", "bench", "--json"])
-        .output()
-        .expect("keys create");
-    let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("key JSON");
-    let key = key["secret"].as_str().expect("secret").to_string();
-
-    let mut governed_cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    governed_cmd
-        .arg("--config")
-        .arg(governed_dir.path().join("tollgate.toml"))
-        .arg("serve")
-        .env("TOLLGATE_LOG", "warn");
-    let (_governed, governed_base) = start_server(governed_cmd).await;
+    let governed_dir = gateway_dir(&upstream_url, false);
+    let budgeted_dir = gateway_dir(&upstream_url, true);
+    let bare_dir = gateway_dir(&upstream_url, false);
+    let make_key = |dir: &tempfile::TempDir| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(dir.path().join("tollgate.toml"))
+            .args(["keys", "create", "--team", "bench", "--org", "bench", "--json"])
+            .output()
+            .expect("keys create");
+        let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("key JSON");
+        key["secret"].as_str().expect("secret").to_string()
+    };
+    let key = make_key(&governed_dir);
+    let budget_key = make_key(&budgeted_dir);
+    let serve = |dir: &tempfile::TempDir| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("--config").arg(dir.path().join("tollgate.toml")).arg("serve").env("TOLLGATE_LOG", "warn");
+        cmd
+    };
+    let (_governed, governed_base) = start_server(serve(&governed_dir)).await;
+    let (_budgeted, budgeted_base) = start_server(serve(&budgeted_dir)).await;
+    let budgeted_url = format!("{budgeted_base}/mcp");
+    wait_for_tool(&budgeted_url, Some(&budget_key)).await;
     let mut bare_cmd = tokio::process::Command::new(std::env::current_exe().expect("bench exe"));
     bare_cmd.arg(bare_dir.path().join("tollgate.toml")).env("BENCH_ROLE", "bare-proxy").env("TOLLGATE_LOG", "warn");
     let (_bare, bare_base) = start_server(bare_cmd).await;
@@ -290,12 +307,17 @@ async fn main() {
     wait_for_tool(&governed_url, Some(&key)).await;
     wait_for_tool(&bare_url, None).await;
 
-    let clients =
-        [client(&upstream_url, None).await, client(&bare_url, None).await, client(&governed_url, Some(&key)).await];
+    let clients = [
+        client(&upstream_url, None).await,
+        client(&bare_url, None).await,
+        client(&governed_url, Some(&key)).await,
+        client(&budgeted_url, Some(&budget_key)).await,
+    ];
     let mut paths = [
         Path3 { name: "direct", tool: "echo", lat: Vec::new(), tput: Vec::new() },
         Path3 { name: "bare proxy", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
         Path3 { name: "governed", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
+        Path3 { name: "budgeted", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
     ];
     // Warm up every path.
     for (c, p) in clients.iter().zip(&paths) {
@@ -333,7 +355,7 @@ async fn main() {
         );
     }
     let added = |a: &Path3, b: &Path3, q: f64| us(pct(&a.lat, q)) - us(pct(&b.lat, q));
-    let [direct, bare, governed] = &paths;
+    let [direct, bare, governed, budgeted] = &paths;
     println!(
         "added p50/p99  proxy (bare - direct)        {:>8.1} / {:>8.1} us",
         added(bare, direct, 0.5),
@@ -349,14 +371,21 @@ async fn main() {
         added(governed, direct, 0.5),
         added(governed, direct, 0.99)
     );
-    stage_report(&governed_dir).await;
+    println!(
+        "added p50/p99  budget hold (budgeted - governed) {:>6.1} / {:>8.1} us",
+        added(budgeted, governed, 0.5),
+        added(budgeted, governed, 0.99)
+    );
+    stage_report("governed", &governed_dir).await;
+    stage_report("budgeted", &budgeted_dir).await;
     for conc in [16usize, 64] {
-        let (d, b, g) = (direct.tput(conc), bare.tput(conc), governed.tput(conc));
+        let (d, b, g, h) = (direct.tput(conc), bare.tput(conc), governed.tput(conc), budgeted.tput(conc));
         println!(
-            "throughput c={conc:<3} direct {d:>7.0}/s  bare {b:>7.0}/s  governed {g:>7.0}/s  bare/direct {:.2}  governed/direct {:.2}  governed/bare {:.2}",
+            "throughput c={conc:<3} direct {d:>7.0}/s  bare {b:>7.0}/s  governed {g:>7.0}/s  budgeted {h:>7.0}/s  bare/direct {:.2}  governed/direct {:.2}  governed/bare {:.2}  budgeted/governed {:.2}",
             b / d,
             g / d,
-            g / b
+            g / b,
+            h / g
         );
     }
 }

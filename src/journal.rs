@@ -84,38 +84,59 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
         if conn.is_none() {
             conn = store.writer().await.map_err(|e| tracing::error!("journal connection: {e}")).ok();
         }
-        let mut audits: Vec<(AuditDraft, oneshot::Sender<Result<(), AuditError>>)> = Vec::new();
+        // Each caller waits for one job at a time, so no two jobs here are
+        // from the same caller and they may be regrouped by kind: settles
+        // first (they free budget), then holds, then audit records, each kind
+        // in one transaction.
+        let mut audits = Vec::new();
+        let mut holds = Vec::new();
+        let mut resolves = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Audit(d, done) => audits.push((d, done)),
-                // Order matters only within a caller, and each caller waits
-                // for one job at a time; ledger jobs run after the audits
-                // queued with them.
-                Job::Hold(req, done) => {
-                    flush_audits(&mut conn, &mut audits, &commits).await;
-                    let r = match conn.as_mut() {
-                        Some(c) => c.hold(&req, crate::calendar::period_start).await,
-                        None => Err(no_connection()),
-                    };
-                    if r.is_err() {
-                        conn = None;
-                    }
-                    let _ = done.send(r);
-                }
-                Job::Resolve(res, done) => {
-                    flush_audits(&mut conn, &mut audits, &commits).await;
-                    let r = match conn.as_mut() {
-                        Some(c) => c.resolve(&res).await,
-                        None => Err(no_connection()),
-                    };
-                    if r.is_err() {
-                        conn = None;
-                    }
-                    let _ = done.send(r);
-                }
+                Job::Hold(req, done) => holds.push((*req, done)),
+                Job::Resolve(r, done) => resolves.push((r, done)),
             }
         }
+        if !resolves.is_empty() {
+            let (rs, waiting): (Vec<Resolution>, Vec<_>) = resolves.into_iter().unzip();
+            let outcome = match conn.as_mut() {
+                Some(c) => c.resolve_batch(&rs).await,
+                None => Err(no_connection()),
+            };
+            answer(&mut conn, outcome, waiting);
+        }
+        if !holds.is_empty() {
+            let (reqs, waiting): (Vec<HoldRequest>, Vec<_>) = holds.into_iter().unzip();
+            let outcome = match conn.as_mut() {
+                Some(c) => c.hold_batch(&reqs, crate::calendar::period_start).await,
+                None => Err(no_connection()),
+            };
+            answer(&mut conn, outcome, waiting);
+        }
         flush_audits(&mut conn, &mut audits, &commits).await;
+    }
+}
+
+/// Hands each caller its own result of a batch, or the batch's error.
+fn answer<T>(
+    conn: &mut Option<Writer>,
+    outcome: Result<Vec<T>, StoreError>,
+    waiting: Vec<oneshot::Sender<Result<T, StoreError>>>,
+) {
+    match outcome {
+        Ok(results) => {
+            for (done, r) in waiting.into_iter().zip(results) {
+                let _ = done.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            tracing::error!("journal transaction failed: {e}");
+            *conn = None;
+            for done in waiting {
+                let _ = done.send(Err(StoreError::Unavailable(e.to_string())));
+            }
+        }
     }
 }
 

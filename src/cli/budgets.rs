@@ -101,6 +101,13 @@ async fn set(
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("--id: 1 to 128 characters without spaces".into());
     }
+    // A budget belongs to an org where its scope says which.
+    let org = match (org, scope.split_once(':')) {
+        (Some(o), _) => Some(o),
+        (None, Some(("org", name))) => Some(name.to_string()),
+        (None, Some(("key", id))) => store.key_by_id(id).await.map_err(|e| e.to_string())?.map(|k| k.org),
+        (None, _) => None,
+    };
     let request = json!({"op": "set", "id": id, "scope": scope, "org": org, "unit": unit.as_str(), "limit": limit, "period": period});
     let row = BudgetRow {
         id: id.clone(),

@@ -287,7 +287,8 @@ fn load_budgets(
         }
         let org = match &b.org {
             Some(o) => name(o, &field("org"), sink),
-            None => file_org.cloned(),
+            // An org budget belongs to its org.
+            None => file_org.cloned().or_else(|| b.scope.get_ref().strip_prefix("org:").map(str::to_string)),
         };
         let unit = match &b.unit {
             None => crate::budget::Unit::Money,

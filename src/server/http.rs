@@ -82,6 +82,7 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
     Router::new()
         .route_service("/mcp", guarded)
         .route("/ws", get(websocket))
+        .nest_service("/admin/v1", super::admin::router(gw.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(edge)

@@ -322,18 +322,19 @@ impl Writer {
         self.inner.append(drafts).await
     }
 
-    /// Reserves the amounts on every applicable budget, all or nothing.
-    pub async fn hold(
+    /// Holds for a batch of calls, in order, each all or nothing, in one
+    /// transaction. One outcome per request.
+    pub async fn hold_batch(
         &mut self,
-        req: &HoldRequest,
+        reqs: &[HoldRequest],
         period_start: fn(&str, i64) -> Option<i64>,
-    ) -> Result<HoldOutcome, StoreError> {
-        self.inner.hold(req, period_start).await
+    ) -> Result<Vec<HoldOutcome>, StoreError> {
+        self.inner.hold_batch(reqs, period_start).await
     }
 
-    /// Resolves a hold; `false` if it was already resolved (exactly once).
-    pub async fn resolve(&mut self, r: &Resolution) -> Result<bool, StoreError> {
-        self.inner.resolve(r).await
+    /// Resolves a batch of holds; `false` for each that was already resolved.
+    pub async fn resolve_batch(&mut self, rs: &[Resolution]) -> Result<Vec<bool>, StoreError> {
+        self.inner.resolve_batch(rs).await
     }
 }
 

@@ -502,132 +502,242 @@ impl std::fmt::Debug for AuditWriter {
 }
 
 impl AuditWriter {
-    /// All or nothing: every applicable budget is checked and reserved in one
-    /// transaction; the first that would go below zero denies the hold.
-    pub async fn hold(
+    /// Holds for a batch of calls in one transaction, in order, with a fixed
+    /// number of statements whatever the batch size: the budgets and their
+    /// usage rows are read once, each request is admitted (all of its budgets
+    /// fit) or denied in memory, and the new totals, holds and lines are
+    /// written back. The write lock is held throughout (`BEGIN IMMEDIATE`),
+    /// so no other writer can change a total in between.
+    pub async fn hold_batch(
         &mut self,
-        req: &HoldRequest,
+        reqs: &[HoldRequest],
         period_start: fn(&str, i64) -> Option<i64>,
-    ) -> Result<HoldOutcome, StoreError> {
+    ) -> Result<Vec<HoldOutcome>, StoreError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+        let mut scopes: Vec<&str> = reqs.iter().flat_map(|r| r.scopes.iter().map(String::as_str)).collect();
+        scopes.sort_unstable();
+        scopes.dedup();
         let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT id, unit, period, limit_amount FROM budgets WHERE (org IS NULL OR org = ",
+            "SELECT id, scope, org, unit, period, limit_amount FROM budgets WHERE scope IN (",
         );
-        q.push_bind(&req.org).push(") AND scope IN (");
         let mut sep = q.separated(", ");
-        for scope in &req.scopes {
-            sep.push_bind(scope);
+        for scope in &scopes {
+            sep.push_bind(*scope);
         }
         q.push(") ORDER BY id");
-        let budgets = q.build().fetch_all(&mut *tx).await?;
-        let mut lines = Vec::new();
-        for b in &budgets {
-            let (id, unit, period, limit): (String, String, String, i64) =
-                (b.try_get(0)?, b.try_get(1)?, b.try_get(2)?, b.try_get(3)?);
-            let amount = if unit == "tokens" { req.tokens } else { req.money };
-            if amount <= 0 {
+        let budgets: Vec<(String, String, Option<String>, String, String, i64)> = q
+            .build()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        // Each request's lines: (budget index, period start, amount).
+        let wanted: Vec<Vec<(usize, i64, i64)>> = reqs
+            .iter()
+            .map(|req| {
+                budgets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| req.scopes.contains(&b.1) && b.2.as_ref().is_none_or(|o| *o == req.org))
+                    .filter_map(|(i, b)| {
+                        let amount = if b.3 == "tokens" { req.tokens } else { req.money };
+                        (amount > 0).then(|| (i, period_start(&b.4, req.now).unwrap_or(0), amount))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut keys: Vec<(usize, i64)> = wanted.iter().flatten().map(|(i, p, _)| (*i, *p)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut totals: std::collections::HashMap<(usize, i64), (i64, i64)> = Default::default();
+        if !keys.is_empty() {
+            let mut q =
+                QueryBuilder::<sqlx::Sqlite>::new("INSERT OR IGNORE INTO budget_usage (budget_id, period_start) ");
+            q.push_values(&keys, |mut b, (i, p)| {
+                b.push_bind(&budgets[*i].0).push_bind(*p);
+            });
+            q.build().execute(&mut *tx).await?;
+            let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT budget_id, period_start, spent, held FROM budget_usage WHERE (budget_id, period_start) IN (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for (i, p) in &keys {
+                sep.push("(")
+                    .push_bind_unseparated(&budgets[*i].0)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*p)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *tx).await? {
+                let (id, p, spent, held): (String, i64, i64, i64) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                if let Some(i) = budgets.iter().position(|b| b.0 == id) {
+                    totals.insert((i, p), (spent, held));
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        let mut admitted: Vec<(usize, Vec<HoldLine>)> = Vec::new();
+        for (n, lines) in wanted.iter().enumerate() {
+            let refusal = lines.iter().find_map(|(i, p, amount)| {
+                let (spent, held) = totals.get(&(*i, *p)).copied().unwrap_or((0, 0));
+                (spent + held + amount > budgets[*i].5).then_some((*i, spent, held, *amount))
+            });
+            if let Some((i, spent, held, needed)) = refusal {
+                let b = &budgets[i];
+                outcomes.push(HoldOutcome::Denied {
+                    budget_id: b.0.clone(),
+                    unit: b.3.clone(),
+                    limit: b.5,
+                    spent,
+                    held,
+                    needed,
+                });
                 continue;
             }
-            let start = period_start(&period, req.now).unwrap_or(0);
-            sqlx::query("INSERT OR IGNORE INTO budget_usage (budget_id, period_start) VALUES (?, ?)")
-                .bind(&id)
-                .bind(start)
-                .execute(&mut *tx)
-                .await?;
-            // Reserve only if it fits: the check and the reservation are one statement.
-            let reserved = sqlx::query(
-                "UPDATE budget_usage SET held = held + ?1
-                 WHERE budget_id = ?2 AND period_start = ?3 AND spent + held + ?1 <= ?4",
-            )
-            .bind(amount)
-            .bind(&id)
-            .bind(start)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?;
-            if reserved.rows_affected() != 1 {
-                let u = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = ? AND period_start = ?")
-                    .bind(&id)
-                    .bind(start)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let (spent, held) = (u.try_get(0)?, u.try_get(1)?);
-                tx.rollback().await?;
-                return Ok(HoldOutcome::Denied { budget_id: id, unit, limit, spent, held, needed: amount });
+            let mut held_lines = Vec::with_capacity(lines.len());
+            for (i, p, amount) in lines {
+                if let Some(t) = totals.get_mut(&(*i, *p)) {
+                    t.1 += amount;
+                }
+                held_lines.push(HoldLine {
+                    budget_id: budgets[*i].0.clone(),
+                    unit: budgets[*i].3.clone(),
+                    period_start: *p,
+                    amount: *amount,
+                });
             }
-            lines.push(HoldLine { budget_id: id, unit, period_start: start, amount });
+            if !held_lines.is_empty() {
+                admitted.push((n, held_lines.clone()));
+            }
+            outcomes.push(HoldOutcome::Held(held_lines));
         }
-        if lines.is_empty() {
+        if admitted.is_empty() {
             tx.rollback().await?;
-            return Ok(HoldOutcome::Held(lines));
+            return Ok(outcomes);
         }
-        sqlx::query(
-            "INSERT INTO holds (id, owner, call_id, principal, tool, amount, tokens, state, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'held', ?, ?)",
-        )
-        .bind(&req.hold_id)
-        .bind(&req.owner)
-        .bind(&req.call_id)
-        .bind(&req.principal)
-        .bind(&req.tool)
-        .bind(req.money)
-        .bind(req.tokens)
-        .bind(req.now)
-        .bind(req.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        let touched: Vec<(&String, i64, i64)> =
+            keys.iter().filter_map(|(i, p)| totals.get(&(*i, *p)).map(|t| (&budgets[*i].0, *p, t.1))).collect();
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new("UPDATE budget_usage SET held = v.column3 FROM (VALUES ");
+        let mut sep = q.separated(", ");
+        for (id, p, held) in &touched {
+            sep.push("(")
+                .push_bind_unseparated(*id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*p)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*held)
+                .push_unseparated(")");
+        }
+        q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
+        q.build().execute(&mut *tx).await?;
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO holds (id, owner, call_id, principal, tool, amount, tokens, state, created_at, expires_at) ",
+        );
+        q.push_values(&admitted, |mut b, (n, _)| {
+            let r = &reqs[*n];
+            b.push_bind(&r.hold_id)
+                .push_bind(&r.owner)
+                .push_bind(&r.call_id)
+                .push_bind(&r.principal)
+                .push_bind(&r.tool)
+                .push_bind(r.money)
+                .push_bind(r.tokens)
+                .push_bind("held")
+                .push_bind(r.now)
+                .push_bind(r.expires_at);
+        });
+        q.build().execute(&mut *tx).await?;
+        let lines: Vec<(&String, &HoldLine)> =
+            admitted.iter().flat_map(|(n, ls)| ls.iter().map(move |l| (&reqs[*n].hold_id, l))).collect();
         let mut q = QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO hold_lines (hold_id, budget_id, period_start, unit, amount) ",
         );
-        q.push_values(&lines, |mut b, l| {
-            b.push_bind(&req.hold_id)
-                .push_bind(&l.budget_id)
-                .push_bind(l.period_start)
-                .push_bind(&l.unit)
-                .push_bind(l.amount);
+        q.push_values(&lines, |mut b, (id, l)| {
+            b.push_bind(*id).push_bind(&l.budget_id).push_bind(l.period_start).push_bind(&l.unit).push_bind(l.amount);
         });
         q.build().execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(HoldOutcome::Held(lines))
+        Ok(outcomes)
     }
 
-    /// Moves a hold out of `held` (once) and its amounts from held to spent.
-    pub async fn resolve(&mut self, r: &Resolution) -> Result<bool, StoreError> {
-        let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE holds SET state = ?, charged = ?, charged_tokens = ?, resolved_at = ? WHERE id = ? AND state = 'held'",
-        )
-        .bind(r.state)
-        .bind(r.charged)
-        .bind(r.charged_tokens)
-        .bind(r.now)
-        .bind(&r.hold_id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
+    /// Resolves a batch of holds in one transaction: each moves out of
+    /// `held` at most once (a hold already resolved answers `false`), and
+    /// its amounts move from held to spent (the charge, at most the amount
+    /// held) on every budget it touched.
+    pub async fn resolve_batch(&mut self, rs: &[Resolution]) -> Result<Vec<bool>, StoreError> {
+        if rs.is_empty() {
+            return Ok(Vec::new());
         }
-        let lines = sqlx::query("SELECT budget_id, period_start, unit, amount FROM hold_lines WHERE hold_id = ?")
-            .bind(&r.hold_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        for l in &lines {
-            let (budget, start, unit, amount): (String, i64, String, i64) =
-                (l.try_get(0)?, l.try_get(1)?, l.try_get(2)?, l.try_get(3)?);
+        let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "UPDATE holds SET state = v.column2, charged = v.column3, charged_tokens = v.column4, resolved_at = v.column5 FROM (VALUES ",
+        );
+        let mut sep = q.separated(", ");
+        for r in rs {
+            sep.push("(")
+                .push_bind_unseparated(&r.hold_id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(r.state)
+                .push_unseparated(", ")
+                .push_bind_unseparated(r.charged)
+                .push_unseparated(", ")
+                .push_bind_unseparated(r.charged_tokens)
+                .push_unseparated(", ")
+                .push_bind_unseparated(r.now)
+                .push_unseparated(")");
+        }
+        q.push(") AS v WHERE holds.id = v.column1 AND holds.state = 'held' RETURNING holds.id");
+        let done: std::collections::HashSet<String> =
+            q.build().fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        if done.is_empty() {
+            tx.rollback().await?;
+            return Ok(vec![false; rs.len()]);
+        }
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT hold_id, budget_id, period_start, unit, amount FROM hold_lines WHERE hold_id IN (",
+        );
+        let mut sep = q.separated(", ");
+        for id in &done {
+            sep.push_bind(id);
+        }
+        q.push(")");
+        let mut deltas: std::collections::BTreeMap<(String, i64), (i64, i64)> = Default::default();
+        for l in q.build().fetch_all(&mut *tx).await? {
+            let (hold, budget, start, unit, amount): (String, String, i64, String, i64) =
+                (l.try_get(0)?, l.try_get(1)?, l.try_get(2)?, l.try_get(3)?, l.try_get(4)?);
+            let Some(r) = rs.iter().find(|r| r.hold_id == hold) else { continue };
             let charge = if unit == "tokens" { r.charged_tokens } else { r.charged }.clamp(0, amount);
-            sqlx::query(
-                "UPDATE budget_usage SET held = held - ?, spent = spent + ? WHERE budget_id = ? AND period_start = ?",
-            )
-            .bind(amount)
-            .bind(charge)
-            .bind(&budget)
-            .bind(start)
-            .execute(&mut *tx)
-            .await?;
+            let d = deltas.entry((budget, start)).or_default();
+            d.0 += amount;
+            d.1 += charge;
+        }
+        if !deltas.is_empty() {
+            let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE budget_usage SET held = held - v.column3, spent = spent + v.column4 FROM (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for ((budget, start), (released, charged)) in &deltas {
+                sep.push("(")
+                    .push_bind_unseparated(budget)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*start)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*released)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*charged)
+                    .push_unseparated(")");
+            }
+            q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(rs.iter().map(|r| done.contains(&r.hold_id)).collect())
     }
 
     pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {

@@ -383,3 +383,52 @@ async fn file_budgets_are_read_only_from_the_cli_and_spend_is_reported() {
     let set = tg.gw.store.audit(&AuditFilter { kind: Some("policy.load".into()), ..Default::default() }).await.unwrap();
     assert!(!set.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_shows_spend_to_admins_and_auditors_of_the_org() {
+    let up = fixture_http("fs").await;
+    let budgets = budget("eng", "team:eng", "1.00").replace("[[budget]]\n", "[[budget]]\norg = \"acme\"\n")
+        + &budget("globex", "org:globex", "5.00");
+    let tg = TestGateway::builder().manifest("fs", priced(&up.url)).policy("all", policy(&budgets)).spawn().await;
+    let (agent, _) = tg.agent(Era::Modern).await;
+    agent.peer().call_tool(params("fs__echo", json!({"message": "x"}))).await.unwrap();
+    let admin =
+        tollgate::identity::create_key(&tg.gw.store, "acme", "ops", Some(tollgate::identity::Role::Auditor), None, 0)
+            .await
+            .unwrap();
+    let url = format!("{}/admin/v1/budgets", tg.base);
+    let client = reqwest::Client::new();
+    let r = client.get(&url).bearer_auth(&admin.secret).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let items = v["budgets"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only its own org's budgets: {v}");
+    assert_eq!(items[0]["id"], "eng");
+    assert_eq!((items[0]["limit"].as_i64(), items[0]["spent"].as_i64()), (Some(1_000_000), Some(10_000)));
+    assert_eq!(items[0]["held"], 0);
+    assert_eq!(items[0]["remaining"], 990_000);
+    for (auth, status, code) in [(None, 401, "unauthorized"), (Some(tg.key.as_str()), 403, "forbidden")] {
+        let mut req = client.get(&url);
+        if let Some(k) = auth {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], code, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grants_max_cost_per_call_refuses_costlier_calls() {
+    let up = fixture_http("fs").await;
+    let policy = "[[grant]]\nid = \"cheap\"\nprincipals = [\"*\"]\ntools = [\"*\"]\neffect = \"allow\"\nmax_cost_per_call = \"0.015\"\n";
+    let tg = TestGateway::builder().manifest("fs", priced(&up.url)).policy("all", policy).spawn().await;
+    let (agent, _) = tg.agent(Era::Modern).await;
+    let ok = agent.peer().call_tool(params("fs__echo", json!({"message": "x"}))).await.unwrap();
+    assert_ne!(ok.is_error, Some(true), "0.01 is within 0.015");
+    let r = agent.peer().call_tool(params("fs__add", json!({"a": 1, "b": 2}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text_of(&r).contains("cheap") && text_of(&r).contains("0.020000"), "{}", text_of(&r));
+    assert_eq!(upstream_calls(&up.url, "add").await, 0);
+}

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::AuditError;
 use crate::store::{AuditDraft, HoldOutcome, HoldRequest, Resolution, Store, StoreError, Writer};
 
-/// Most records in one audit statement.
+/// Most jobs in one transaction.
 const MAX_BATCH: usize = 512;
 
 enum Job {
@@ -86,8 +86,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
         }
         // Each caller waits for one job at a time, so no two jobs here are
         // from the same caller and they may be regrouped by kind: settles
-        // first (they free budget), then holds, then audit records, each kind
-        // in one transaction.
+        // first (they free budget), then holds, then audit records, all in
+        // one transaction.
         let mut audits = Vec::new();
         let mut holds = Vec::new();
         let mut resolves = Vec::new();
@@ -98,79 +98,49 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
                 Job::Resolve(r, done) => resolves.push((r, done)),
             }
         }
-        if !resolves.is_empty() {
-            let (rs, waiting): (Vec<Resolution>, Vec<_>) = resolves.into_iter().unzip();
-            let outcome = match conn.as_mut() {
-                Some(c) => c.resolve_batch(&rs).await,
-                None => Err(no_connection()),
-            };
-            answer(&mut conn, outcome, waiting);
-        }
-        if !holds.is_empty() {
-            let (reqs, waiting): (Vec<HoldRequest>, Vec<_>) = holds.into_iter().unzip();
-            let outcome = match conn.as_mut() {
-                Some(c) => c.hold_batch(&reqs, crate::calendar::period_start).await,
-                None => Err(no_connection()),
-            };
-            answer(&mut conn, outcome, waiting);
-        }
-        flush_audits(&mut conn, &mut audits, &commits).await;
-    }
-}
-
-/// Hands each caller its own result of a batch, or the batch's error.
-fn answer<T>(
-    conn: &mut Option<Writer>,
-    outcome: Result<Vec<T>, StoreError>,
-    waiting: Vec<oneshot::Sender<Result<T, StoreError>>>,
-) {
-    match outcome {
-        Ok(results) => {
-            for (done, r) in waiting.into_iter().zip(results) {
-                let _ = done.send(Ok(r));
+        let (rs, resolve_waiting): (Vec<Resolution>, Vec<_>) = resolves.into_iter().unzip();
+        let (reqs, hold_waiting): (Vec<HoldRequest>, Vec<_>) = holds.into_iter().unzip();
+        let (drafts, audit_waiting): (Vec<AuditDraft>, Vec<_>) = audits.into_iter().unzip();
+        let outcome = match conn.as_mut() {
+            Some(c) => c.cycle(&rs, &reqs, &drafts, crate::calendar::period_start).await,
+            None => Err(StoreError::Unavailable("no store connection".into())),
+        };
+        match outcome {
+            Ok(out) => {
+                if !drafts.is_empty() {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+                for (done, r) in resolve_waiting.into_iter().zip(out.resolved) {
+                    let _ = done.send(Ok(r));
+                }
+                for (done, r) in hold_waiting.into_iter().zip(out.held) {
+                    let _ = done.send(Ok(r));
+                }
+                for done in audit_waiting {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    "journal transaction failed ({} settles, {} holds, {} audit records): {e}",
+                    rs.len(),
+                    reqs.len(),
+                    drafts.len()
+                );
+                // A fresh connection (and chain head) for the next cycle.
+                conn = None;
+                let text = e.to_string();
+                for done in resolve_waiting {
+                    let _ = done.send(Err(StoreError::Unavailable(text.clone())));
+                }
+                for done in hold_waiting {
+                    let _ = done.send(Err(StoreError::Unavailable(text.clone())));
+                }
+                for done in audit_waiting {
+                    let _ = done.send(Err(AuditError(text.clone())));
+                }
             }
         }
-        Err(e) => {
-            tracing::error!("journal transaction failed: {e}");
-            *conn = None;
-            for done in waiting {
-                let _ = done.send(Err(StoreError::Unavailable(e.to_string())));
-            }
-        }
-    }
-}
-
-fn no_connection() -> StoreError {
-    StoreError::Unavailable("no store connection".into())
-}
-
-async fn flush_audits(
-    conn: &mut Option<Writer>,
-    audits: &mut Vec<(AuditDraft, oneshot::Sender<Result<(), AuditError>>)>,
-    commits: &AtomicU64,
-) {
-    if audits.is_empty() {
-        return;
-    }
-    let (drafts, waiting): (Vec<AuditDraft>, Vec<_>) = audits.drain(..).unzip();
-    let outcome = match conn.as_mut() {
-        Some(c) => c.append(&drafts).await,
-        None => Err(no_connection()),
-    };
-    let outcome = match outcome {
-        Ok(_) => {
-            commits.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!("audit commit of {} records failed: {e}", drafts.len());
-            // A fresh connection (and chain head) for the next batch.
-            *conn = None;
-            Err(AuditError(e.to_string()))
-        }
-    };
-    for done in waiting {
-        let _ = done.send(outcome.clone());
     }
 }
 

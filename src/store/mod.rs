@@ -316,25 +316,20 @@ pub struct Writer {
     inner: sqlite::AuditWriter,
 }
 
+/// What one writer cycle did, per job, in the order given.
+pub use sqlite::CycleOutcome;
+
 impl Writer {
-    /// Appends `drafts` in order, atomically; returns them as sealed.
-    pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
-        self.inner.append(drafts).await
-    }
-
-    /// Holds for a batch of calls, in order, each all or nothing, in one
-    /// transaction. One outcome per request.
-    pub async fn hold_batch(
+    /// One transaction: resolves `resolves`, then takes `holds` (in order,
+    /// each all or nothing), then appends `audits` to the chain.
+    pub async fn cycle(
         &mut self,
-        reqs: &[HoldRequest],
+        resolves: &[Resolution],
+        holds: &[HoldRequest],
+        audits: &[AuditDraft],
         period_start: fn(&str, i64) -> Option<i64>,
-    ) -> Result<Vec<HoldOutcome>, StoreError> {
-        self.inner.hold_batch(reqs, period_start).await
-    }
-
-    /// Resolves a batch of holds; `false` for each that was already resolved.
-    pub async fn resolve_batch(&mut self, rs: &[Resolution]) -> Result<Vec<bool>, StoreError> {
-        self.inner.resolve_batch(rs).await
+    ) -> Result<CycleOutcome, StoreError> {
+        self.inner.cycle(resolves, holds, audits, period_start).await
     }
 }
 

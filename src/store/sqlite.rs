@@ -487,9 +487,12 @@ impl Sqlite {
     }
 }
 
-/// Appends audit records with one statement per batch: the chain head is
-/// cached, and a batch that collides with another writer's records (the
-/// sequence number is the primary key) re-reads the head and is sealed again.
+/// The single writer's connection. One [`AuditWriter::cycle`] is one
+/// transaction holding everything the journal gathered: hold resolutions,
+/// new holds and audit records, each kind with a fixed number of statements
+/// whatever its size. The audit chain's head is cached between cycles; a
+/// cycle that finds another writer appended meanwhile (the sequence number
+/// is the primary key) re-reads the head and seals again.
 pub struct AuditWriter {
     conn: PoolConnection<sqlx::Sqlite>,
     head: Option<(i64, String)>,
@@ -501,300 +504,283 @@ impl std::fmt::Debug for AuditWriter {
     }
 }
 
+/// What one cycle did, per job, in the order given.
+pub struct CycleOutcome {
+    pub resolved: Vec<bool>,
+    pub held: Vec<HoldOutcome>,
+}
+
+type Conn = sqlx::SqliteConnection;
+
 impl AuditWriter {
-    /// Holds for a batch of calls in one transaction, in order, with a fixed
-    /// number of statements whatever the batch size: the budgets and their
-    /// usage rows are read once, each request is admitted (all of its budgets
-    /// fit) or denied in memory, and the new totals, holds and lines are
-    /// written back. The write lock is held throughout (`BEGIN IMMEDIATE`),
-    /// so no other writer can change a total in between.
-    pub async fn hold_batch(
+    pub async fn cycle(
         &mut self,
-        reqs: &[HoldRequest],
+        resolves: &[Resolution],
+        holds: &[HoldRequest],
+        audits: &[AuditDraft],
         period_start: fn(&str, i64) -> Option<i64>,
-    ) -> Result<Vec<HoldOutcome>, StoreError> {
-        if reqs.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<CycleOutcome, StoreError> {
+        let head = self.head.take();
         let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
-        let mut scopes: Vec<&str> = reqs.iter().flat_map(|r| r.scopes.iter().map(String::as_str)).collect();
-        scopes.sort_unstable();
-        scopes.dedup();
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT id, scope, org, unit, period, limit_amount FROM budgets WHERE scope IN (",
-        );
-        let mut sep = q.separated(", ");
-        for scope in &scopes {
-            sep.push_bind(*scope);
-        }
-        q.push(") ORDER BY id");
-        let budgets: Vec<(String, String, Option<String>, String, String, i64)> = q
-            .build()
-            .fetch_all(&mut *tx)
-            .await?
+        let resolved = resolve_in(&mut tx, resolves).await?;
+        let held = hold_in(&mut tx, holds, period_start).await?;
+        let head = append_in(&mut tx, audits, head).await?;
+        tx.commit().await?;
+        self.head = head;
+        Ok(CycleOutcome { resolved, held })
+    }
+}
+
+/// Appends `drafts` after `head` (or the head read from the table); returns
+/// the new head.
+async fn append_in(
+    conn: &mut Conn,
+    drafts: &[AuditDraft],
+    mut head: Option<(i64, String)>,
+) -> Result<Option<(i64, String)>, StoreError> {
+    if drafts.is_empty() {
+        return Ok(head);
+    }
+    for _ in 0..2 {
+        let (mut seq, mut prev) = match head.take() {
+            Some(h) => h,
+            None => {
+                let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                match row {
+                    Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
+                    None => (0, chain::GENESIS.to_string()),
+                }
+            }
+        };
+        let rows: Vec<AuditRow> = drafts
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        // Each request's lines: (budget index, period start, amount).
-        let wanted: Vec<Vec<(usize, i64, i64)>> = reqs
-            .iter()
-            .map(|req| {
-                budgets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| req.scopes.contains(&b.1) && b.2.as_ref().is_none_or(|o| *o == req.org))
-                    .filter_map(|(i, b)| {
-                        let amount = if b.3 == "tokens" { req.tokens } else { req.money };
-                        (amount > 0).then(|| (i, period_start(&b.4, req.now).unwrap_or(0), amount))
-                    })
-                    .collect()
+            .map(|d| {
+                seq += 1;
+                let row = chain::seal(d, seq, &prev);
+                prev = row.hash.clone();
+                row
             })
             .collect();
-        let mut keys: Vec<(usize, i64)> = wanted.iter().flatten().map(|(i, p, _)| (*i, *p)).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut totals: std::collections::HashMap<(usize, i64), (i64, i64)> = Default::default();
-        if !keys.is_empty() {
-            let mut q =
-                QueryBuilder::<sqlx::Sqlite>::new("INSERT OR IGNORE INTO budget_usage (budget_id, period_start) ");
-            q.push_values(&keys, |mut b, (i, p)| {
-                b.push_bind(&budgets[*i].0).push_bind(*p);
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) ",
+        );
+        q.push_values(&rows, |mut b, row| {
+            b.push_bind(row.seq)
+                .push_bind(&row.id)
+                .push_bind(row.ts)
+                .push_bind(&row.kind)
+                .push_bind(&row.call_id)
+                .push_bind(&row.org)
+                .push_bind(&row.principal)
+                .push_bind(&row.tool)
+                .push_bind(&row.decision)
+                .push_bind(&row.body)
+                .push_bind(&row.prev_hash)
+                .push_bind(&row.hash);
+        });
+        // A failed statement leaves the transaction open: on a collision the
+        // head is read again (under the write lock, so it cannot move) and
+        // the records sealed after it.
+        match q.build().execute(&mut *conn).await {
+            Ok(_) => return Ok(Some((seq, prev))),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Unavailable("the audit chain moved under the write lock".into()))
+}
+
+/// Holds for a batch of calls, in order: the budgets and their usage rows
+/// are read once, each request is admitted (all of its budgets fit) or
+/// denied in memory, and the new totals and holds are written back.
+async fn hold_in(
+    conn: &mut Conn,
+    reqs: &[HoldRequest],
+    period_start: fn(&str, i64) -> Option<i64>,
+) -> Result<Vec<HoldOutcome>, StoreError> {
+    if reqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut scopes: Vec<&str> = reqs.iter().flat_map(|r| r.scopes.iter().map(String::as_str)).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    // Every period start a request of this batch can fall in.
+    let mut starts: Vec<i64> =
+        reqs.iter().flat_map(|r| crate::budget::PERIODS.iter().filter_map(move |p| period_start(p, r.now))).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT b.id, b.scope, b.org, b.unit, b.period, b.limit_amount, u.period_start, u.spent, u.held
+         FROM budgets b LEFT JOIN budget_usage u ON u.budget_id = b.id AND u.period_start IN (",
+    );
+    let mut sep = q.separated(", ");
+    for st in &starts {
+        sep.push_bind(*st);
+    }
+    q.push(") WHERE b.scope IN (");
+    let mut sep = q.separated(", ");
+    for scope in &scopes {
+        sep.push_bind(*scope);
+    }
+    q.push(") ORDER BY b.id");
+    type Budget = (String, String, Option<String>, String, String, i64);
+    let mut budgets: Vec<Budget> = Vec::new();
+    let mut totals: std::collections::HashMap<(usize, i64), (i64, i64)> = Default::default();
+    for r in q.build().fetch_all(&mut *conn).await? {
+        let id: String = r.try_get(0)?;
+        let i = match budgets.iter().position(|b| b.0 == id) {
+            Some(i) => i,
+            None => {
+                budgets.push((id, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?));
+                budgets.len() - 1
+            }
+        };
+        if let Some(start) = r.try_get::<Option<i64>, _>(6)? {
+            totals.insert((i, start), (r.try_get(7)?, r.try_get(8)?));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(reqs.len());
+    let mut admitted: Vec<(usize, Vec<HoldLine>)> = Vec::new();
+    let mut touched: std::collections::BTreeSet<(usize, i64)> = Default::default();
+    for (n, req) in reqs.iter().enumerate() {
+        let lines: Vec<(usize, i64, i64)> = budgets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| req.scopes.contains(&b.1) && b.2.as_ref().is_none_or(|o| *o == req.org))
+            .filter_map(|(i, b)| {
+                let amount = if b.3 == "tokens" { req.tokens } else { req.money };
+                (amount > 0).then(|| (i, period_start(&b.4, req.now).unwrap_or(0), amount))
+            })
+            .collect();
+        let refusal = lines.iter().find_map(|(i, p, amount)| {
+            let (spent, held) = totals.get(&(*i, *p)).copied().unwrap_or((0, 0));
+            (spent + held + amount > budgets[*i].5).then_some((*i, spent, held, *amount))
+        });
+        if let Some((i, spent, held, needed)) = refusal {
+            let b = &budgets[i];
+            outcomes.push(HoldOutcome::Denied {
+                budget_id: b.0.clone(),
+                unit: b.3.clone(),
+                limit: b.5,
+                spent,
+                held,
+                needed,
             });
-            q.build().execute(&mut *tx).await?;
-            let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT budget_id, period_start, spent, held FROM budget_usage WHERE (budget_id, period_start) IN (VALUES ",
-            );
-            let mut sep = q.separated(", ");
-            for (i, p) in &keys {
-                sep.push("(")
-                    .push_bind_unseparated(&budgets[*i].0)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*p)
-                    .push_unseparated(")");
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&mut *tx).await? {
-                let (id, p, spent, held): (String, i64, i64, i64) =
-                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
-                if let Some(i) = budgets.iter().position(|b| b.0 == id) {
-                    totals.insert((i, p), (spent, held));
-                }
-            }
+            continue;
         }
-        let mut outcomes = Vec::with_capacity(reqs.len());
-        let mut admitted: Vec<(usize, Vec<HoldLine>)> = Vec::new();
-        for (n, lines) in wanted.iter().enumerate() {
-            let refusal = lines.iter().find_map(|(i, p, amount)| {
-                let (spent, held) = totals.get(&(*i, *p)).copied().unwrap_or((0, 0));
-                (spent + held + amount > budgets[*i].5).then_some((*i, spent, held, *amount))
+        let mut held_lines = Vec::with_capacity(lines.len());
+        for (i, p, amount) in lines {
+            totals.entry((i, p)).or_insert((0, 0)).1 += amount;
+            touched.insert((i, p));
+            held_lines.push(HoldLine {
+                budget_id: budgets[i].0.clone(),
+                unit: budgets[i].3.clone(),
+                period_start: p,
+                amount,
             });
-            if let Some((i, spent, held, needed)) = refusal {
-                let b = &budgets[i];
-                outcomes.push(HoldOutcome::Denied {
-                    budget_id: b.0.clone(),
-                    unit: b.3.clone(),
-                    limit: b.5,
-                    spent,
-                    held,
-                    needed,
-                });
-                continue;
-            }
-            let mut held_lines = Vec::with_capacity(lines.len());
-            for (i, p, amount) in lines {
-                if let Some(t) = totals.get_mut(&(*i, *p)) {
-                    t.1 += amount;
-                }
-                held_lines.push(HoldLine {
-                    budget_id: budgets[*i].0.clone(),
-                    unit: budgets[*i].3.clone(),
-                    period_start: *p,
-                    amount: *amount,
-                });
-            }
-            if !held_lines.is_empty() {
-                admitted.push((n, held_lines.clone()));
-            }
-            outcomes.push(HoldOutcome::Held(held_lines));
         }
-        if admitted.is_empty() {
-            tx.rollback().await?;
-            return Ok(outcomes);
+        if !held_lines.is_empty() {
+            admitted.push((n, held_lines.clone()));
         }
-        let touched: Vec<(&String, i64, i64)> =
-            keys.iter().filter_map(|(i, p)| totals.get(&(*i, *p)).map(|t| (&budgets[*i].0, *p, t.1))).collect();
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new("UPDATE budget_usage SET held = v.column3 FROM (VALUES ");
+        outcomes.push(HoldOutcome::Held(held_lines));
+    }
+    if admitted.is_empty() {
+        return Ok(outcomes);
+    }
+    // New totals for every usage row touched, created if it is the period's first.
+    let mut q = QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO budget_usage (budget_id, period_start, spent, held) ");
+    q.push_values(&touched, |mut b, (i, p)| {
+        let (spent, held) = totals[&(*i, *p)];
+        b.push_bind(&budgets[*i].0).push_bind(*p).push_bind(spent).push_bind(held);
+    });
+    q.push(" ON CONFLICT (budget_id, period_start) DO UPDATE SET held = excluded.held");
+    q.build().execute(&mut *conn).await?;
+    let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO holds (id, owner, call_id, principal, tool, amount, tokens, state, created_at, expires_at, lines) ",
+    );
+    q.push_values(&admitted, |mut b, (n, lines)| {
+        let r = &reqs[*n];
+        let lines: Vec<serde_json::Value> =
+            lines.iter().map(|l| serde_json::json!([l.budget_id, l.period_start, l.unit, l.amount])).collect();
+        b.push_bind(&r.hold_id)
+            .push_bind(&r.owner)
+            .push_bind(&r.call_id)
+            .push_bind(&r.principal)
+            .push_bind(&r.tool)
+            .push_bind(r.money)
+            .push_bind(r.tokens)
+            .push_bind("held")
+            .push_bind(r.now)
+            .push_bind(r.expires_at)
+            .push_bind(serde_json::Value::Array(lines).to_string());
+    });
+    q.build().execute(&mut *conn).await?;
+    Ok(outcomes)
+}
+
+/// Resolves a batch of holds: each moves out of `held` at most once (a hold
+/// already resolved answers `false`), and its amounts move from held to
+/// spent (the charge, at most the amount held) on every budget it touched.
+async fn resolve_in(conn: &mut Conn, rs: &[Resolution]) -> Result<Vec<bool>, StoreError> {
+    if rs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+        "UPDATE holds SET state = v.column2, charged = v.column3, charged_tokens = v.column4, resolved_at = v.column5 FROM (VALUES ",
+    );
+    let mut sep = q.separated(", ");
+    for r in rs {
+        sep.push("(")
+            .push_bind_unseparated(&r.hold_id)
+            .push_unseparated(", ")
+            .push_bind_unseparated(r.state)
+            .push_unseparated(", ")
+            .push_bind_unseparated(r.charged)
+            .push_unseparated(", ")
+            .push_bind_unseparated(r.charged_tokens)
+            .push_unseparated(", ")
+            .push_bind_unseparated(r.now)
+            .push_unseparated(")");
+    }
+    q.push(") AS v WHERE holds.id = v.column1 AND holds.state = 'held' RETURNING holds.id, holds.lines");
+    let mut done = std::collections::HashSet::new();
+    let mut deltas: std::collections::BTreeMap<(String, i64), (i64, i64)> = Default::default();
+    for row in q.build().fetch_all(&mut *conn).await? {
+        let (hold, lines): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let lines: Vec<(String, i64, String, i64)> =
+            serde_json::from_str(&lines).map_err(|e| StoreError::Invalid(format!("hold {hold}: bad lines: {e}")))?;
+        if let Some(r) = rs.iter().find(|r| r.hold_id == hold) {
+            for (budget, start, unit, amount) in lines {
+                let charge = if unit == "tokens" { r.charged_tokens } else { r.charged }.clamp(0, amount);
+                let d = deltas.entry((budget, start)).or_default();
+                d.0 += amount;
+                d.1 += charge;
+            }
+        }
+        done.insert(hold);
+    }
+    if !deltas.is_empty() {
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "UPDATE budget_usage SET held = held - v.column3, spent = spent + v.column4 FROM (VALUES ",
+        );
         let mut sep = q.separated(", ");
-        for (id, p, held) in &touched {
+        for ((budget, start), (released, charged)) in &deltas {
             sep.push("(")
-                .push_bind_unseparated(*id)
+                .push_bind_unseparated(budget)
                 .push_unseparated(", ")
-                .push_bind_unseparated(*p)
+                .push_bind_unseparated(*start)
                 .push_unseparated(", ")
-                .push_bind_unseparated(*held)
+                .push_bind_unseparated(*released)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*charged)
                 .push_unseparated(")");
         }
         q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
-        q.build().execute(&mut *tx).await?;
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO holds (id, owner, call_id, principal, tool, amount, tokens, state, created_at, expires_at) ",
-        );
-        q.push_values(&admitted, |mut b, (n, _)| {
-            let r = &reqs[*n];
-            b.push_bind(&r.hold_id)
-                .push_bind(&r.owner)
-                .push_bind(&r.call_id)
-                .push_bind(&r.principal)
-                .push_bind(&r.tool)
-                .push_bind(r.money)
-                .push_bind(r.tokens)
-                .push_bind("held")
-                .push_bind(r.now)
-                .push_bind(r.expires_at);
-        });
-        q.build().execute(&mut *tx).await?;
-        let lines: Vec<(&String, &HoldLine)> =
-            admitted.iter().flat_map(|(n, ls)| ls.iter().map(move |l| (&reqs[*n].hold_id, l))).collect();
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO hold_lines (hold_id, budget_id, period_start, unit, amount) ",
-        );
-        q.push_values(&lines, |mut b, (id, l)| {
-            b.push_bind(*id).push_bind(&l.budget_id).push_bind(l.period_start).push_bind(&l.unit).push_bind(l.amount);
-        });
-        q.build().execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        q.build().execute(&mut *conn).await?;
     }
-
-    /// Resolves a batch of holds in one transaction: each moves out of
-    /// `held` at most once (a hold already resolved answers `false`), and
-    /// its amounts move from held to spent (the charge, at most the amount
-    /// held) on every budget it touched.
-    pub async fn resolve_batch(&mut self, rs: &[Resolution]) -> Result<Vec<bool>, StoreError> {
-        if rs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "UPDATE holds SET state = v.column2, charged = v.column3, charged_tokens = v.column4, resolved_at = v.column5 FROM (VALUES ",
-        );
-        let mut sep = q.separated(", ");
-        for r in rs {
-            sep.push("(")
-                .push_bind_unseparated(&r.hold_id)
-                .push_unseparated(", ")
-                .push_bind_unseparated(r.state)
-                .push_unseparated(", ")
-                .push_bind_unseparated(r.charged)
-                .push_unseparated(", ")
-                .push_bind_unseparated(r.charged_tokens)
-                .push_unseparated(", ")
-                .push_bind_unseparated(r.now)
-                .push_unseparated(")");
-        }
-        q.push(") AS v WHERE holds.id = v.column1 AND holds.state = 'held' RETURNING holds.id");
-        let done: std::collections::HashSet<String> =
-            q.build().fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
-        if done.is_empty() {
-            tx.rollback().await?;
-            return Ok(vec![false; rs.len()]);
-        }
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT hold_id, budget_id, period_start, unit, amount FROM hold_lines WHERE hold_id IN (",
-        );
-        let mut sep = q.separated(", ");
-        for id in &done {
-            sep.push_bind(id);
-        }
-        q.push(")");
-        let mut deltas: std::collections::BTreeMap<(String, i64), (i64, i64)> = Default::default();
-        for l in q.build().fetch_all(&mut *tx).await? {
-            let (hold, budget, start, unit, amount): (String, String, i64, String, i64) =
-                (l.try_get(0)?, l.try_get(1)?, l.try_get(2)?, l.try_get(3)?, l.try_get(4)?);
-            let Some(r) = rs.iter().find(|r| r.hold_id == hold) else { continue };
-            let charge = if unit == "tokens" { r.charged_tokens } else { r.charged }.clamp(0, amount);
-            let d = deltas.entry((budget, start)).or_default();
-            d.0 += amount;
-            d.1 += charge;
-        }
-        if !deltas.is_empty() {
-            let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-                "UPDATE budget_usage SET held = held - v.column3, spent = spent + v.column4 FROM (VALUES ",
-            );
-            let mut sep = q.separated(", ");
-            for ((budget, start), (released, charged)) in &deltas {
-                sep.push("(")
-                    .push_bind_unseparated(budget)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*start)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*released)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*charged)
-                    .push_unseparated(")");
-            }
-            q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(rs.iter().map(|r| done.contains(&r.hold_id)).collect())
-    }
-
-    pub async fn append(&mut self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
-        if drafts.is_empty() {
-            return Ok(Vec::new());
-        }
-        for _ in 0..8 {
-            let (mut seq, mut prev) = match self.head.take() {
-                Some(h) => h,
-                None => {
-                    let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                        .fetch_optional(&mut *self.conn)
-                        .await?;
-                    match head {
-                        Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
-                        None => (0, chain::GENESIS.to_string()),
-                    }
-                }
-            };
-            let rows: Vec<AuditRow> = drafts
-                .iter()
-                .map(|d| {
-                    seq += 1;
-                    let row = chain::seal(d, seq, &prev);
-                    prev = row.hash.clone();
-                    row
-                })
-                .collect();
-            let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) ",
-            );
-            q.push_values(&rows, |mut b, row| {
-                b.push_bind(row.seq)
-                    .push_bind(&row.id)
-                    .push_bind(row.ts)
-                    .push_bind(&row.kind)
-                    .push_bind(&row.call_id)
-                    .push_bind(&row.org)
-                    .push_bind(&row.principal)
-                    .push_bind(&row.tool)
-                    .push_bind(&row.decision)
-                    .push_bind(&row.body)
-                    .push_bind(&row.prev_hash)
-                    .push_bind(&row.hash);
-            });
-            // One statement is one atomic transaction in SQLite.
-            match q.build().execute(&mut *self.conn).await {
-                Ok(_) => {
-                    self.head = Some((seq, prev));
-                    return Ok(rows);
-                }
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Unavailable("the audit chain kept moving under this writer".into()))
-    }
+    Ok(rs.iter().map(|r| done.contains(&r.hold_id)).collect())
 }
 
 const BUDGET_SELECT_BY_ID: &str =

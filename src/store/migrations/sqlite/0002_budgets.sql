@@ -37,19 +37,13 @@ CREATE TABLE holds (
     charged_tokens INTEGER,
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
-    resolved_at INTEGER
+    resolved_at INTEGER,
+    -- The budgets it holds on: JSON [[budget_id, period_start, unit, amount], ...]
+    lines       TEXT NOT NULL
 );
 CREATE INDEX holds_open ON holds (state, expires_at);
 CREATE INDEX holds_owner ON holds (owner, state);
 
-CREATE TABLE hold_lines (
-    hold_id      TEXT NOT NULL,
-    budget_id    TEXT NOT NULL,
-    period_start INTEGER NOT NULL,
-    unit         TEXT NOT NULL,
-    amount       INTEGER NOT NULL,
-    PRIMARY KEY (hold_id, budget_id)
-);
 
 -- Admin changes carrying an idempotency key apply once; a retry gets the
 -- first answer back.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::identity::Principal;
-use crate::journal::Journal;
+use crate::journal::{Journal, WithHold, WithResolution};
 use crate::money::Micros;
 use crate::store::{HoldLine, HoldOutcome, HoldRequest, Resolution, Store, StoreError};
 
@@ -162,6 +162,19 @@ pub enum Held {
     },
 }
 
+/// What a call asks the ledger to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub principal: &'a Principal,
+    pub call_id: &'a str,
+    pub tool: &'a str,
+    /// Micro-units of money.
+    pub money: i64,
+    pub tokens: i64,
+    /// How long the hold may stay unresolved before the sweeper releases it.
+    pub ttl: Duration,
+}
+
 /// Takes and resolves holds for calls.
 #[derive(Clone)]
 pub struct Ledger {
@@ -187,16 +200,11 @@ impl Ledger {
     }
 
     /// Reserves `money` (micro-units) and `tokens` on every budget of the
-    /// caller, for at most `ttl`.
-    pub async fn hold(
-        &self,
-        principal: &Principal,
-        call_id: &str,
-        tool: &str,
-        money: i64,
-        tokens: i64,
-        ttl: Duration,
-    ) -> Result<Held, StoreError> {
+    /// caller, for at most `ttl`. `record`'s audit record (the call's intent)
+    /// commits in the same transaction as the hold; it is not called when
+    /// there is nothing to hold.
+    pub async fn hold(&self, ask: Ask<'_>, record: Option<WithHold>) -> Result<Held, StoreError> {
+        let Ask { principal, call_id, tool, money, tokens, ttl } = ask;
         if money <= 0 && tokens <= 0 {
             return Ok(Held::Free);
         }
@@ -215,7 +223,7 @@ impl Ledger {
             now,
             expires_at: now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)),
         };
-        Ok(match self.journal.hold(req).await? {
+        Ok(match self.journal.hold(req, record).await? {
             HoldOutcome::Held(lines) if lines.is_empty() => Held::Free,
             HoldOutcome::Held(lines) => Held::Held(Hold { id, money, tokens, lines }),
             HoldOutcome::Denied { budget_id, unit, limit, spent, held, needed } => Held::Denied {
@@ -228,15 +236,29 @@ impl Ledger {
     }
 
     /// Charges `money`/`tokens` (at most what was held) and releases the rest.
-    /// `false` if the hold had already been resolved.
-    pub async fn settle(&self, hold: &Hold, money: i64, tokens: i64) -> Result<bool, StoreError> {
+    /// `false` if the hold had already been resolved. `record`'s audit record
+    /// commits in the same transaction.
+    pub async fn settle(
+        &self,
+        hold: &Hold,
+        money: i64,
+        tokens: i64,
+        record: Option<WithResolution>,
+    ) -> Result<bool, StoreError> {
         let state = if money > 0 || tokens > 0 { "settled" } else { "released" };
-        self.resolve(&hold.id, state, money, tokens).await
+        self.resolve(&hold.id, state, money, tokens, record).await
     }
 
-    async fn resolve(&self, id: &str, state: &'static str, money: i64, tokens: i64) -> Result<bool, StoreError> {
+    async fn resolve(
+        &self,
+        id: &str,
+        state: &'static str,
+        money: i64,
+        tokens: i64,
+        record: Option<WithResolution>,
+    ) -> Result<bool, StoreError> {
         let r = Resolution { hold_id: id.to_string(), state, charged: money, charged_tokens: tokens, now: self.now() };
-        self.journal.resolve(r).await
+        self.journal.resolve(r, record).await
     }
 
     /// Releases holds that expired, and every hold of a process that died.
@@ -247,7 +269,7 @@ impl Ledger {
         let stale = self.store.stale_holds(self.now(), &dead).await?;
         let mut released = 0;
         for id in stale {
-            if self.resolve(&id, "expired", 0, 0).await? {
+            if self.resolve(&id, "expired", 0, 0, None).await? {
                 released += 1;
             }
         }

@@ -20,10 +20,17 @@ use crate::store::{AuditDraft, HoldOutcome, HoldRequest, Resolution, Store, Stor
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Makes the audit record that commits with a hold (the call's intent),
+/// from the hold's id and outcome; `None`: no record.
+pub type WithHold = Box<dyn FnOnce(&str, &HoldOutcome) -> Option<AuditDraft> + Send>;
+/// Makes the audit record that commits with a resolution (the call's
+/// outcome), from whether this resolution was the one that took effect.
+pub type WithResolution = Box<dyn FnOnce(bool) -> AuditDraft + Send>;
+
 enum Job {
     Audit(AuditDraft, oneshot::Sender<Result<(), AuditError>>),
-    Hold(Box<HoldRequest>, oneshot::Sender<Result<HoldOutcome, StoreError>>),
-    Resolve(Resolution, oneshot::Sender<Result<bool, StoreError>>),
+    Hold(Box<HoldRequest>, Option<WithHold>, oneshot::Sender<Result<HoldOutcome, StoreError>>),
+    Resolve(Resolution, Option<WithResolution>, oneshot::Sender<Result<bool, StoreError>>),
 }
 
 /// A handle on the writer task; cheap to clone.
@@ -56,19 +63,21 @@ impl Journal {
         wait.await.map_err(|_| stopped())?
     }
 
-    /// Reserves on every applicable budget, all or nothing.
-    pub async fn hold(&self, req: HoldRequest) -> Result<HoldOutcome, StoreError> {
+    /// Reserves on every applicable budget, all or nothing; `record`'s
+    /// audit record (if any) commits in the same transaction.
+    pub async fn hold(&self, req: HoldRequest, record: Option<WithHold>) -> Result<HoldOutcome, StoreError> {
         let (done, wait) = oneshot::channel();
         let closed = || StoreError::Unavailable("the journal has stopped".into());
-        self.tx.send(Job::Hold(Box::new(req), done)).await.map_err(|_| closed())?;
+        self.tx.send(Job::Hold(Box::new(req), record, done)).await.map_err(|_| closed())?;
         wait.await.map_err(|_| closed())?
     }
 
     /// Resolves a hold; `false` if something else resolved it first.
-    pub async fn resolve(&self, r: Resolution) -> Result<bool, StoreError> {
+    /// `record`'s audit record commits in the same transaction.
+    pub async fn resolve(&self, r: Resolution, record: Option<WithResolution>) -> Result<bool, StoreError> {
         let (done, wait) = oneshot::channel();
         let closed = || StoreError::Unavailable("the journal has stopped".into());
-        self.tx.send(Job::Resolve(r, done)).await.map_err(|_| closed())?;
+        self.tx.send(Job::Resolve(r, record, done)).await.map_err(|_| closed())?;
         wait.await.map_err(|_| closed())?
     }
 }
@@ -89,27 +98,42 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
         // first (they free budget), then holds, then audit records, all in
         // one transaction.
         let mut audits = Vec::new();
-        let mut holds = Vec::new();
-        let mut resolves = Vec::new();
+        let (mut reqs, mut hold_records, mut hold_waiting) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rs, mut resolve_records, mut resolve_waiting) = (Vec::new(), Vec::new(), Vec::new());
         for job in jobs.drain(..) {
             match job {
                 Job::Audit(d, done) => audits.push((d, done)),
-                Job::Hold(req, done) => holds.push((*req, done)),
-                Job::Resolve(r, done) => resolves.push((r, done)),
+                Job::Hold(req, record, done) => {
+                    reqs.push(*req);
+                    hold_records.push(record);
+                    hold_waiting.push(done);
+                }
+                Job::Resolve(r, record, done) => {
+                    rs.push(r);
+                    resolve_records.push(record);
+                    resolve_waiting.push(done);
+                }
             }
         }
-        let (rs, resolve_waiting): (Vec<Resolution>, Vec<_>) = resolves.into_iter().unzip();
-        let (reqs, hold_waiting): (Vec<HoldRequest>, Vec<_>) = holds.into_iter().unzip();
         let (drafts, audit_waiting): (Vec<AuditDraft>, Vec<_>) = audits.into_iter().unzip();
+        let hold_ids: Vec<String> = reqs.iter().map(|r| r.hold_id.clone()).collect();
+        let with_outcomes = move |resolved: &[bool], held: &[HoldOutcome]| {
+            let mut out = Vec::new();
+            for (make, r) in resolve_records.into_iter().zip(resolved) {
+                out.extend(make.map(|m| m(*r)));
+            }
+            for ((make, h), id) in hold_records.into_iter().zip(held).zip(&hold_ids) {
+                out.extend(make.and_then(|m| m(id, h)));
+            }
+            out
+        };
         let outcome = match conn.as_mut() {
-            Some(c) => c.cycle(&rs, &reqs, &drafts, crate::calendar::period_start).await,
+            Some(c) => c.cycle(&rs, &reqs, &drafts, crate::calendar::period_start, with_outcomes).await,
             None => Err(StoreError::Unavailable("no store connection".into())),
         };
         match outcome {
             Ok(out) => {
-                if !drafts.is_empty() {
-                    commits.fetch_add(1, Ordering::Relaxed);
-                }
+                commits.fetch_add(1, Ordering::Relaxed);
                 for (done, r) in resolve_waiting.into_iter().zip(out.resolved) {
                     let _ = done.send(Ok(r));
                 }

@@ -15,12 +15,14 @@ use serde_json::Value;
 
 use crate::audit::record::decision;
 use crate::audit::{CallRecord, redact};
-use crate::budget::Held;
+use crate::budget::{Ask, Held};
 use crate::catalog::schema;
 use crate::gateway::Gateway;
 use crate::identity::{AuthError, Principal};
+use crate::journal::{WithHold, WithResolution};
 use crate::money::Micros;
 use crate::policy::{ArgumentCheck, Effect, Policy};
+use crate::store::HoldOutcome;
 
 pub use forward::forward_tool;
 
@@ -200,51 +202,68 @@ pub async fn call(
     }
     let upstream = gw.upstreams.get(entry.upstream).clone();
     let ttl = entry.settings.timeout.unwrap_or(upstream.manifest.call_timeout).saturating_add(HOLD_GRACE);
-    let hold = match gw.ledger.hold(&principal, &rec.call_id, &entry.name, cost, 0, ttl).await {
-        Ok(Held::Free) => None,
-        Ok(Held::Held(h)) => {
-            rec.hold_id = Some(h.id.clone());
-            rec.cost_held = h.money;
-            rec.budgets = h.budget_ids();
-            Some(h)
-        }
-        Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
-            rec.decision = decision::OVER_BUDGET;
-            rec.budgets = vec![budget_id.clone()];
-            let text = format!(
-                "budget `{budget_id}` has {} left; this call to {} needs {}",
-                unit.show(remaining),
-                entry.name,
-                unit.show(needed)
-            );
-            rec.reason = Some(text.clone());
-            rec.stage("hold");
-            return finish(gw, rec, Ok(tool_error(text))).await;
-        }
-        Err(e) => {
-            // Fail closed: a call whose cost cannot be reserved does not run.
-            tracing::error!(call = %rec.call_id, "budget hold failed: {e}");
-            rec.reason = Some(format!("budget hold failed: {e}"));
-            rec.stage("hold");
-            let err = McpError::internal_error("the budget ledger is unavailable; the call was not run", None);
-            return finish(gw, rec, Err(err)).await;
-        }
-    };
-    rec.stage("hold");
 
-    // approve: issue 6.
+    // approve: issue 6 (between the hold and the intent record).
 
-    // Write-ahead: the intent is durable before anything is dispatched.
+    // Write-ahead: the intent is durable before anything is dispatched. With
+    // a cost to hold, it commits in the hold's own transaction.
     rec.decision = decision::ALLOWED;
     rec.reason = Some(format!("allowed by grant `{}`", grant.id));
-    if let Err(e) = gw.journal.audit(rec.intent()).await {
-        tracing::error!(call = %rec.call_id, "call refused, its intent could not be audited: {e}");
-        if let Some(h) = &hold {
-            let _ = gw.ledger.settle(h, 0, 0).await;
+    let hold = if cost > 0 {
+        let base = rec.clone();
+        let intent: WithHold = Box::new(move |hold_id, outcome| match outcome {
+            HoldOutcome::Held(lines) => {
+                let mut r = base;
+                if !lines.is_empty() {
+                    r.hold_id = Some(hold_id.to_string());
+                    r.cost_held = cost;
+                    r.budgets = lines.iter().map(|l| l.budget_id.clone()).collect();
+                }
+                r.stage("hold");
+                Some(r.intent())
+            }
+            HoldOutcome::Denied { .. } => None,
+        });
+        let ask = Ask { principal: &principal, call_id: &rec.call_id, tool: &entry.name, money: cost, tokens: 0, ttl };
+        match gw.ledger.hold(ask, Some(intent)).await {
+            Ok(Held::Free) => None,
+            Ok(Held::Held(h)) => {
+                rec.hold_id = Some(h.id.clone());
+                rec.cost_held = h.money;
+                rec.budgets = h.budget_ids();
+                Some(h)
+            }
+            Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
+                rec.decision = decision::OVER_BUDGET;
+                rec.budgets = vec![budget_id.clone()];
+                let text = format!(
+                    "budget `{budget_id}` has {} left; this call to {} needs {}",
+                    unit.show(remaining),
+                    entry.name,
+                    unit.show(needed)
+                );
+                rec.reason = Some(text.clone());
+                rec.stage("hold");
+                return finish(gw, rec, Ok(tool_error(text))).await;
+            }
+            Err(e) => {
+                // Fail closed: a call whose cost cannot be reserved does not run.
+                tracing::error!(call = %rec.call_id, "budget hold failed: {e}");
+                rec.decision = decision::DENIED;
+                rec.reason = Some(format!("budget hold failed: {e}"));
+                rec.stage("hold");
+                let err = McpError::internal_error("the budget ledger is unavailable; the call was not run", None);
+                return finish(gw, rec, Err(err)).await;
+            }
         }
-        return Err(McpError::internal_error(format!("call not run: {e}"), None));
-    }
-    rec.stage("audit_intent");
+    } else {
+        if let Err(e) = gw.journal.audit(rec.intent()).await {
+            tracing::error!(call = %rec.call_id, "call refused, its intent could not be audited: {e}");
+            return Err(McpError::internal_error(format!("call not run: {e}"), None));
+        }
+        None
+    };
+    rec.stage(if hold.is_some() { "hold" } else { "audit_intent" });
 
     // execute
     params.arguments = match arguments {
@@ -256,31 +275,42 @@ pub async fn call(
 
     // settle: the cost if the call succeeded, the failure cost (if any) if it
     // failed, nothing for a call that only asked for input (its retry is a
-    // new call with its own hold).
+    // new call with its own hold). The outcome record commits with it.
     if let Some(h) = &hold {
         let charge = match &outcome {
             Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => cost,
             Ok(CallToolResponse::Complete(_)) | Err(_) => entry.settings.failure_cost.map_or(0, |m| m.0),
             Ok(_) => 0,
         };
-        match gw.ledger.settle(h, charge, 0).await {
-            Ok(_) => rec.cost_charged = charge.clamp(0, h.money),
-            // The hold stays until it expires (released, not charged).
-            Err(e) => tracing::error!(call = %rec.call_id, hold = %h.id, "settle failed: {e}"),
-        }
+        rec.cost_charged = charge.clamp(0, h.money);
         rec.stage("settle");
+        conclude(&mut rec, &outcome);
+        let base = rec.clone();
+        let record: WithResolution = Box::new(move |took_effect| {
+            let mut r = base;
+            if !took_effect {
+                // The sweeper resolved it first (expired): nothing was charged.
+                r.cost_charged = 0;
+            }
+            r.outcome()
+        });
+        return match gw.ledger.settle(h, charge, 0, Some(record)).await {
+            Ok(_) => outcome,
+            Err(e) => {
+                // Neither the charge nor the outcome record is durable: the
+                // hold expires (uncharged) and the agent is not answered.
+                tracing::error!(call = %rec.call_id, hold = %h.id, "settle failed: {e}");
+                Err(McpError::internal_error("the call's audit record could not be written", None))
+            }
+        };
     }
     finish(gw, rec, outcome).await
 }
 
-/// The audit stage: records the outcome and returns it only once durable.
-async fn finish(
-    gw: &Gateway,
-    mut rec: CallRecord,
-    outcome: Result<CallToolResponse, McpError>,
-) -> Result<CallToolResponse, McpError> {
+/// Fills in the record's outcome fields from the call's result.
+fn conclude(rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpError>) {
     let executed = rec.decision == decision::ALLOWED;
-    match &outcome {
+    match outcome {
         Ok(CallToolResponse::Complete(r)) => {
             rec.status = Some(match (executed, r.is_error) {
                 (false, _) => "not_executed",
@@ -295,6 +325,15 @@ async fn finish(
             rec.error = Some(e.message.to_string());
         }
     }
+}
+
+/// The audit stage: records the outcome and returns it only once durable.
+async fn finish(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    outcome: Result<CallToolResponse, McpError>,
+) -> Result<CallToolResponse, McpError> {
+    conclude(&mut rec, &outcome);
     let draft = rec.outcome();
     if let Err(e) = gw.journal.audit(draft).await {
         tracing::error!(call = %rec.call_id, "call outcome could not be audited: {e}");

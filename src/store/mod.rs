@@ -321,15 +321,17 @@ pub use sqlite::CycleOutcome;
 
 impl Writer {
     /// One transaction: resolves `resolves`, then takes `holds` (in order,
-    /// each all or nothing), then appends `audits` to the chain.
+    /// each all or nothing), then appends `audits` and the records `then`
+    /// makes from those outcomes to the chain.
     pub async fn cycle(
         &mut self,
         resolves: &[Resolution],
         holds: &[HoldRequest],
         audits: &[AuditDraft],
         period_start: fn(&str, i64) -> Option<i64>,
+        then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
-        self.inner.cycle(resolves, holds, audits, period_start).await
+        self.inner.cycle(resolves, holds, audits, period_start, then).await
     }
 }
 

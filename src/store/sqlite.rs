@@ -519,12 +519,25 @@ impl AuditWriter {
         holds: &[HoldRequest],
         audits: &[AuditDraft],
         period_start: fn(&str, i64) -> Option<i64>,
+        then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
         let head = self.head.take();
+        if resolves.is_empty() && holds.is_empty() {
+            // Audit records alone: one multi-row INSERT is its own atomic
+            // transaction, so no BEGIN/COMMIT round trips. A collision with
+            // another writer fails the statement whole; it is retried after
+            // the head.
+            self.head = append_in(&mut self.conn, audits, head).await?;
+            return Ok(CycleOutcome { resolved: Vec::new(), held: Vec::new() });
+        }
         let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
         let resolved = resolve_in(&mut tx, resolves).await?;
         let held = hold_in(&mut tx, holds, period_start).await?;
-        let head = append_in(&mut tx, audits, head).await?;
+        // Records that depend on what was resolved and held (a call's intent
+        // with its hold, an outcome with its charge) commit with them.
+        let mut audits = audits.to_vec();
+        audits.extend(then(&resolved, &held));
+        let head = append_in(&mut tx, &audits, head).await?;
         tx.commit().await?;
         self.head = head;
         Ok(CycleOutcome { resolved, held })
@@ -541,7 +554,7 @@ async fn append_in(
     if drafts.is_empty() {
         return Ok(head);
     }
-    for _ in 0..2 {
+    for _ in 0..8 {
         let (mut seq, mut prev) = match head.take() {
             Some(h) => h,
             None => {
@@ -580,16 +593,16 @@ async fn append_in(
                 .push_bind(&row.prev_hash)
                 .push_bind(&row.hash);
         });
-        // A failed statement leaves the transaction open: on a collision the
-        // head is read again (under the write lock, so it cannot move) and
-        // the records sealed after it.
+        // On a collision (another writer appended since the cached head) the
+        // head is read again and the records sealed after it; a failed
+        // statement changes nothing, in or out of a transaction.
         match q.build().execute(&mut *conn).await {
             Ok(_) => return Ok(Some((seq, prev))),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(StoreError::Unavailable("the audit chain moved under the write lock".into()))
+    Err(StoreError::Unavailable("the audit chain kept moving under this writer".into()))
 }
 
 /// Holds for a batch of calls, in order: the budgets and their usage rows

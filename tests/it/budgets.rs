@@ -299,6 +299,17 @@ async fn after_kill_9_outstanding_holds_are_released_and_charges_stay() {
     assert_eq!(spend(dir.path().to_path_buf()).await, (30_000, 0), "no hold left; charged calls stay charged");
 }
 
+fn ask(who: &tollgate::identity::Principal, money: i64) -> tollgate::budget::Ask<'_> {
+    tollgate::budget::Ask {
+        principal: who,
+        call_id: "c",
+        tool: "t",
+        money,
+        tokens: 0,
+        ttl: std::time::Duration::from_secs(60),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periods_reset_on_the_calendar_by_an_injected_clock() {
     let dir = tempfile::tempdir().unwrap();
@@ -326,35 +337,34 @@ async fn periods_reset_on_the_calendar_by_an_injected_clock() {
     let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store))
         .with_clock(move || c.load(Ordering::Relaxed));
     let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
-    let ttl = std::time::Duration::from_secs(60);
     use tollgate::budget::Held;
     for _ in 0..2 {
-        match ledger.hold(&who, "c", "t", 1_000, 0, ttl).await.unwrap() {
-            Held::Held(h) => assert!(ledger.settle(&h, 1_000, 0).await.unwrap()),
+        match ledger.hold(ask(&who, 1_000), None).await.unwrap() {
+            Held::Held(h) => assert!(ledger.settle(&h, 1_000, 0, None).await.unwrap()),
             other => panic!("{other:?}"),
         }
     }
-    assert!(matches!(ledger.hold(&who, "c", "t", 1_000, 0, ttl).await.unwrap(), Held::Denied { remaining: 0, .. }));
+    assert!(matches!(ledger.hold(ask(&who, 1_000), None).await.unwrap(), Held::Denied { remaining: 0, .. }));
     // Two minutes later it is the next day (UTC): a fresh period.
     clock.fetch_add(120_000_000, Ordering::Relaxed);
-    let h = match ledger.hold(&who, "c", "t", 1_000, 0, ttl).await.unwrap() {
+    let h = match ledger.hold(ask(&who, 1_000), None).await.unwrap() {
         Held::Held(h) => h,
         other => panic!("{other:?}"),
     };
     // A hold resolves once: a second settle does nothing.
-    assert!(ledger.settle(&h, 1_000, 0).await.unwrap());
-    assert!(!ledger.settle(&h, 1_000, 0).await.unwrap());
+    assert!(ledger.settle(&h, 1_000, 0, None).await.unwrap());
+    assert!(!ledger.settle(&h, 1_000, 0, None).await.unwrap());
     let now = clock.load(Ordering::Relaxed);
     let u = store.budget_usage(None, now, tollgate::calendar::period_start).await.unwrap();
     assert_eq!((u[0].spent, u[0].held), (1_000, 0));
     // An expired hold is released by the sweeper, once.
-    let h = match ledger.hold(&who, "c", "t", 500, 0, ttl).await.unwrap() {
+    let h = match ledger.hold(ask(&who, 500), None).await.unwrap() {
         Held::Held(h) => h,
         other => panic!("{other:?}"),
     };
     clock.fetch_add(61_000_000, Ordering::Relaxed);
     assert_eq!(ledger.sweep().await.unwrap(), 1);
-    assert!(!ledger.settle(&h, 500, 0).await.unwrap(), "an expired hold cannot be settled");
+    assert!(!ledger.settle(&h, 500, 0, None).await.unwrap(), "an expired hold cannot be settled");
     assert_eq!(store.hold_state(&h.id).await.unwrap().as_deref(), Some("expired"));
 }
 

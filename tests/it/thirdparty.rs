@@ -153,6 +153,10 @@ async fn the_quickstart_policies_govern_calls() {
         .unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(text_of(&r).contains("eng-no-long-waits"), "{}", text_of(&r));
+    // The budget counted the echo call (0.001 of 5.00).
+    let spend: Value = serde_json::from_str(&tollgate_cli(dir.path(), &["budgets", "spend", "--json"])).unwrap();
+    let eng = spend.as_array().unwrap().iter().find(|b| b["id"] == "eng-daily").cloned().unwrap();
+    assert_eq!((eng["spent"].as_i64(), eng["held"].as_i64()), (Some(1_000), Some(0)), "{eng}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

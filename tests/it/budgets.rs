@@ -13,7 +13,7 @@ use crate::harness::*;
 /// costs: echo 0.01, add 0.02, hang 0.01 (0.005 if it fails) with a short timeout.
 fn priced(url: &str) -> String {
     format!(
-        "{}[tools.echo]\ncost = \"0.01\"\n[tools.add]\ncost = \"0.02\"\n[tools.hang]\ncost = \"0.01\"\nfailure_cost = \"0.005\"\ntimeout = \"300ms\"\n",
+        "{}[tools.echo]\ncost = \"0.01\"\n[tools.add]\ncost = \"0.02\"\n[tools.hang]\ncost = \"0.01\"\nfailure_cost = \"0.005\"\ntimeout = \"300ms\"\n[tools.fail]\ncost = \"0.5\"\n",
         remote_manifest("fs", "http", url)
     )
 }
@@ -216,6 +216,19 @@ async fn failed_timed_out_and_cancelled_calls_release_their_holds() {
     assert_eq!(usage_of(&tg, "eng").await, (10_000_000, 5_000, 0));
     let records = call_records(&tg).await;
     assert_eq!(records[0]["cost"]["charged"], "0.005000", "{}", records[0]);
+
+    // Fails at the upstream (a tool error): released, nothing charged (no
+    // failure cost for `fail`).
+    let r = agent.peer().call_tool(params("fs__fail", json!({}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(usage_of(&tg, "eng").await, (10_000_000, 5_000, 0));
+    assert_eq!(upstream_calls(&up.url, "fail").await, 1);
+    let records = call_records(&tg).await;
+    assert_eq!(
+        (records[1]["status"].as_str(), records[1]["cost"]["held"].as_str()),
+        (Some("tool_error"), Some("0.500000"))
+    );
+    assert_eq!(records[1]["cost"]["charged"], "0.000000");
 
     // Cancelled by the agent while it runs: released, nothing charged.
     let up2 = fixture_http("fs").await;

@@ -455,3 +455,31 @@ async fn a_grants_max_cost_per_call_refuses_costlier_calls() {
     assert!(text_of(&r).contains("cheap") && text_of(&r).contains("0.020000"), "{}", text_of(&r));
     assert_eq!(upstream_calls(&up.url, "add").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_ledger_cannot_record_a_hold_the_call_does_not_run() {
+    let up = fixture_http("fs").await;
+    let tg = TestGateway::builder()
+        .manifest("fs", priced(&up.url))
+        .policy("all", policy(&budget("eng", "team:eng", "10.00")))
+        .spawn()
+        .await;
+    let (agent, _) = tg.agent(Era::Modern).await;
+    assert_ne!(agent.peer().call_tool(params("fs__echo", json!({"message": "a"}))).await.unwrap().is_error, Some(true));
+    // From now on the store refuses to record holds.
+    let url = format!("sqlite://{}", tg.dir().join("tollgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TRIGGER no_holds BEFORE INSERT ON holds BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = agent.peer().call_tool(params("fs__echo", json!({"message": "b"}))).await;
+    match refused {
+        Err(e) => assert!(e.to_string().contains("not run"), "{e}"),
+        Ok(r) => panic!("answered: {}", text_of(&r)),
+    }
+    assert_eq!(upstream_calls(&up.url, "echo").await, 1, "the second call never reached the upstream");
+    assert_eq!(usage_of(&tg, "eng").await, (10_000_000, 10_000, 0));
+    sqlx::query("DROP TRIGGER no_holds").execute(&pool).await.unwrap();
+    assert_ne!(agent.peer().call_tool(params("fs__echo", json!({"message": "c"}))).await.unwrap().is_error, Some(true));
+}

@@ -89,9 +89,11 @@ pub async fn run(gw: Gateway) {
 }
 
 /// Serves one modern `subscriptions/listen` stream until the agent closes it.
-pub async fn listen(gw: &Gateway, sub: SubscriptionContext) {
+/// Only resource URIs `allowed` says the agent may see are subscribed.
+pub async fn listen(gw: &Gateway, sub: SubscriptionContext, allowed: impl Fn(&str) -> bool) {
     let accepted = sub.accepted().clone();
-    let uris = accepted.resource_subscriptions.clone().unwrap_or_default();
+    let mut uris = accepted.resource_subscriptions.clone().unwrap_or_default();
+    uris.retain(|u| allowed(u));
     // Listen for updates before subscribing upstream, so none falls in between.
     let mut updates = gw.upstreams.subscriptions().updates();
     let mut acquired = Vec::new();

@@ -368,7 +368,11 @@ impl ServerHandler for Session {
     }
 
     async fn listen(&self, sub: SubscriptionContext) -> Result<(), McpError> {
-        crate::server::fanout::listen(&self.gw, sub).await;
+        let principal = self.principal(sub.request_context()).await?;
+        let catalog = self.catalog().await;
+        let open = self.visible_upstreams(&principal, &catalog);
+        let allowed = move |uri: &str| catalog.route_resource(uri).is_some_and(|i| open[i]);
+        crate::server::fanout::listen(&self.gw, sub, allowed).await;
         Ok(())
     }
 }

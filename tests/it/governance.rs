@@ -461,3 +461,31 @@ async fn stdio_needs_a_live_key_and_a_revoked_one_stops_at_once() {
     assert!(err.to_string().contains("revoked"), "{err}");
     let _ = agent.cancel().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_subscriptions_are_limited_to_upstreams_the_key_may_see() {
+    use rmcp::model::SubscriptionFilter;
+    let policy =
+        "[[grant]]\nid = \"fw-only\"\nprincipals = [\"org:globex\"]\ntools = [\"fw__*\"]\neffect = \"allow\"\n";
+    let tg = TestGateway::builder().stdio_fixture("fs").stdio_fixture("fw").policy("p", policy).spawn().await;
+    let (key, _) = tg.new_key("eng", "globex").await;
+    let (agent, _) = http_agent_with(&tg.mcp_url(), Era::Modern, None, Some(&key)).await;
+    // Resource lists and reads already follow the grants.
+    let listed: Vec<String> =
+        agent.peer().list_all_resources().await.unwrap().into_iter().map(|r| r.uri.clone()).collect();
+    assert!(
+        listed.contains(&"fixture://fw/status".to_string()) && !listed.contains(&"fixture://fs/status".to_string())
+    );
+    let err = agent.peer().read_resource(rmcp::model::ReadResourceRequestParams::new("fixture://fs/status")).await;
+    assert!(err.is_err(), "{err:?}");
+    // A listen naming both: only the allowed one is subscribed upstream. The
+    // URIs are taken in order, so once the second is active the first was
+    // already passed over.
+    let mut filter = SubscriptionFilter::new();
+    filter.resource_subscriptions = Some(vec!["fixture://fs/status".into(), "fixture://fw/status".into()]);
+    let _sub = agent.peer().listen(filter).await.expect("listen");
+    tokio::time::timeout(WAIT, tg.gw.upstreams.subscriptions().wait_active("fixture://fw/status"))
+        .await
+        .expect("the allowed resource is subscribed");
+    assert!(!tg.gw.upstreams.subscriptions().is_active("fixture://fs/status"), "the hidden one is not");
+}

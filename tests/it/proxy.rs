@@ -74,7 +74,10 @@ async fn resources_prompts_and_completion_are_proxied(era: Era) {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
     let (agent, _) = tg.agent(era).await;
     let resources = agent.peer().list_all_resources().await.unwrap();
-    assert_eq!(resources.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["fixture://greeting"]);
+    assert_eq!(
+        resources.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
+        ["fixture://fs/status", "fixture://greeting"]
+    );
     let read = agent.peer().read_resource(ReadResourceRequestParams::new("fixture://greeting")).await.unwrap();
     assert!(format!("{:?}", read.contents).contains("hello from fs"));
     let templated = agent.peer().read_resource(ReadResourceRequestParams::new("fixture://items/7")).await.unwrap();

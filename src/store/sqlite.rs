@@ -740,11 +740,19 @@ async fn resolve_in(conn: &mut Conn, rs: &[Resolution]) -> Result<Vec<bool>, Sto
     if rs.is_empty() {
         return Ok(Vec::new());
     }
+    // Two resolutions of one hold in a batch (a settle racing the sweeper):
+    // the first asked wins, the other is told it came second.
+    let mut first: std::collections::HashMap<&str, usize> = Default::default();
+    for (i, r) in rs.iter().enumerate() {
+        first.entry(r.hold_id.as_str()).or_insert(i);
+    }
+    let winners: Vec<&Resolution> =
+        rs.iter().enumerate().filter(|(i, r)| first[r.hold_id.as_str()] == *i).map(|(_, r)| r).collect();
     let mut q = QueryBuilder::<sqlx::Sqlite>::new(
         "UPDATE holds SET state = v.column2, charged = v.column3, charged_tokens = v.column4, resolved_at = v.column5 FROM (VALUES ",
     );
     let mut sep = q.separated(", ");
-    for r in rs {
+    for r in &winners {
         sep.push("(")
             .push_bind_unseparated(&r.hold_id)
             .push_unseparated(", ")
@@ -764,7 +772,7 @@ async fn resolve_in(conn: &mut Conn, rs: &[Resolution]) -> Result<Vec<bool>, Sto
         let (hold, lines): (String, String) = (row.try_get(0)?, row.try_get(1)?);
         let lines: Vec<(String, i64, String, i64)> =
             serde_json::from_str(&lines).map_err(|e| StoreError::Invalid(format!("hold {hold}: bad lines: {e}")))?;
-        if let Some(r) = rs.iter().find(|r| r.hold_id == hold) {
+        if let Some(r) = winners.iter().find(|r| r.hold_id == hold) {
             for (budget, start, unit, amount) in lines {
                 let charge = if unit == "tokens" { r.charged_tokens } else { r.charged }.clamp(0, amount);
                 let d = deltas.entry((budget, start)).or_default();
@@ -793,7 +801,7 @@ async fn resolve_in(conn: &mut Conn, rs: &[Resolution]) -> Result<Vec<bool>, Sto
         q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
         q.build().execute(&mut *conn).await?;
     }
-    Ok(rs.iter().map(|r| done.contains(&r.hold_id)).collect())
+    Ok(rs.iter().enumerate().map(|(i, r)| done.contains(&r.hold_id) && first[r.hold_id.as_str()] == i).collect())
 }
 
 const BUDGET_SELECT_BY_ID: &str =

@@ -483,3 +483,37 @@ async fn when_the_ledger_cannot_record_a_hold_the_call_does_not_run() {
     sqlx::query("DROP TRIGGER no_holds").execute(&pool).await.unwrap();
     assert_ne!(agent.peer().call_tool(params("fs__echo", json!({"message": "c"}))).await.unwrap().is_error, Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_settled_twice_at_once_is_charged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tollgate::store::Store::open("sqlite://t.db", dir.path(), Default::default()).await.unwrap();
+    let row = tollgate::store::BudgetRow {
+        id: "b".into(),
+        scope: "team:eng".into(),
+        org: None,
+        unit: "money".into(),
+        limit_amount: 1_000_000,
+        period: "none".into(),
+        source: "api".into(),
+        updated_at: 0,
+    };
+    store.change_budget("b", None, move |_| Ok(row)).await.unwrap().unwrap();
+    let journal = tollgate::journal::Journal::start(store.clone());
+    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store));
+    let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
+    let mut expected_spent = 0;
+    for _ in 0..50 {
+        let h = match ledger.hold(ask(&who, 1_000), None).await.unwrap() {
+            tollgate::budget::Held::Held(h) => h,
+            other => panic!("{other:?}"),
+        };
+        // Two settles race (they often share one journal transaction).
+        let (a, b) = tokio::join!(ledger.settle(&h, 700, 0, None), ledger.settle(&h, 300, 0, None));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a ^ b, "exactly one settle takes effect ({a}, {b})");
+        expected_spent += if a { 700 } else { 300 };
+    }
+    let u = store.budget_usage(None, ledger.now(), tollgate::calendar::period_start).await.unwrap();
+    assert_eq!((u[0].spent, u[0].held), (expected_spent, 0));
+}

@@ -61,7 +61,8 @@ impl CallRecord {
             last: now,
             principal: None,
             session,
-            tool: tool.to_string(),
+            // The name comes from the agent: an unknown one is recorded, bounded.
+            tool: bounded(tool, 256),
             upstream: None,
             decision: decision::DENIED,
             reason: None,
@@ -156,6 +157,18 @@ impl CallRecord {
             fields: f,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked if cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// A record of an administrative change (keys, policies): who did what.

@@ -84,7 +84,10 @@ pub async fn call(
             Some(q) if policy.visible(&principal, &q.name) => {
                 McpError::invalid_params(format!("tool `{}` is quarantined: {}", q.name, q.reason), None)
             }
-            _ => McpError::invalid_params(format!("unknown tool: {}", params.name), None),
+            _ => McpError::invalid_params(
+                format!("unknown tool: {}", crate::audit::record::bounded(&params.name, 256)),
+                None,
+            ),
         };
         rec.reason = Some(err.message.to_string());
         rec.stage("resolve");

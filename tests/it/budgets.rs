@@ -517,3 +517,50 @@ async fn a_hold_settled_twice_at_once_is_charged_once() {
     let u = store.budget_usage(None, ledger.now(), tollgate::calendar::period_start).await.unwrap();
     assert_eq!((u[0].spent, u[0].held), (expected_spent, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_budgets_hold_tokens_and_money_budgets_hold_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tollgate::store::Store::open("sqlite://t.db", dir.path(), Default::default()).await.unwrap();
+    for (id, unit, limit) in [("tok", "tokens", 100), ("usd", "money", 1_000)] {
+        let row = tollgate::store::BudgetRow {
+            id: id.into(),
+            scope: "team:eng".into(),
+            org: None,
+            unit: unit.into(),
+            limit_amount: limit,
+            period: "none".into(),
+            source: "api".into(),
+            updated_at: 0,
+        };
+        store.change_budget(id, None, move |_| Ok(row)).await.unwrap().unwrap();
+    }
+    let journal = tollgate::journal::Journal::start(store.clone());
+    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store));
+    let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
+    use tollgate::budget::{Ask, Held};
+    let ask = |money, tokens| Ask { tokens, ..ask(&who, money) };
+    let h = match ledger.hold(ask(100, 60), None).await.unwrap() {
+        Held::Held(h) => h,
+        other => panic!("{other:?}"),
+    };
+    let mut budgets = h.budget_ids();
+    budgets.sort();
+    assert_eq!(budgets, ["tok", "usd"]);
+    match ledger.hold(ask(100, 60), None).await.unwrap() {
+        Held::Denied { budget_id, unit, remaining, needed } => {
+            assert_eq!((budget_id.as_str(), unit, remaining, needed), ("tok", tollgate::budget::Unit::Tokens, 40, 60));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A call with no token estimate touches only the money budget.
+    match ledger.hold(ask(100, 0), None).await.unwrap() {
+        Held::Held(h) => assert_eq!(h.budget_ids(), ["usd"]),
+        other => panic!("{other:?}"),
+    }
+    // Settled with what was used: 25 tokens of the 60 held.
+    assert!(ledger.settle(&h, 100, 25, None).await.unwrap());
+    let u = store.budget_usage(None, ledger.now(), tollgate::calendar::period_start).await.unwrap();
+    let tok = u.iter().find(|u| u.budget.id == "tok").unwrap();
+    assert_eq!((tok.spent, tok.held), (25, 0));
+}

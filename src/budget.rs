@@ -130,6 +130,26 @@ impl Owner {
             }
         }
     }
+
+    /// Removes the lock files of processes that are gone (with or without
+    /// holds), so the folder does not grow with every process ever started.
+    fn tidy(&self) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let names: Vec<String> =
+            entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        self.forget(&self.dead(&names));
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // A clean exit leaves no lock file behind (its holds were settled or
+        // are released by the next sweep as expired).
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.join(&self.id));
+        }
+    }
 }
 
 /// A hold taken for one call.
@@ -274,6 +294,7 @@ impl Ledger {
             }
         }
         self.owner.forget(&dead);
+        self.owner.tidy();
         Ok(released)
     }
 

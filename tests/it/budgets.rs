@@ -310,6 +310,9 @@ async fn after_kill_9_outstanding_holds_are_released_and_charges_stay() {
 
     let _restarted = serve_binary(dir.path(), std::process::Stdio::null()).await;
     assert_eq!(spend(dir.path().to_path_buf()).await, (30_000, 0), "no hold left; charged calls stay charged");
+    // Only the live process's lock file is left (the CLI runs take none).
+    let owners = std::fs::read_dir(dir.path().join("tollgate.db-owners")).unwrap().count();
+    assert_eq!(owners, 1);
 }
 
 fn ask(who: &tollgate::identity::Principal, money: i64) -> tollgate::budget::Ask<'_> {

@@ -150,6 +150,16 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
     }
 }
 
+/// The `*.toml` files in `dir`, in name order.
+pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// Loads every `*.toml` in `dir`, in name order, checking names and collisions across files.
 pub fn load_manifests(
     dir: &Path,
@@ -158,11 +168,8 @@ pub fn load_manifests(
     env: Lookup<'_>,
     errors: &mut Vec<Error>,
 ) -> Vec<Manifest> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
+    let files = match toml_files(dir) {
+        Ok(files) => files,
         Err(e) => {
             errors.push(Error {
                 file: dir.to_path_buf(),
@@ -173,7 +180,6 @@ pub fn load_manifests(
             return Vec::new();
         }
     };
-    files.sort();
     let mut out = Vec::new();
     let mut by_name: HashMap<String, PathBuf> = HashMap::new();
     let mut by_prefix: HashMap<String, PathBuf> = HashMap::new();

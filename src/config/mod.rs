@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use duration::parse as parse_duration;
 pub use error::{Error, Errors};
-pub use load::{load, load_manifests, load_with_env};
+pub use load::{load, load_manifests, load_with_env, toml_files};
 pub use secret::Secret;
 
 use crate::money::Micros;

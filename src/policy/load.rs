@@ -82,11 +82,8 @@ struct RawApproval {
 /// Loads every `*.toml` in `dir`, in file-name order. A missing folder is an
 /// empty policy (everything denied), not an error.
 pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
+    let files = match crate::config::toml_files(dir) {
+        Ok(files) => files,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             return Err(Errors(vec![Error {
@@ -97,7 +94,6 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
             }]));
         }
     };
-    files.sort();
     let mut errors = Vec::new();
     let mut policy = Policy::default();
     let mut ids: HashMap<String, (PathBuf, usize)> = HashMap::new();

@@ -178,12 +178,7 @@ impl Policies {
 
 /// One digest over every policy file's name and content.
 pub fn folder_digest(dir: &Path) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()
-        })
-        .unwrap_or_default();
-    files.sort();
+    let files = crate::config::toml_files(dir).unwrap_or_default();
     let mut h = Sha256::new();
     for f in files {
         h.update(f.to_string_lossy().as_bytes());

@@ -232,10 +232,10 @@ impl Store {
         self.backend.revoke_key(id, at).await
     }
 
-    /// Appends `drafts` to the chain in one transaction, in order. Returns
-    /// the rows as sealed. Several writers (processes, replicas) may append:
-    /// each transaction reads the chain's head under the write lock.
-    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
+    /// Appends `drafts` to the chain in one transaction, in order. Several
+    /// writers (processes, replicas) may append: each transaction reads the
+    /// chain's head under the write lock.
+    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
         self.backend.append_audit(drafts).await
     }
 

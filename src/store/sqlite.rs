@@ -237,46 +237,13 @@ impl Sqlite {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRow>, StoreError> {
-        if drafts.is_empty() {
-            return Ok(Vec::new());
-        }
-        // IMMEDIATE takes the write lock before reading the head, so two
+    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
+        // IMMEDIATE takes the write lock before the head is read, so two
         // writers (the gateway and a CLI, say) never fork the chain.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let head =
-            sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
-        let (mut seq, mut prev) = match head {
-            Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
-            None => (0, chain::GENESIS.to_string()),
-        };
-        let mut sealed = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            seq += 1;
-            let row = chain::seal(d, seq, &prev);
-            sqlx::query(
-                "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(row.seq)
-            .bind(&row.id)
-            .bind(row.ts)
-            .bind(&row.kind)
-            .bind(&row.call_id)
-            .bind(&row.org)
-            .bind(&row.principal)
-            .bind(&row.tool)
-            .bind(&row.decision)
-            .bind(&row.body)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .execute(&mut *tx)
-            .await?;
-            prev = row.hash.clone();
-            sealed.push(row);
-        }
+        append_in(&mut tx, drafts, None).await?;
         tx.commit().await?;
-        Ok(sealed)
+        Ok(())
     }
 
     pub async fn change_budget(
@@ -310,23 +277,7 @@ impl Sqlite {
                 return Ok(Err(refused));
             }
         };
-        sqlx::query(
-            "INSERT INTO budgets (id, scope, org, unit, limit_amount, period, source, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
-               limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
-               updated_at = excluded.updated_at",
-        )
-        .bind(&new.id)
-        .bind(&new.scope)
-        .bind(&new.org)
-        .bind(&new.unit)
-        .bind(new.limit_amount)
-        .bind(&new.period)
-        .bind(&new.source)
-        .bind(new.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        upsert_budget(&mut tx, &new).await?;
         let response =
             format!("budget {} ({}) limit {} {} per {}", new.id, new.scope, new.limit_amount, new.unit, new.period);
         if let Some(i) = &idem {
@@ -346,23 +297,7 @@ impl Sqlite {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM budgets WHERE source LIKE 'file:%'").execute(&mut *tx).await?;
         for r in rows {
-            sqlx::query(
-                "INSERT INTO budgets (id, scope, org, unit, limit_amount, period, source, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
-                   limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
-                   updated_at = excluded.updated_at",
-            )
-            .bind(&r.id)
-            .bind(&r.scope)
-            .bind(&r.org)
-            .bind(&r.unit)
-            .bind(r.limit_amount)
-            .bind(&r.period)
-            .bind(&r.source)
-            .bind(r.updated_at)
-            .execute(&mut *tx)
-            .await?;
+            upsert_budget(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -802,6 +737,27 @@ async fn resolve_in(conn: &mut Conn, rs: &[Resolution]) -> Result<Vec<bool>, Sto
         q.build().execute(&mut *conn).await?;
     }
     Ok(rs.iter().enumerate().map(|(i, r)| done.contains(&r.hold_id) && first[r.hold_id.as_str()] == i).collect())
+}
+
+async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO budgets (id, scope, org, unit, limit_amount, period, source, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
+           limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
+           updated_at = excluded.updated_at",
+    )
+    .bind(&b.id)
+    .bind(&b.scope)
+    .bind(&b.org)
+    .bind(&b.unit)
+    .bind(b.limit_amount)
+    .bind(&b.period)
+    .bind(&b.source)
+    .bind(b.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 const BUDGET_SELECT_BY_ID: &str =

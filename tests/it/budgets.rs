@@ -35,14 +35,6 @@ async fn usage_of(tg: &TestGateway, id: &str) -> (i64, i64, i64) {
     (u.budget.limit_amount, u.spent, u.held)
 }
 
-async fn upstream_calls(url: &str, tool: &str) -> u64 {
-    use rmcp::ServiceExt;
-    let direct = ().serve(rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string())).await.unwrap();
-    let r = direct.peer().call_tool(params("stats", json!({}))).await.unwrap();
-    let _ = direct.cancel().await;
-    r.structured_content.unwrap()["calls"][tool].as_u64().unwrap_or(0)
-}
-
 /// Fires `total` calls of `tool` from `agents` sessions at once; returns
 /// (succeeded, refused by a budget).
 async fn race(tg: &TestGateway, key: &str, agents: usize, total: usize, tool: &str) -> (usize, usize) {

@@ -58,15 +58,6 @@ pub async fn call_records(tg: &TestGateway) -> Vec<Value> {
     tg.gw.store.audit(&filter).await.unwrap().iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect()
 }
 
-/// How many times the upstream ran each tool, asked of the upstream directly.
-async fn upstream_calls(url: &str, tool: &str) -> u64 {
-    use rmcp::ServiceExt;
-    let direct = ().serve(rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string())).await.unwrap();
-    let r = direct.peer().call_tool(params("stats", json!({}))).await.unwrap();
-    let _ = direct.cancel().await;
-    r.structured_content.unwrap()["calls"][tool].as_u64().unwrap_or(0)
-}
-
 async fn governed_gateway() -> (TestGateway, Listening) {
     let up = fixture_http("fs").await;
     let tg = TestGateway::builder()

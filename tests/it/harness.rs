@@ -435,3 +435,17 @@ pub async fn serve_binary(dir: &Path, stderr: Stdio) -> Served {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Served { base, child }
 }
+
+/// How many times an HTTP fixture ran each tool, asked of the fixture directly.
+pub async fn upstream_stats(url: &str) -> std::collections::BTreeMap<String, u64> {
+    use rmcp::ServiceExt;
+    let direct = ().serve(StreamableHttpClientTransport::from_uri(url.to_string())).await.unwrap();
+    let r = direct.peer().call_tool(rmcp::model::CallToolRequestParams::new("stats")).await.unwrap();
+    let _ = direct.cancel().await;
+    serde_json::from_value(r.structured_content.unwrap()["calls"].clone()).unwrap()
+}
+
+/// How many times an HTTP fixture ran `tool`.
+pub async fn upstream_calls(url: &str, tool: &str) -> u64 {
+    upstream_stats(url).await.get(tool).copied().unwrap_or(0)
+}

@@ -137,14 +137,6 @@ fn policy_text(case: &Case, key_ids: &[String]) -> String {
     out
 }
 
-async fn upstream_counts(url: &str) -> BTreeMap<String, u64> {
-    use rmcp::ServiceExt;
-    let direct = ().serve(rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_string())).await.unwrap();
-    let r = direct.peer().call_tool(params("stats", json!({}))).await.unwrap();
-    let _ = direct.cancel().await;
-    serde_json::from_value(r.structured_content.unwrap()["calls"].clone()).unwrap()
-}
-
 async fn run_case(case: &Case) {
     let up = fixture_http("fs").await;
     // Keys first: grants name them by id. The policy is written before the
@@ -204,7 +196,7 @@ async fn run_case(case: &Case) {
         }
     }
     assert_eq!(
-        upstream_counts(&up.url).await.into_iter().filter(|(t, _)| t != "stats").collect::<BTreeMap<_, _>>(),
+        upstream_stats(&up.url).await.into_iter().filter(|(t, _)| t != "stats").collect::<BTreeMap<_, _>>(),
         expected,
         "{case:?}"
     );

@@ -111,6 +111,8 @@ impl Owner {
         owners
             .iter()
             .filter(|o| **o != self.id && !o.contains(['/', '\\', '.']))
+            // Holds of pending actions belong to no process: they outlive restarts.
+            .filter(|o| !o.starts_with(crate::store::HOLD_OWNER_PREFIX))
             .filter(|o| {
                 let path = dir.join(o);
                 match File::open(&path) {

@@ -32,6 +32,7 @@ pub struct Gateway {
     pub journal: Journal,
     pub ledger: crate::budget::Ledger,
     pub policies: Policies,
+    pub approvals: crate::approval::Approvals,
     pub shutdown: CancellationToken,
 }
 
@@ -63,6 +64,11 @@ impl Gateway {
             Err(e) => return Err(format!("cannot release abandoned budget holds: {e}")),
         }
         let policies = Policies::new(&config.policies_dir, policy, digest);
+        let approvals = crate::approval::Approvals::new(
+            store.clone(),
+            config.approval.clone(),
+            format!("http://{}", config.server.listen),
+        );
         let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
         let gw = Gateway {
             upstreams,
@@ -74,6 +80,7 @@ impl Gateway {
             journal,
             ledger,
             policies,
+            approvals,
             shutdown,
         };
         let audit = gw.journal.clone();
@@ -114,10 +121,19 @@ impl Gateway {
         tokio::spawn(gw.ledger.clone().sweeper(HOLD_SWEEP, gw.shutdown.clone()));
         tokio::spawn(crate::server::fanout::run(gw.clone()));
         tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
+        tokio::spawn(gw.approvals.clone().expirer(APPROVAL_SWEEP, gw.shutdown.clone()));
+        tokio::spawn(gw.approvals.events().clone().follow(gw.store.clone(), APPROVAL_FEED, gw.shutdown.clone()));
+        tokio::spawn(crate::approval::webhook::deliver(gw.approvals.clone(), gw.policies.clone(), gw.shutdown.clone()));
+        tokio::spawn(crate::pipeline::approve::executor(gw.clone()));
         tokio::spawn(gw.parked.clone().sweeper(std::time::Duration::from_secs(15), gw.shutdown.clone()));
         Ok(gw)
     }
 }
+
+/// How often pending actions past their expiry are expired.
+const APPROVAL_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often approval changes by other processes are looked for.
+const APPROVAL_FEED: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often expired holds and holds of stopped processes are released.
 const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_secs(15);

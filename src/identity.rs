@@ -126,6 +126,18 @@ pub async fn create_key(
     Ok(NewKey { row, secret })
 }
 
+impl Principal {
+    /// The principal of a stored key (whether live or not: callers check).
+    pub fn from_row(row: &KeyRow) -> Principal {
+        Principal {
+            role: row.role.as_deref().and_then(Role::parse),
+            key_id: row.id.clone(),
+            org: row.org.clone(),
+            team: row.team.clone(),
+        }
+    }
+}
+
 fn principal_of(row: KeyRow) -> Result<Principal, AuthError> {
     if row.revoked_at.is_some() {
         return Err(AuthError::Revoked(row.id));

@@ -10,6 +10,8 @@
 //!   at `/ws`, stdio; request guards; list-change fan-out. Speaks MCP only.
 //! - [`pipeline`]: the governed call, one straight-line function of stages.
 //! - [`gateway`]: the shared state handed to every session.
+//! - [`approval`]: the approval queue: pending actions, decisions, the
+//!   change feed, signed webhooks, tasks.
 //! - [`audit`]: audit records, redaction, the group-commit writer, verify.
 //! - [`policy`]: grants: loading, hot reload, decisions, rate limits.
 //! - [`identity`]: API keys and principals.
@@ -23,6 +25,7 @@
 //! - [`store`]: persistence (SQLite now), SQL confined to backends.
 //! - [`protocol`]: which MCP era a peer speaks.
 
+pub mod approval;
 pub mod audit;
 pub mod budget;
 pub mod calendar;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod approvals;
 mod audit;
 mod budgets;
 mod explain;
@@ -59,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: budgets::BudgetsCommand,
     },
+    /// List and decide pending actions; read their webhook deliveries.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
     /// Print the decision for a call and every grant considered.
     Explain(explain::ExplainArgs),
     /// Read and check the audit trail.
@@ -101,6 +107,7 @@ pub fn main() -> ExitCode {
             Command::Explain(args) => explain::run(config, args).await,
             Command::Budgets { command } => budgets::run(config, command).await,
             Command::Audit { command } => audit::run(config, command).await,
+            Command::Approvals { command } => approvals::run(config, command).await,
             Command::Check => unreachable!("handled above"),
         }
     });
@@ -179,6 +186,7 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     let shutdown = shutdown_on_signal();
     let store = crate::gateway::open_store(&config).await?;
     let gw = Gateway::open(&config, store, shutdown.clone()).await?;
+    gw.approvals.bound_to(local);
     let router = server::http::router(gw, &config.server);
     tracing::info!(%local, "tollgate listening: MCP at http://{local}/mcp");
     // Tests and scripts wait for this line rather than sleeping.

@@ -85,6 +85,7 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
             crate::store::Durability::Normal
         }
     };
+    let approval = compile_approval(&raw.approval, &mut sink);
     let manifests = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
@@ -97,8 +98,40 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         durability,
         server,
         catalog: CatalogSettings { separator },
+        approval,
         manifests,
     })
+}
+
+fn compile_approval(raw: &raw::Approval, sink: &mut Sink<'_>) -> super::ApprovalSettings {
+    let d = super::ApprovalSettings::default();
+    let public_url = raw.public_url.as_ref().and_then(|u| {
+        let text = u.get_ref().trim_end_matches('/');
+        if (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok() {
+            Some(text.to_string())
+        } else {
+            sink.at(Some(u.span()), "approval.public_url", "must be an http:// or https:// URL");
+            None
+        }
+    });
+    let attempts = match &raw.webhook_attempts {
+        Some(n) if *n.get_ref() == 0 || *n.get_ref() > 100 => {
+            sink.at(Some(n.span()), "approval.webhook_attempts", "must be between 1 and 100");
+            d.webhook_attempts
+        }
+        Some(n) => u32::try_from(*n.get_ref()).unwrap_or(d.webhook_attempts),
+        None => d.webhook_attempts,
+    };
+    super::ApprovalSettings {
+        wait: opt_duration(&raw.wait, "approval.wait", sink).unwrap_or(d.wait),
+        timeout: opt_duration(&raw.timeout, "approval.timeout", sink).unwrap_or(d.timeout),
+        public_url,
+        webhook_timeout: opt_duration(&raw.webhook_timeout, "approval.webhook_timeout", sink)
+            .unwrap_or(d.webhook_timeout),
+        webhook_backoff: opt_duration(&raw.webhook_backoff, "approval.webhook_backoff", sink)
+            .unwrap_or(d.webhook_backoff),
+        webhook_attempts: attempts,
+    }
 }
 
 fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {

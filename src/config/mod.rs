@@ -32,7 +32,37 @@ pub struct Config {
     pub durability: crate::store::Durability,
     pub server: Server,
     pub catalog: CatalogSettings,
+    pub approval: ApprovalSettings,
     pub manifests: Vec<Manifest>,
+}
+
+/// `[approval]`: how calls wait for decisions and how approvers are notified.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// How long a call whose client takes no task waits open for a decision
+    /// before it is answered "pending" (the same call repeated resumes it).
+    pub wait: Duration,
+    /// Expiry of a pending action when its grant names none.
+    pub timeout: Duration,
+    /// Base of the links in webhook payloads; `None`: the listen address.
+    pub public_url: Option<String>,
+    pub webhook_timeout: Duration,
+    /// Delay before the first retry; doubled after each failure.
+    pub webhook_backoff: Duration,
+    pub webhook_attempts: u32,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(30),
+            timeout: Duration::from_secs(3600),
+            public_url: None,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_backoff: Duration::from_secs(1),
+            webhook_attempts: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

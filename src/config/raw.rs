@@ -19,6 +19,19 @@ pub struct Gateway {
     pub catalog: Catalog,
     #[serde(default)]
     pub upstreams: UpstreamDefaults,
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub wait: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub public_url: Option<Spanned<String>>,
+    pub webhook_timeout: Option<Spanned<String>>,
+    pub webhook_backoff: Option<Spanned<String>>,
+    pub webhook_attempts: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

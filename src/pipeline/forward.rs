@@ -17,9 +17,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, InputRequests,
-    InputRequiredResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken, RequestId,
-    ResultType, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
+    ClientRequest, ContentBlock, InputRequests, InputRequiredResult, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProgressToken, RequestId, ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
@@ -106,6 +106,44 @@ pub async fn forward_tool(
         }
     }
     Ok(tool_error(format!("upstream `{}` asked for input more than {MAX_INPUT_ROUNDS} times", up.name)))
+}
+
+/// Forwards a call no agent request is open for (an approved task): no
+/// progress to relay, no agent to ask; a question from the upstream fails it.
+pub async fn forward_detached(
+    up: &Upstream,
+    entry: &ToolEntry,
+    arguments: serde_json::Value,
+) -> Result<CallToolResult, McpError> {
+    let timeout: Duration = entry.settings.timeout.unwrap_or(up.manifest.call_timeout);
+    let conn = match up.conn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "upstream `{}` is unavailable: {e}",
+                up.name
+            ))]));
+        }
+    };
+    let _counted = conn.inflight.other();
+    let mut out = CallToolRequestParams::new(entry.upstream_tool.clone());
+    out.arguments = match arguments {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    };
+    match tokio::time::timeout(timeout, conn.peer.call_tool_once(out)).await {
+        Ok(Ok(CallToolResponse::Complete(r))) => Ok(r),
+        Ok(Ok(_)) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "upstream `{}` asked for input, which a task run in the background cannot give",
+            up.name
+        ))])),
+        Ok(Err(ServiceError::McpError(e))) => Err(e),
+        Ok(Err(e)) => Err(McpError::internal_error(format!("upstream `{}` failed: {e}", up.name), None)),
+        Err(_) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "upstream `{}` did not answer within {timeout:?}",
+            up.name
+        ))])),
+    }
 }
 
 enum Finished {

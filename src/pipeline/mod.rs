@@ -3,6 +3,7 @@
 //! validate, limit, (hold and approve: issues 5 and 6), execute, (settle),
 //! audit. Each stage that refuses the call ends it with an audited outcome.
 
+pub mod approve;
 mod bridge;
 mod forward;
 pub mod park;
@@ -119,17 +120,7 @@ pub async fn call(
             let why = denial_text(&policy, &decided);
             return finish(gw, rec, Ok(tool_error(format!("call to {} refused: {why}", entry.name)))).await;
         }
-        Effect::Approve => {
-            // The approval queue is issue 6; until then a call that needs
-            // approval never runs (a policy never fails open).
-            rec.decision = decision::NEEDS_APPROVAL;
-            rec.stage("authorize");
-            let text = format!(
-                "call to {} needs approval ({}), and this gateway has no approval queue yet; it was not run",
-                entry.name, decided.reason
-            );
-            return finish(gw, rec, Ok(tool_error(text))).await;
-        }
+        Effect::Approve => {}
     }
     rec.stage("authorize");
 
@@ -204,9 +195,30 @@ pub async fn call(
         return finish(gw, rec, Ok(tool_error(text))).await;
     }
     let upstream = gw.upstreams.get(entry.upstream).clone();
-    let ttl = entry.settings.timeout.unwrap_or(upstream.manifest.call_timeout).saturating_add(HOLD_GRACE);
+    let call_ttl = entry.settings.timeout.unwrap_or(upstream.manifest.call_timeout);
+    let ttl = call_ttl.saturating_add(HOLD_GRACE);
 
-    // approve: issue 6 (between the hold and the intent record).
+    // approve: a grant that says so, or a cost above the grant's
+    // `approve_above`, makes the call a pending action (see `approve`). A
+    // retry that answers a question of an approved call already in flight
+    // (a parked call) is that call, not a new one.
+    let resumes_parked = params.request_state.as_deref().is_some_and(|s| s.starts_with(park::STATE_PREFIX));
+    let over = grant.approve_above.is_some_and(|limit| cost > limit.0);
+    if (decided.effect == Effect::Approve || over) && !resumes_parked {
+        let effect = decided.effect;
+        let asked = approve::Asked {
+            principal: &principal,
+            entry: &entry,
+            grant: &grant,
+            effect,
+            arguments,
+            params,
+            cost,
+            call_ttl,
+            upstream,
+        };
+        return approve::stage(gw, rec, asked, ctx).await;
+    }
 
     // Write-ahead: the intent is durable before anything is dispatched. With
     // a cost to hold, it commits in the hold's own transaction.
@@ -268,46 +280,71 @@ pub async fn call(
     };
     rec.stage(if hold.is_some() { "hold" } else { "audit_intent" });
 
-    // execute
     params.arguments = match arguments {
         Value::Object(map) => Some(map),
         _ => None,
     };
-    let outcome = forward_tool(gw, &upstream, &entry, params, ctx).await;
-    rec.stage("execute");
+    run(gw, rec, &upstream, &entry, params, hold, cost, ctx).await
+}
 
-    // settle: the cost if the call succeeded, the failure cost (if any) if it
-    // failed, nothing for a call that only asked for input (its retry is a
-    // new call with its own hold). The outcome record commits with it.
-    if let Some(h) = &hold {
-        let charge = match &outcome {
-            Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => cost,
-            Ok(CallToolResponse::Complete(_)) | Err(_) => entry.settings.failure_cost.map_or(0, |m| m.0),
-            Ok(_) => 0,
-        };
-        rec.cost_charged = charge.clamp(0, h.money);
-        rec.stage("settle");
-        conclude(&mut rec, &outcome);
-        let base = rec.clone();
-        let record: WithResolution = Box::new(move |took_effect| {
-            let mut r = base;
-            if !took_effect {
-                // The sweeper resolved it first (expired): nothing was charged.
-                r.cost_charged = 0;
-            }
-            r.outcome()
-        });
-        return match gw.ledger.settle(h, charge, 0, Some(record)).await {
-            Ok(_) => outcome,
-            Err(e) => {
-                // Neither the charge nor the outcome record is durable: the
-                // hold expires (uncharged) and the agent is not answered.
-                tracing::error!(call = %rec.call_id, hold = %h.id, "settle failed: {e}");
-                Err(McpError::internal_error("the call's audit record could not be written", None))
-            }
-        };
+/// The execute, settle and audit stages of a call whose intent is durable.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    upstream: &crate::upstream::Upstream,
+    entry: &crate::catalog::ToolEntry,
+    params: CallToolRequestParams,
+    hold: Option<crate::budget::Hold>,
+    cost: i64,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    let outcome = forward_tool(gw, upstream, entry, params, ctx).await;
+    rec.stage("execute");
+    settle(gw, rec, entry, hold, cost, outcome).await
+}
+
+/// settle: the cost if the call succeeded, the failure cost (if any) if it
+/// failed, nothing for a call that only asked for input (its retry is a new
+/// call with its own hold). The outcome record commits with it; without a
+/// hold, the outcome is recorded alone.
+async fn settle(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    entry: &crate::catalog::ToolEntry,
+    hold: Option<crate::budget::Hold>,
+    cost: i64,
+    outcome: Result<CallToolResponse, McpError>,
+) -> Result<CallToolResponse, McpError> {
+    let Some(h) = &hold else {
+        return finish(gw, rec, outcome).await;
+    };
+    let charge = match &outcome {
+        Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => cost,
+        Ok(CallToolResponse::Complete(_)) | Err(_) => entry.settings.failure_cost.map_or(0, |m| m.0),
+        Ok(_) => 0,
+    };
+    rec.cost_charged = charge.clamp(0, h.money);
+    rec.stage("settle");
+    conclude(&mut rec, &outcome);
+    let base = rec.clone();
+    let record: WithResolution = Box::new(move |took_effect| {
+        let mut r = base;
+        if !took_effect {
+            // The sweeper resolved it first (expired): nothing was charged.
+            r.cost_charged = 0;
+        }
+        r.outcome()
+    });
+    match gw.ledger.settle(h, charge, 0, Some(record)).await {
+        Ok(_) => outcome,
+        Err(e) => {
+            // Neither the charge nor the outcome record is durable: the
+            // hold expires (uncharged) and the agent is not answered.
+            tracing::error!(call = %rec.call_id, hold = %h.id, "settle failed: {e}");
+            Err(McpError::internal_error("the call's audit record could not be written", None))
+        }
     }
-    finish(gw, rec, outcome).await
 }
 
 /// Fills in the record's outcome fields from the call's result.
@@ -316,12 +353,14 @@ fn conclude(rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpError>) 
     match outcome {
         Ok(CallToolResponse::Complete(r)) => {
             rec.status = Some(match (executed, r.is_error) {
+                _ if rec.decision == decision::NEEDS_APPROVAL => "pending",
                 (false, _) => "not_executed",
                 (true, Some(true)) => "tool_error",
                 (true, _) => "ok",
             });
             rec.result_size = Some(serde_json::to_vec(r).map_or(0, |b| b.len()));
         }
+        Ok(CallToolResponse::Task(_)) => rec.status = Some("task"),
         Ok(_) => rec.status = Some("input_required"),
         Err(e) => {
             rec.status = Some(if executed { "failed" } else { "not_executed" });

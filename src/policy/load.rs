@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::rate::Rate;
-use super::{ApprovalRoute, BudgetSpec, Constraint, Effect, Grant, Policy, PrincipalRef, Source};
+use super::{ApprovalRoute, BudgetSpec, Constraint, Effect, Grant, Policy, PrincipalRef, Route, Source, Webhook};
 use crate::config::error::{Error, Errors, Sink, line_of};
 use crate::money::Micros;
 
@@ -26,6 +26,27 @@ struct RawFile {
     grant: Vec<Spanned<RawGrant>>,
     #[serde(default)]
     budget: Vec<Spanned<RawBudget>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    id: Spanned<String>,
+    org: Option<Spanned<String>>,
+    #[serde(default)]
+    webhooks: Vec<Spanned<RawWebhook>>,
+    page: Option<bool>,
+    #[serde(default)]
+    user: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Spanned<String>,
+    secret: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +133,14 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
         };
         policy.files.push((file.clone(), hex::encode(Sha256::digest(text.as_bytes()))));
         let mut sink = Sink::new(&file, &text, &mut errors);
-        let (grants, budgets) = load_file(&text, &mut sink);
+        let (grants, budgets, routes) = load_file(&text, &mut sink);
+        for r in routes {
+            if let Some(other) = policy.routes.iter().find(|o| o.id == r.id) {
+                sink.at(None, "route.id", format!("route id `{}` is already used at {}", r.id, other.source));
+                continue;
+            }
+            policy.routes.push(r);
+        }
         for b in budgets {
             if let Some(other) = policy.budgets.iter().find(|o| o.id == b.id) {
                 sink.at(None, "budget.id", format!("budget id `{}` is already used at {}", b.id, other.source));
@@ -136,6 +164,21 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
             policy.grants.push(Arc::new(g));
         }
     }
+    // Routes may be defined in any file; a grant naming one that is not is an error.
+    for g in &policy.grants {
+        if let Some(route) = g.approval.as_ref().and_then(|a| a.route.as_deref())
+            && route != super::PAGE_ROUTE
+            && policy.route(route).is_none()
+        {
+            let Source::File { path, line } = &g.source;
+            errors.push(Error {
+                file: path.clone(),
+                line: Some(*line),
+                field: "grant.approval.route".into(),
+                message: format!("route `{route}` is not defined by any [[route]] in the policy folder"),
+            });
+        }
+    }
     if errors.is_empty() { Ok(policy) } else { Err(Errors(errors)) }
 }
 
@@ -144,13 +187,13 @@ pub fn load_text(text: &str, sink: &mut Sink<'_>) -> Vec<Grant> {
     load_file(text, sink).0
 }
 
-/// Parses one file's grants and budgets; errors go to `sink`.
-pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec>) {
+/// Parses one file's grants, budgets and approval routes; errors go to `sink`.
+pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec>, Vec<Route>) {
     let raw: RawFile = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
             sink.toml(&e);
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new());
         }
     };
     let file_org = raw.org.as_ref().and_then(|o| name(o, "org", sink));
@@ -159,6 +202,7 @@ pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec
     }
     let file = sink.file().to_path_buf();
     let budgets = load_budgets(&raw.budget, file_org.as_ref(), text, sink);
+    let routes = load_routes(&raw.route, file_org.as_ref(), text, sink);
     let mut out = Vec::new();
     for (i, g) in raw.grant.iter().enumerate() {
         let before = sink.count();
@@ -258,7 +302,71 @@ pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec
             source: Source::File { path: file.clone(), line },
         });
     }
-    (out, budgets)
+    (out, budgets, routes)
+}
+
+fn load_routes(raw: &[Spanned<RawRoute>], file_org: Option<&String>, text: &str, sink: &mut Sink<'_>) -> Vec<Route> {
+    let file = sink.file().to_path_buf();
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let before = sink.count();
+        let line = line_of(text, r.span().start);
+        let r = r.get_ref();
+        let field = |f: &str| format!("route[{i}].{f}");
+        let id = r.id.get_ref().clone();
+        if !crate::identity::valid_name(&id) || id == super::PAGE_ROUTE {
+            sink.at(
+                Some(r.id.span()),
+                field("id"),
+                format!("must be 1 to 64 letters, digits, `-`, `_` or `.`, and not `{}`", super::PAGE_ROUTE),
+            );
+        }
+        let org = match &r.org {
+            Some(o) => name(o, &field("org"), sink),
+            None => file_org.cloned(),
+        };
+        let mut webhooks = Vec::new();
+        for (j, w) in r.webhooks.iter().enumerate() {
+            let w = w.get_ref();
+            let url = w.url.get_ref().trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
+                sink.at(Some(w.url.span()), field(&format!("webhooks[{j}].url")), "must be an http:// or https:// URL");
+            }
+            let template = w.secret.get_ref();
+            let secret_field = field(&format!("webhooks[{j}].secret"));
+            if !crate::config::secret::has_reference(template) {
+                sink.at(
+                    Some(w.secret.span()),
+                    secret_field,
+                    "must be a `${env:NAME}` reference, never the secret itself",
+                );
+                continue;
+            }
+            match crate::config::secret::resolve(template, &|n| std::env::var(n).ok()) {
+                Ok(s) if s.expose().len() >= super::MIN_SECRET_BYTES => {
+                    webhooks.push(Webhook { url: url.to_string(), secret: s });
+                }
+                Ok(_) => sink.at(
+                    Some(w.secret.span()),
+                    secret_field,
+                    format!("the secret must be at least {} bytes long", super::MIN_SECRET_BYTES),
+                ),
+                Err(m) => sink.at(Some(w.secret.span()), secret_field, m),
+            }
+        }
+        if sink.count() > before {
+            continue;
+        }
+        out.push(Route {
+            id,
+            org,
+            webhooks,
+            page: r.page.unwrap_or(true),
+            user: r.user,
+            source: Source::File { path: file.clone(), line },
+        });
+    }
+    out
 }
 
 fn load_budgets(

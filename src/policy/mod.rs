@@ -114,6 +114,33 @@ impl Constraint {
     }
 }
 
+/// The route of grants that name none: the approvals page and API only.
+pub const PAGE_ROUTE: &str = "page";
+
+/// Shortest webhook signing secret accepted.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Who is asked to approve: webhook endpoints, the approvals page, and/or
+/// the agent's own user (MCP elicitation).
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    /// When set, the route serves only grants of this org.
+    pub org: Option<String>,
+    pub webhooks: Vec<Webhook>,
+    pub page: bool,
+    pub user: bool,
+    pub source: Source,
+}
+
+/// An endpoint notified of new pending actions, with the secret that signs
+/// the notifications and the decisions sent back.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: crate::config::Secret,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRoute {
     pub route: Option<String>,
@@ -238,6 +265,7 @@ impl BudgetSpec {
 pub struct Policy {
     pub grants: Vec<Arc<Grant>>,
     pub budgets: Vec<BudgetSpec>,
+    pub routes: Vec<Route>,
     /// Files it was read from, with their SHA-256, for the audit trail.
     pub files: Vec<(PathBuf, String)>,
 }
@@ -245,6 +273,10 @@ pub struct Policy {
 impl Policy {
     pub fn grant(&self, id: &str) -> Option<&Arc<Grant>> {
         self.grants.iter().find(|g| g.id == id)
+    }
+
+    pub fn route(&self, id: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.id == id)
     }
 
     /// Whether `principal` may see `tool` in its lists.

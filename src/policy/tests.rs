@@ -14,7 +14,12 @@ fn policy(text: &str) -> Policy {
         load::load_text(text, &mut sink)
     };
     assert!(errors.is_empty(), "{errors:?}");
-    Policy { grants: grants.into_iter().map(Arc::new).collect(), budgets: Vec::new(), files: Vec::new() }
+    Policy {
+        grants: grants.into_iter().map(Arc::new).collect(),
+        budgets: Vec::new(),
+        routes: Vec::new(),
+        files: Vec::new(),
+    }
 }
 
 fn errors_of(text: &str) -> String {

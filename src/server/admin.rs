@@ -17,13 +17,18 @@ pub fn router(gw: Gateway) -> axum::Router {
     axum::Router::new().route("/budgets", get(budgets)).with_state(gw)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"code": code, "message": message}))).into_response()
 }
 
 /// The caller, if its key is live and has one of `roles`.
-async fn caller(gw: &Gateway, headers: &HeaderMap, roles: &[Role]) -> Result<Principal, Response> {
+pub(super) async fn caller(gw: &Gateway, headers: &HeaderMap, roles: &[Role]) -> Result<Principal, Response> {
     let secret = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(identity::bearer);
+    caller_of(gw, secret, roles).await
+}
+
+/// The holder of `secret`, if the key is live and has one of `roles`.
+pub(super) async fn caller_of(gw: &Gateway, secret: Option<&str>, roles: &[Role]) -> Result<Principal, Response> {
     let result = match secret {
         Some(s) => identity::authenticate(&gw.store, s).await,
         None => Err(AuthError::Missing),

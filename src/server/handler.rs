@@ -8,11 +8,12 @@
 #![allow(deprecated)]
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
-    CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
-    ServerResult, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientRequest, CompleteRequest,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities,
+    ServerConfig, ServerResult, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -64,6 +65,25 @@ impl Session {
 
     async fn principal(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, McpError> {
         self.caller(ctx).await.map(|c| c.principal).map_err(|e| pipeline::unauthorized(&e))
+    }
+
+    /// The task `id`, if it is one of the caller's: tasks are bound to the
+    /// key that created them; anyone else's is unknown.
+    async fn own_task(
+        &self,
+        id: &str,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<crate::store::ApprovalRow, McpError> {
+        let principal = self.principal(ctx).await?;
+        let row = self
+            .gw
+            .approvals
+            .get(id)
+            .await
+            .map_err(|e| McpError::internal_error(format!("the task store is unavailable: {e}"), None))?;
+        row.filter(|r| r.principal == principal.key_id && r.mode == "task").ok_or_else(|| {
+            McpError::invalid_params(format!("unknown task: {}", crate::audit::record::bounded(id, 64)), None)
+        })
     }
 
     /// Which upstreams' resources the principal may see: those where it may
@@ -131,6 +151,7 @@ impl ServerHandler for Session {
             .enable_resources_subscribe()
             .enable_completions()
             .enable_logging()
+            .enable_tasks()
             .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
@@ -162,6 +183,42 @@ impl ServerHandler for Session {
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&ctx).await;
         pipeline::call(&self.gw, caller, request, ctx).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let row = self.own_task(&request.task_id, &ctx).await?;
+        if row.status == "approved" && row.execution == "none" {
+            // Approved while no process ran it (or its event was missed): run it now.
+            tokio::spawn(pipeline::approve::run_task(self.gw.clone(), row.id.clone()));
+        }
+        let detailed = crate::approval::task::detailed(&row);
+        if detailed.status().is_terminal() && !row.reported {
+            // The agent has its outcome: the same call made again is a new action.
+            let _ = self.gw.approvals.mark_reported(&row.id).await;
+        }
+        Ok(GetTaskResult::new(detailed))
+    }
+
+    async fn update_task(&self, request: UpdateTaskParams, ctx: RequestContext<RoleServer>) -> Result<(), McpError> {
+        // Approval tasks never ask the agent for input: answers are ignored,
+        // as the extension says of unknown keys.
+        self.own_task(&request.task_id, &ctx).await.map(|_| ())
+    }
+
+    async fn cancel_task(&self, request: CancelTaskParams, ctx: RequestContext<RoleServer>) -> Result<(), McpError> {
+        let row = self.own_task(&request.task_id, &ctx).await?;
+        let by = format!("key:{}", row.principal);
+        // Cancelling a task already finished (or running) changes nothing; still acknowledged.
+        self.gw
+            .approvals
+            .cancel(&row.id, &by)
+            .await
+            .map(|_| ())
+            .map_err(|e| McpError::internal_error(format!("the task store is unavailable: {e}"), None))
     }
 
     async fn list_prompts(

@@ -86,6 +86,7 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(edge)
+        .merge(super::approvals::router(gw))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

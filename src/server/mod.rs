@@ -2,6 +2,7 @@
 //! WebSocket and stdio. Only this module speaks the agent's wire protocol.
 
 pub mod admin;
+pub mod approvals;
 pub mod fanout;
 pub mod handler;
 pub mod http;

@@ -192,6 +192,95 @@ pub enum Applied {
     Replayed(String),
 }
 
+/// A pending action (see `approval`): a call waiting for a human decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub org: String,
+    /// The key id of the caller.
+    pub principal: String,
+    pub principal_label: String,
+    pub team: String,
+    pub tool: String,
+    pub upstream: Option<String>,
+    /// The arguments as sent (JSON), kept only while the action may still run.
+    pub arguments: Option<String>,
+    pub arguments_redacted: String,
+    pub digest: String,
+    pub tool_hash: String,
+    pub grant_id: Option<String>,
+    pub route: String,
+    pub reason: String,
+    pub risk: Option<String>,
+    pub cost: i64,
+    pub hold_id: Option<String>,
+    pub call_id: String,
+    /// `wait` (the agent's call waits or repeats) or `task` (SEP-2663 task).
+    pub mode: String,
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    pub status: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+    /// `none`, `running` (claimed by one process) or `done`.
+    pub execution: String,
+    pub claimed_by: Option<String>,
+    /// The executed call's result (JSON).
+    pub result: Option<String>,
+    pub reported: bool,
+    pub rev: i64,
+    pub updated_at: i64,
+}
+
+/// A status change of a pending action.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub id: String,
+    /// `approved`, `denied`, `expired` or `cancelled`.
+    pub to: &'static str,
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    pub now: i64,
+}
+
+/// What a transition found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transitioned {
+    /// Made now; the row after it.
+    Done(ApprovalRow),
+    /// The action had already left the state the transition needs: it stands as is.
+    Standing(ApprovalRow),
+    Missing,
+}
+
+/// A webhook notification of a pending action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub approval_id: String,
+    pub route: String,
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub delivery_id: i64,
+    pub attempt: i64,
+    pub at: i64,
+    pub micros: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+}
+
 /// The store: a cheap, cloneable handle.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -304,6 +393,116 @@ impl Store {
         Some(self.backend.sidecar("owners"))
     }
 
+    /// Stores a new pending action, its deliveries (one per webhook URL) and
+    /// its audit record in one transaction, and makes its hold (if any)
+    /// belong to the action, so that the hold outlives this process.
+    /// `None`: an open action for the same exact call exists (nothing stored).
+    pub async fn create_approval(
+        &self,
+        row: &ApprovalRow,
+        hold_expires_at: i64,
+        webhooks: &[String],
+        record: AuditDraft,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        self.backend.create_approval(row, hold_expires_at, webhooks, record).await
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        self.backend.approval(id).await
+    }
+
+    /// The newest action for this exact call whose outcome the agent has not
+    /// been told yet, or that ran at or after `replay_since` (a retry of it
+    /// gets its result again).
+    pub async fn approval_for_call(
+        &self,
+        principal: &str,
+        tool: &str,
+        digest: &str,
+        tool_hash: &str,
+        replay_since: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        self.backend.approval_for_call(principal, tool, digest, tool_hash, replay_since).await
+    }
+
+    /// Actions of `org` (all orgs: `None`), newest first.
+    pub async fn approvals(
+        &self,
+        org: Option<&str>,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.backend.approvals(org, status, limit).await
+    }
+
+    /// Actions changed after `rev`, in change order.
+    pub async fn approvals_since(&self, rev: i64, limit: i64) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.backend.approvals_since(rev, limit).await
+    }
+
+    /// The newest change counter of the approvals.
+    pub async fn approvals_rev(&self) -> Result<i64, StoreError> {
+        self.backend.approvals_rev().await
+    }
+
+    /// Moves a pending action to `t.to` (a cancel also takes an approved
+    /// action that has not started), releasing its hold unless approved, and
+    /// commits `record`'s audit record with it. At most one transition of an
+    /// action ever succeeds.
+    pub async fn transition_approval(
+        &self,
+        t: &Transition,
+        record: impl FnOnce(&ApprovalRow) -> AuditDraft + Send,
+    ) -> Result<Transitioned, StoreError> {
+        self.backend.transition_approval(t, record).await
+    }
+
+    /// Pending actions past their expiry become `expired`, their holds
+    /// released, each with its audit record.
+    pub async fn expire_approvals(
+        &self,
+        now: i64,
+        record: impl Fn(&ApprovalRow) -> AuditDraft + Send,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.backend.expire_approvals(now, record).await
+    }
+
+    /// Claims the execution of an approved action: `true` for exactly one caller.
+    pub async fn claim_execution(&self, id: &str, by: &str, now: i64) -> Result<Option<ApprovalRow>, StoreError> {
+        self.backend.claim_execution(id, by, now).await
+    }
+
+    /// Records the executed call's result; the stored arguments are dropped.
+    pub async fn finish_execution(&self, id: &str, result: &str, reported: bool, now: i64) -> Result<(), StoreError> {
+        self.backend.finish_execution(id, result, reported, now).await
+    }
+
+    /// Notes that the agent has been told the action's final outcome.
+    pub async fn mark_reported(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.backend.mark_reported(id, now).await
+    }
+
+    /// Claims up to `limit` deliveries that are due, until `lease_until`.
+    pub async fn due_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.backend.due_deliveries(now, lease_until, limit).await
+    }
+
+    /// Records an attempt and the delivery's new state.
+    pub async fn record_attempt(&self, a: &AttemptRow, state: &str, next_at: i64) -> Result<(), StoreError> {
+        self.backend.record_attempt(a, state, next_at).await
+    }
+
+    /// The deliveries of an action with their attempts.
+    pub async fn deliveries(&self, approval_id: &str) -> Result<Vec<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
+        self.backend.deliveries(approval_id).await
+    }
+
+    /// Remembers a signature; `false` if it was seen before (a replay).
+    /// Signatures older than `forget_before` are forgotten.
+    pub async fn use_signature(&self, signature: &str, now: i64, forget_before: i64) -> Result<bool, StoreError> {
+        self.backend.use_signature(signature, now, forget_before).await
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.backend.close().await;
@@ -318,6 +517,7 @@ pub struct Writer {
 
 /// What one writer cycle did, per job, in the order given.
 pub use sqlite::CycleOutcome;
+pub use sqlite::HOLD_OWNER_PREFIX;
 
 impl Writer {
     /// One transaction: resolves `resolves`, then takes `holds` (in order,

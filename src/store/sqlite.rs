@@ -12,6 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, SqlSafeStr};
 
+mod approvals;
+
+pub use approvals::HOLD_OWNER_PREFIX;
+
 use super::{
     Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, Durability, HoldLine, HoldOutcome, HoldRequest, Idempotency,
     KeyRow, Resolution, StoreError, UsageRow, chain,
@@ -20,6 +24,7 @@ use super::{
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "keys and audit", include_str!("migrations/sqlite/0001_keys_and_audit.sql")),
     (2, "budgets", include_str!("migrations/sqlite/0002_budgets.sql")),
+    (3, "approvals", include_str!("migrations/sqlite/0003_approvals.sql")),
 ];
 
 #[derive(Clone, Debug)]

@@ -61,6 +61,8 @@ pub async fn call_records(tg: &TestGateway) -> Vec<Value> {
 async fn governed_gateway() -> (TestGateway, Listening) {
     let up = fixture_http("fs").await;
     let tg = TestGateway::builder()
+        // A call that needs approval is answered "pending" after this wait.
+        .server("[server]\nlisten = \"127.0.0.1:0\"\n[approval]\nwait = \"200ms\"\n")
         .manifest("fs", remote_manifest("fs", "http", &up.url))
         .policy("fs", FS_POLICY)
         .spawn()
@@ -108,7 +110,8 @@ async fn denied_invalid_and_allowed_calls_each_leave_their_audit_record() {
 
     let approve = agent.peer().call_tool(params("fs__mutate", json!({"description": "x"}))).await.unwrap();
     assert_eq!(approve.is_error, Some(true));
-    assert!(text_of(&approve).contains("approval"), "{}", text_of(&approve));
+    assert!(text_of(&approve).contains("waiting for approval"), "{}", text_of(&approve));
+    assert_eq!(approve.structured_content.as_ref().unwrap()["status"], "pending");
 
     let ok = agent.peer().call_tool(params("fs__echo", json!({"message": "hello"}))).await.unwrap();
     assert_eq!(text_of(&ok), "echo: hello");

@@ -101,6 +101,7 @@ impl Builder {
         let gw = Gateway::open(&cfg, store, shutdown.clone()).await.expect("gateway opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        gw.approvals.bound_to(addr);
         let router = tollgate::server::http::router(gw.clone(), &cfg.server);
         tokio::spawn(tollgate::server::http::serve(listener, router, shutdown.clone()));
         let tg = TestGateway {
@@ -145,6 +146,14 @@ impl TestGateway {
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// Stops this gateway and starts `builder`'s on the same folder and store.
+    pub async fn restart(mut self, builder: Builder) -> TestGateway {
+        self.shutdown.cancel();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        drop(self);
+        builder.in_dir(dir).spawn().await
     }
 
     /// An rmcp agent with this gateway's test key.
@@ -211,6 +220,8 @@ pub struct Agent {
     /// How the agent's user answers elicitations ("decline", or an answer to
     /// accept); `None`: the client does not support elicitation.
     pub elicit: Option<&'static str>,
+    /// Whether the client declares the tasks extension (SEP-2663).
+    pub tasks: bool,
 }
 
 impl ClientHandler for Agent {
@@ -218,6 +229,11 @@ impl ClientHandler for Agent {
         let mut caps = ClientCapabilities::default();
         if self.elicit.is_some() {
             caps.elicitation = Some(Default::default());
+        }
+        if self.tasks {
+            let elicitation = caps.elicitation.take();
+            caps = ClientCapabilities::builder().enable_tasks().build();
+            caps.elicitation = elicitation;
         }
         ClientConfig::new(caps, Implementation::new("test-agent", "1.0.0"))
     }
@@ -285,8 +301,19 @@ pub async fn http_agent_with(
         config = config.auth_header(k.to_string());
     }
     let t = StreamableHttpClientTransport::from_config(config);
-    let svc = Agent { tx, elicit }.serve_with_lifecycle(t, lifecycle(era)).await.expect("agent connects");
+    let svc = Agent { tx, elicit, tasks: false }.serve_with_lifecycle(t, lifecycle(era)).await.expect("agent connects");
     (svc, rx)
+}
+
+/// A 2026-07-28 agent that declares the tasks extension.
+pub async fn tasks_agent(url: &str, key: &str) -> AgentService {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(key.to_string());
+    let t = StreamableHttpClientTransport::from_config(config);
+    Agent { tx, elicit: None, tasks: true }
+        .serve_with_lifecycle(t, lifecycle(Era::Modern))
+        .await
+        .expect("agent connects")
 }
 
 /// A child process that prints `LISTENING <url>` when ready.

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod approvals;
 mod budgets;
 mod cli;
 mod config_files;

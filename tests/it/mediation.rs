@@ -153,6 +153,8 @@ async fn run_case(case: &Case) {
     let ids: Vec<String> = keys.iter().map(|k| k.row.id.clone()).collect();
     let tg = TestGateway::builder()
         .in_dir(dir)
+        // With no approver, a call that needs approval is answered "pending" (not run).
+        .server("[server]\nlisten = \"127.0.0.1:0\"\n[approval]\nwait = \"20ms\"\n")
         .manifest("fs", remote_manifest("fs", "http", &up.url))
         .policy("generated", policy_text(case, &ids))
         .spawn()

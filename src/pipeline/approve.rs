@@ -1,0 +1,519 @@
+//! The approve stage: a call whose grant says `approve` (or whose cost is
+//! above the grant's `approve_above`) becomes a pending action and waits for
+//! a decision, the way its client can wait:
+//!
+//! - a client that declares the tasks extension gets a task at once, and an
+//!   approved task runs in the background ([`run_task`]);
+//! - any other call waits open for up to `approval.wait`, with progress
+//!   notifications, and is then answered "pending"; the same call (same
+//!   principal, tool, argument digest and tool definition) repeated later
+//!   resumes the action: it waits again, runs once approved, or says why not.
+//!
+//! An approved action runs exactly once: its execution is claimed in the
+//! store by one caller; every other caller gets the stored result.
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ProgressNotificationParam};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
+use serde_json::{Value, json};
+
+use super::{finish, run, tool_error};
+use crate::approval::task;
+use crate::audit::CallRecord;
+use crate::audit::record::decision;
+use crate::budget::{Ask, Held, Hold};
+use crate::catalog::ToolEntry;
+use crate::gateway::Gateway;
+use crate::identity::Principal;
+use crate::policy::{Effect, Grant, PAGE_ROUTE};
+use crate::store::{ApprovalRow, StoreError};
+use crate::upstream::Upstream;
+
+/// How long after an approved action ran a repeat of its call gets the same
+/// result back (an agent retrying a call whose answer it lost) rather than
+/// asking for a new approval.
+const REPLAY_WINDOW: Duration = Duration::from_secs(60);
+
+fn replay_since() -> i64 {
+    crate::audit::now_micros() - micros(REPLAY_WINDOW)
+}
+
+/// How often a waiting call tells its agent it is still waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A call that needs approval, as the earlier stages left it.
+pub(super) struct Asked<'a> {
+    pub principal: &'a Principal,
+    pub entry: &'a ToolEntry,
+    pub grant: &'a Grant,
+    pub effect: Effect,
+    pub arguments: Value,
+    pub params: CallToolRequestParams,
+    pub cost: i64,
+    pub call_ttl: Duration,
+    pub upstream: std::sync::Arc<Upstream>,
+}
+
+pub(super) async fn stage(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    asked: Asked<'_>,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    let digest = digest_of(&asked.arguments);
+    let tasks = ctx.client_capabilities().is_some_and(|c| c.supports_tasks());
+    rec.decision = decision::NEEDS_APPROVAL;
+
+    // The same call again: resume its action.
+    let existing = gw
+        .approvals
+        .store()
+        .approval_for_call(&asked.principal.key_id, &asked.entry.name, &digest, &asked.entry.hash, replay_since())
+        .await;
+    match existing {
+        Ok(Some(row)) => return resume(gw, rec, row, tasks, asked, ctx).await,
+        Ok(None) => {}
+        Err(e) => return unavailable(gw, rec, "approval", &e).await,
+    }
+
+    let settings = gw.approvals.settings();
+    let route_id = asked.grant.approval.as_ref().and_then(|a| a.route.clone()).unwrap_or_else(|| PAGE_ROUTE.into());
+    let timeout = asked.grant.approval.as_ref().and_then(|a| a.timeout).unwrap_or(settings.timeout);
+    let policy = gw.policies.current();
+    let webhooks: Vec<String> =
+        policy.route(&route_id).map(|r| r.webhooks.iter().map(|w| w.url.clone()).collect()).unwrap_or_default();
+
+    // hold: taken now, for the action's whole life (its expiry, then the call).
+    let now = crate::audit::now_micros();
+    let expires_at = now.saturating_add(micros(timeout));
+    let hold_ttl = timeout.saturating_add(asked.call_ttl);
+    let hold = if asked.cost > 0 {
+        let ask = Ask {
+            principal: asked.principal,
+            call_id: &rec.call_id,
+            tool: &asked.entry.name,
+            money: asked.cost,
+            tokens: 0,
+            ttl: hold_ttl,
+        };
+        match gw.ledger.hold(ask, None).await {
+            Ok(Held::Free) => None,
+            Ok(Held::Held(h)) => Some(h),
+            Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
+                rec.decision = decision::OVER_BUDGET;
+                rec.budgets = vec![budget_id.clone()];
+                let text = format!(
+                    "budget `{budget_id}` has {} left; this call to {} needs {}",
+                    unit.show(remaining),
+                    asked.entry.name,
+                    unit.show(needed)
+                );
+                rec.reason = Some(text.clone());
+                rec.stage("hold");
+                return finish(gw, rec, Ok(tool_error(text))).await;
+            }
+            Err(e) => return unavailable(gw, rec, "budget", &e).await,
+        }
+    } else {
+        None
+    };
+    if let Some(h) = &hold {
+        rec.hold_id = Some(h.id.clone());
+        rec.cost_held = h.money;
+        rec.budgets = h.budget_ids();
+    }
+    rec.stage("hold");
+
+    let why = match asked.effect {
+        Effect::Approve => format!("grant `{}` requires approval", asked.grant.id),
+        _ => format!(
+            "the call costs {}, above the {} grant `{}` allows without approval",
+            crate::money::Micros(asked.cost),
+            asked.grant.approve_above.unwrap_or_default(),
+            asked.grant.id
+        ),
+    };
+    let row = ApprovalRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        org: asked.principal.org.clone(),
+        principal: asked.principal.key_id.clone(),
+        principal_label: asked.principal.to_string(),
+        team: asked.principal.team.clone(),
+        tool: asked.entry.name.clone(),
+        upstream: Some(asked.entry.upstream_name.to_string()),
+        arguments: Some(serde_json::to_string(&asked.arguments).unwrap_or_default()),
+        arguments_redacted: rec.arguments.as_ref().map(Value::to_string).unwrap_or_else(|| "null".into()),
+        digest,
+        tool_hash: asked.entry.hash.clone(),
+        grant_id: Some(asked.grant.id.clone()),
+        route: route_id,
+        reason: why.clone(),
+        risk: asked.entry.settings.risk.map(|r| format!("{r:?}").to_lowercase()),
+        cost: asked.cost,
+        hold_id: hold.as_ref().map(|h| h.id.clone()),
+        call_id: rec.call_id.clone(),
+        mode: if tasks { "task" } else { "wait" }.into(),
+        status: "pending".into(),
+        created_at: now,
+        expires_at,
+        decided_at: None,
+        decided_by: None,
+        decision_reason: None,
+        execution: "none".into(),
+        claimed_by: None,
+        result: None,
+        reported: false,
+        rev: 0,
+        updated_at: now,
+    };
+    let hold_expires_at = now.saturating_add(micros(hold_ttl));
+    let created = gw.approvals.create(row, hold_expires_at, webhooks).await;
+    if !matches!(created, Ok(Some(_)))
+        && let Some(h) = &hold
+        && let Err(e) = gw.ledger.settle(h, 0, 0, None).await
+    {
+        tracing::warn!(hold = %h.id, "hold of an unstored approval not released (it will expire): {e}");
+    }
+    let row = match created {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            // The same call, made concurrently, opened the action first: join it.
+            rec.hold_id = None;
+            rec.cost_held = 0;
+            rec.budgets = Vec::new();
+            let existing = gw
+                .approvals
+                .store()
+                .approval_for_call(
+                    &asked.principal.key_id,
+                    &asked.entry.name,
+                    &digest_of(&asked.arguments),
+                    &asked.entry.hash,
+                    replay_since(),
+                )
+                .await;
+            return match existing {
+                Ok(Some(row)) => resume(gw, rec, row, tasks, asked, ctx).await,
+                Ok(None) => {
+                    let e = StoreError::Unavailable("the open action for this call vanished".into());
+                    unavailable(gw, rec, "approval", &e).await
+                }
+                Err(e) => unavailable(gw, rec, "approval", &e).await,
+            };
+        }
+        Err(e) => return unavailable(gw, rec, "approval", &e).await,
+    };
+    rec.approval_id = Some(row.id.clone());
+    rec.reason = Some(format!("{why}; pending action {}", row.id));
+    rec.stage("approve");
+    if tasks {
+        return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
+    }
+    follow(gw, rec, row, asked, ctx).await
+}
+
+/// The same call again, while its action is open: a task client gets its
+/// task back, any other call follows the action.
+async fn resume(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    row: ApprovalRow,
+    tasks: bool,
+    asked: Asked<'_>,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    rec.approval_id = Some(row.id.clone());
+    rec.hold_id = row.hold_id.clone();
+    rec.cost_held = row.cost;
+    rec.reason = Some(format!("resumes pending action {}", row.id));
+    rec.stage("approve");
+    if tasks && row.mode == "task" {
+        return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
+    }
+    follow(gw, rec, row, asked, ctx).await
+}
+
+/// Takes an action wherever it stands: waits while pending, runs it once
+/// approved, and reports a refusal or a result already produced.
+async fn follow(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    mut row: ApprovalRow,
+    asked: Asked<'_>,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    let deadline = tokio::time::Instant::now() + gw.approvals.settings().wait;
+    let token = ctx.meta.get_progress_token();
+    let mut progress = 0.0;
+    loop {
+        match (row.status.as_str(), row.execution.as_str()) {
+            ("approved", "none") => match gw.approvals.claim(&row.id).await {
+                Ok(Some(claimed)) => return execute(gw, rec, claimed, asked, ctx).await,
+                // Someone else claimed it first: wait for their result.
+                Ok(None) => {}
+                Err(e) => return unavailable(gw, rec, "approval", &e).await,
+            },
+            ("approved", "done") => {
+                let _ = gw.approvals.mark_reported(&row.id).await;
+                rec.decision = decision::ALLOWED;
+                rec.approver = row.decided_by.clone();
+                rec.reason = Some(format!("action {} already ran; its result is returned again", row.id));
+                rec.stage("approve");
+                return finish_replayed(gw, rec, &row).await;
+            }
+            ("pending" | "approved", _) => {}
+            _ => {
+                let _ = gw.approvals.mark_reported(&row.id).await;
+                rec.decision = decision::DENIED;
+                rec.approver = row.decided_by.clone();
+                let text = task::refusal(&row);
+                rec.reason = Some(text.clone());
+                rec.stage("approve");
+                return finish(gw, rec, Ok(tool_error(text))).await;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline || ctx.ct.is_cancelled() {
+            break;
+        }
+        let id = row.id.clone();
+        let peer = ctx.peer.clone();
+        let tick = |r: &ApprovalRow| {
+            if let Some(t) = &token {
+                progress += 1.0;
+                let mut n = ProgressNotificationParam::new(t.clone(), progress);
+                n.message = Some(format!("awaiting approval {} ({})", r.id, r.status));
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let _ = peer.notify_progress(n).await;
+                });
+            }
+        };
+        let seen = row.rev;
+        let waited = gw
+            .approvals
+            .wait(&id, |r| r.rev > seen && changed_enough(r), deadline, &ctx.ct, PROGRESS_EVERY, tick)
+            .await;
+        match waited {
+            Ok(Some(r)) => row = r,
+            Ok(None) => {
+                return finish(gw, rec, Err(McpError::internal_error("the pending action is gone", None))).await;
+            }
+            Err(e) => return unavailable(gw, rec, "approval", &e).await,
+        }
+    }
+    // Still undecided: the agent is told, and may repeat the call to resume.
+    rec.decision = decision::NEEDS_APPROVAL;
+    rec.stage("approve");
+    let text = if row.status == "approved" {
+        format!(
+            "call to {} was approved and is running (action {}); call it again with the same arguments for its result",
+            row.tool, row.id
+        )
+    } else {
+        format!(
+            "call to {} is waiting for approval (action {}, route `{}`, expires {}). It has not run. \
+             Call the tool again with exactly the same arguments to resume: it runs once approved.",
+            row.tool,
+            row.id,
+            row.route,
+            crate::audit::rfc3339(row.expires_at)
+        )
+    };
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(json!({
+        "status": "pending", "approval_id": row.id, "expires_at": crate::audit::rfc3339(row.expires_at),
+    }));
+    finish(gw, rec, Ok(CallToolResponse::Complete(result))).await
+}
+
+/// A change a waiting call acts on: decided, or its execution moved.
+fn changed_enough(r: &ApprovalRow) -> bool {
+    r.status != "pending" && !(r.status == "approved" && r.execution == "running")
+}
+
+/// Runs a claimed action for the call that asked for it.
+async fn execute(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    row: ApprovalRow,
+    asked: Asked<'_>,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    rec.decision = decision::ALLOWED;
+    rec.approver = row.decided_by.clone();
+    rec.reason =
+        Some(format!("approved by {} (action {})", row.decided_by.as_deref().unwrap_or("an approver"), row.id));
+    rec.stage("approve");
+    let hold = row.hold_id.as_ref().map(|id| Hold { id: id.clone(), money: row.cost, tokens: 0, lines: Vec::new() });
+    if let Err(e) = gw.journal.audit(rec.intent()).await {
+        tracing::error!(call = %rec.call_id, "approved call not run, its intent could not be audited: {e}");
+        let _ = gw
+            .approvals
+            .finish(&row.id, &json!({"error": {"code": -32603, "message": "not run: audit unavailable"}}), true)
+            .await;
+        return Err(McpError::internal_error(format!("call not run: {e}"), None));
+    }
+    let mut params = asked.params;
+    params.arguments = match asked.arguments {
+        Value::Object(map) => Some(map),
+        _ => None,
+    };
+    let outcome = run(gw, rec, &asked.upstream, asked.entry, params, hold, asked.cost, ctx).await;
+    let stored = match &outcome {
+        Ok(CallToolResponse::Complete(r)) => json!({"result": r}),
+        Ok(_) => json!({"error": {"code": -32603, "message": "the approved call asked for input; call it again"}}),
+        Err(e) => json!({"error": e}),
+    };
+    if let Err(e) = gw.approvals.finish(&row.id, &stored, true).await {
+        tracing::error!(approval = %row.id, "approved call's result not stored: {e}");
+    }
+    outcome
+}
+
+/// The result an approved action produced, answered to a repeat of its call.
+async fn finish_replayed(gw: &Gateway, rec: CallRecord, row: &ApprovalRow) -> Result<CallToolResponse, McpError> {
+    let outcome = match task::stored_outcome(row) {
+        task::Outcome::Result(r) => match serde_json::from_value::<CallToolResult>(Value::Object(r)) {
+            Ok(r) => Ok(CallToolResponse::Complete(r)),
+            Err(e) => Err(McpError::internal_error(format!("stored result unreadable: {e}"), None)),
+        },
+        task::Outcome::Error(e) => Err(serde_json::from_value::<McpError>(Value::Object(e))
+            .unwrap_or_else(|_| McpError::internal_error("the approved call failed", None))),
+    };
+    // Recorded as a replay: it ran once, under its own record.
+    let mut rec = rec;
+    super::conclude(&mut rec, &outcome);
+    rec.status = Some("replayed");
+    if let Err(e) = gw.journal.audit(rec.outcome()).await {
+        return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));
+    }
+    outcome
+}
+
+async fn unavailable(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    what: &str,
+    e: &StoreError,
+) -> Result<CallToolResponse, McpError> {
+    // Fail closed: a call whose approval cannot be stored or read does not run.
+    tracing::error!(call = %rec.call_id, "{what} store failed: {e}");
+    rec.decision = decision::DENIED;
+    rec.reason = Some(format!("{what} store failed: {e}"));
+    rec.stage("approve");
+    let err = McpError::internal_error(format!("the {what} store is unavailable; the call was not run"), None);
+    finish(gw, rec, Err(err)).await
+}
+
+fn digest_of(arguments: &Value) -> String {
+    crate::approval::digest(arguments)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Runs an approved task-mode action in the background (no agent call is
+/// open for it), once: the claim decides who runs it. The grant is checked
+/// again first, and the key must still be live.
+pub async fn run_task(gw: Gateway, id: String) {
+    let row = match gw.approvals.claim(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(approval = %id, "task claim failed: {e}");
+            return;
+        }
+    };
+    let outcome = run_detached(&gw, &row).await;
+    let stored = match &outcome {
+        Ok(r) => json!({"result": r}),
+        Err(e) => json!({"error": e}),
+    };
+    if let Err(e) = gw.approvals.finish(&row.id, &stored, false).await {
+        tracing::error!(approval = %row.id, "task result not stored: {e}");
+    }
+}
+
+async fn run_detached(gw: &Gateway, row: &ApprovalRow) -> Result<CallToolResult, McpError> {
+    let hold = row.hold_id.as_ref().map(|id| Hold { id: id.clone(), money: row.cost, tokens: 0, lines: Vec::new() });
+    let release = |reason: String| {
+        let hold = hold.clone();
+        async move {
+            if let Some(h) = &hold {
+                let _ = gw.ledger.settle(h, 0, 0, None).await;
+            }
+            Ok(CallToolResult::error(vec![ContentBlock::text(reason)]))
+        }
+    };
+    let key = match gw.store.key_by_id(&row.principal).await {
+        Ok(Some(k)) if k.revoked_at.is_none() => k,
+        Ok(_) => return release(format!("call to {} not run: its key was revoked", row.tool)).await,
+        Err(e) => return Err(McpError::internal_error(format!("key store unavailable: {e}"), None)),
+    };
+    let principal = Principal::from_row(&key);
+    let catalog = gw.upstreams.catalog();
+    let Some(entry) = catalog.tool(&row.tool).filter(|e| e.hash == row.tool_hash).cloned() else {
+        return release(format!("call to {} not run: the tool changed or is gone since it was approved", row.tool))
+            .await;
+    };
+    let arguments: Value = row.arguments.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+    let policy = gw.policies.current();
+    if policy.decide(&principal, &entry.name, &arguments).effect == Effect::Deny {
+        return release(format!("call to {} not run: the grants changed and now refuse it", row.tool)).await;
+    }
+    let mut rec = CallRecord::start(&entry.name, None);
+    rec.principal = Some(principal);
+    rec.upstream = Some(entry.upstream_name.to_string());
+    rec.arguments = serde_json::from_str(&row.arguments_redacted).ok();
+    rec.grants = row.grant_id.iter().cloned().collect();
+    rec.decision = decision::ALLOWED;
+    rec.approval_id = Some(row.id.clone());
+    rec.approver = row.decided_by.clone();
+    rec.hold_id = row.hold_id.clone();
+    rec.cost_held = row.cost;
+    rec.reason = Some(format!("approved by {} (task {})", row.decided_by.as_deref().unwrap_or("an approver"), row.id));
+    if let Err(e) = gw.journal.audit(rec.intent()).await {
+        return Err(McpError::internal_error(format!("not run: {e}"), None));
+    }
+    let up = gw.upstreams.get(entry.upstream).clone();
+    let outcome = super::forward::forward_detached(&up, &entry, arguments).await;
+    let result = super::settle(gw, rec, &entry, hold, row.cost, outcome.map(CallToolResponse::Complete)).await;
+    match result {
+        Ok(CallToolResponse::Complete(r)) => Ok(r),
+        Ok(_) => Err(McpError::internal_error("unexpected answer", None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs approved task-mode actions as they are approved (here or on another
+/// process), and those approved while no process ran.
+pub async fn executor(gw: Gateway) {
+    let mut rx = gw.approvals.subscribe();
+    if let Ok(rows) = gw.approvals.store().approvals(None, Some("approved"), 1000).await {
+        for r in rows.into_iter().filter(|r| r.mode == "task" && r.execution == "none") {
+            tokio::spawn(run_task(gw.clone(), r.id));
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            ev = rx.recv() => match ev {
+                Ok(r) if r.mode == "task" && r.status == "approved" && r.execution == "none" => {
+                    tokio::spawn(run_task(gw.clone(), r.id.clone()));
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Ok(rows) = gw.approvals.store().approvals(None, Some("approved"), 1000).await {
+                        for r in rows.into_iter().filter(|r| r.mode == "task" && r.execution == "none") {
+                            tokio::spawn(run_task(gw.clone(), r.id));
+                        }
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}

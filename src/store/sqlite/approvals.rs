@@ -1,0 +1,444 @@
+//! Pending actions, their webhook deliveries and used signatures.
+//!
+//! Every change of an action takes the next value of the store-wide counter
+//! `rev` in its own write transaction, so feeds can follow changes in commit
+//! order with `rev > last seen`.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Conn, Sqlite, append_in, resolve_in};
+use crate::store::{
+    ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, Resolution, StoreError, Transition, Transitioned,
+};
+
+const COLUMNS: &str = "id, org, principal, principal_label, team, tool, upstream, arguments, arguments_redacted, \
+     digest, tool_hash, grant_id, route, reason, risk, cost, hold_id, call_id, mode, status, created_at, expires_at, \
+     decided_at, decided_by, decision_reason, execution, claimed_by, result, reported, rev, updated_at";
+
+const NEXT_REV: &str = "(SELECT COALESCE(MAX(rev), 0) + 1 FROM approvals)";
+
+/// The owner a hold takes while its action waits: not a process, so no
+/// start-up sweep releases it; it ends with the action or by its expiry.
+pub const HOLD_OWNER_PREFIX: &str = "approval:";
+
+impl Sqlite {
+    pub async fn create_approval(
+        &self,
+        row: &ApprovalRow,
+        hold_expires_at: i64,
+        webhooks: &[String],
+        record: AuditDraft,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO approvals ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             ?, ?, ?, ?, ?, ?, ?, {NEXT_REV}, ?) RETURNING {COLUMNS}"
+        )))
+        .bind(&row.id)
+        .bind(&row.org)
+        .bind(&row.principal)
+        .bind(&row.principal_label)
+        .bind(&row.team)
+        .bind(&row.tool)
+        .bind(&row.upstream)
+        .bind(&row.arguments)
+        .bind(&row.arguments_redacted)
+        .bind(&row.digest)
+        .bind(&row.tool_hash)
+        .bind(&row.grant_id)
+        .bind(&row.route)
+        .bind(&row.reason)
+        .bind(&row.risk)
+        .bind(row.cost)
+        .bind(&row.hold_id)
+        .bind(&row.call_id)
+        .bind(&row.mode)
+        .bind(&row.status)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(row.decided_at)
+        .bind(&row.decided_by)
+        .bind(&row.decision_reason)
+        .bind(&row.execution)
+        .bind(&row.claimed_by)
+        .bind(&row.result)
+        .bind(row.reported)
+        .bind(row.updated_at)
+        .fetch_one(&mut *tx)
+        .await;
+        let inserted = match inserted {
+            Ok(r) => r,
+            // An open action for this exact call exists already.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stored = approval_row(&inserted)?;
+        if let Some(hold) = &row.hold_id {
+            sqlx::query("UPDATE holds SET owner = ?, expires_at = ? WHERE id = ? AND state = 'held'")
+                .bind(format!("{HOLD_OWNER_PREFIX}{}", row.id))
+                .bind(hold_expires_at)
+                .bind(hold)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for url in webhooks {
+            sqlx::query(
+                "INSERT INTO approval_deliveries (approval_id, route, url, state, attempts, next_at, created_at, updated_at)
+                 VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+            )
+            .bind(&row.id)
+            .bind(&row.route)
+            .bind(url)
+            .bind(row.created_at)
+            .bind(row.created_at)
+            .bind(row.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_in(&mut tx, &[record], None).await?;
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM approvals WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| approval_row(&r)).transpose()
+    }
+
+    pub async fn approval_for_call(
+        &self,
+        principal: &str,
+        tool: &str,
+        digest: &str,
+        tool_hash: &str,
+        replay_since: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE principal = ? AND tool = ? AND digest = ? AND tool_hash = ?
+             AND (reported = 0 OR (execution = 'done' AND updated_at >= ?)) ORDER BY created_at DESC LIMIT 1"
+        )))
+        .bind(principal)
+        .bind(tool)
+        .bind(digest)
+        .bind(tool_hash)
+        .bind(replay_since)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| approval_row(&r)).transpose()
+    }
+
+    pub async fn approvals(
+        &self,
+        org: Option<&str>,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR org = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY created_at DESC, id LIMIT ?3"
+        )))
+        .bind(org)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    pub async fn approvals_since(&self, rev: i64, limit: i64) -> Result<Vec<ApprovalRow>, StoreError> {
+        let rows =
+            sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM approvals WHERE rev > ? ORDER BY rev LIMIT ?")))
+                .bind(rev)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    pub async fn approvals_rev(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(rev), 0) FROM approvals").fetch_one(&self.pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn transition_approval(
+        &self,
+        t: &Transition,
+        record: impl FnOnce(&ApprovalRow) -> AuditDraft + Send,
+    ) -> Result<Transitioned, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Decisions need an unexpired pending action; a cancel also stops an
+        // approved one that has not started running.
+        let condition = match t.to {
+            "cancelled" => "(status = 'pending' OR (status = 'approved' AND execution = 'none'))",
+            "expired" => "status = 'pending'",
+            _ => "status = 'pending' AND expires_at > ?3",
+        };
+        let keep_arguments = if t.to == "approved" { "arguments" } else { "NULL" };
+        let changed = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE approvals SET status = ?1, decided_at = ?3, decided_by = ?4, decision_reason = ?5,
+             arguments = {keep_arguments}, rev = {NEXT_REV}, updated_at = ?3
+             WHERE id = ?2 AND {condition} RETURNING {COLUMNS}"
+        )))
+        .bind(t.to)
+        .bind(&t.id)
+        .bind(t.now)
+        .bind(&t.by)
+        .bind(&t.reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(changed) = changed else {
+            let standing = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM approvals WHERE id = ?")))
+                .bind(&t.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            return Ok(match standing {
+                Some(r) => Transitioned::Standing(approval_row(&r)?),
+                None => Transitioned::Missing,
+            });
+        };
+        let row = approval_row(&changed)?;
+        if t.to != "approved" {
+            release_hold(&mut tx, &row, t.to, t.now).await?;
+        }
+        append_in(&mut tx, &[record(&row)], None).await?;
+        tx.commit().await?;
+        Ok(Transitioned::Done(row))
+    }
+
+    pub async fn expire_approvals(
+        &self,
+        now: i64,
+        record: impl Fn(&ApprovalRow) -> AuditDraft + Send,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        // Cheap read first: most sweeps find nothing and take no write lock.
+        let due = sqlx::query("SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= ? LIMIT 256")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut expired = Vec::new();
+        for id in due {
+            let id: String = id.try_get(0)?;
+            // One row per statement: each takes its own `rev`.
+            let changed = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE approvals SET status = 'expired', decided_at = ?1, decided_by = 'tollgate',
+                 decision_reason = 'no decision before the approval expired', arguments = NULL,
+                 rev = {NEXT_REV}, updated_at = ?1
+                 WHERE id = ?2 AND status = 'pending' AND expires_at <= ?1 RETURNING {COLUMNS}"
+            )))
+            .bind(now)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = changed {
+                let row = approval_row(&r)?;
+                release_hold(&mut tx, &row, "expired", now).await?;
+                expired.push(row);
+            }
+        }
+        let records: Vec<AuditDraft> = expired.iter().map(&record).collect();
+        append_in(&mut tx, &records, None).await?;
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    pub async fn claim_execution(&self, id: &str, by: &str, now: i64) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE approvals SET execution = 'running', claimed_by = ?1, rev = {NEXT_REV}, updated_at = ?2
+             WHERE id = ?3 AND status = 'approved' AND execution = 'none' RETURNING {COLUMNS}"
+        )))
+        .bind(by)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| approval_row(&r)).transpose()
+    }
+
+    pub async fn finish_execution(&self, id: &str, result: &str, reported: bool, now: i64) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE approvals SET execution = 'done', result = ?1, arguments = NULL, reported = ?2,
+             rev = {NEXT_REV}, updated_at = ?3 WHERE id = ?4"
+        )))
+        .bind(result)
+        .bind(reported)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn mark_reported(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE approvals SET reported = 1, rev = {NEXT_REV}, updated_at = ? WHERE id = ? AND reported = 0"
+        )))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn due_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        // The lease moves `next_at` forward: a second worker (another
+        // process) does not take the same delivery while this one tries it.
+        let rows = sqlx::query(
+            "UPDATE approval_deliveries SET next_at = ?1 WHERE id IN
+               (SELECT id FROM approval_deliveries WHERE state = 'pending' AND next_at <= ?2 ORDER BY next_at LIMIT ?3)
+             RETURNING id, approval_id, route, url, state, attempts, next_at, created_at, updated_at",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    pub async fn record_attempt(&self, a: &AttemptRow, state: &str, next_at: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, at, micros, status, error) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.delivery_id)
+        .bind(a.attempt)
+        .bind(a.at)
+        .bind(a.micros)
+        .bind(a.status)
+        .bind(&a.error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE approval_deliveries SET state = ?, attempts = ?, next_at = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(a.attempt)
+            .bind(next_at)
+            .bind(a.at)
+            .bind(a.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn deliveries(&self, approval_id: &str) -> Result<Vec<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, approval_id, route, url, state, attempts, next_at, created_at, updated_at
+             FROM approval_deliveries WHERE approval_id = ? ORDER BY id",
+        )
+        .bind(approval_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let d = delivery_row(r)?;
+            let attempts = sqlx::query(
+                "SELECT delivery_id, attempt, at, micros, status, error FROM delivery_attempts
+                 WHERE delivery_id = ? ORDER BY attempt",
+            )
+            .bind(d.id)
+            .fetch_all(&self.pool)
+            .await?;
+            let attempts = attempts
+                .iter()
+                .map(|a| {
+                    Ok(AttemptRow {
+                        delivery_id: a.try_get(0)?,
+                        attempt: a.try_get(1)?,
+                        at: a.try_get(2)?,
+                        micros: a.try_get(3)?,
+                        status: a.try_get(4)?,
+                        error: a.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            out.push((d, attempts));
+        }
+        Ok(out)
+    }
+
+    pub async fn use_signature(&self, signature: &str, now: i64, forget_before: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM used_signatures WHERE seen_at < ?").bind(forget_before).execute(&mut *tx).await?;
+        let fresh = sqlx::query("INSERT OR IGNORE INTO used_signatures (signature, seen_at) VALUES (?, ?)")
+            .bind(signature)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+}
+
+/// Releases the hold of an action that will not run.
+async fn release_hold(conn: &mut Conn, row: &ApprovalRow, to: &str, now: i64) -> Result<(), StoreError> {
+    if let Some(hold) = &row.hold_id {
+        let state = if to == "expired" { "expired" } else { "released" };
+        let r = Resolution { hold_id: hold.clone(), state, charged: 0, charged_tokens: 0, now };
+        resolve_in(conn, &[r]).await?;
+    }
+    Ok(())
+}
+
+fn approval_row(r: &SqliteRow) -> Result<ApprovalRow, StoreError> {
+    Ok(ApprovalRow {
+        id: r.try_get(0)?,
+        org: r.try_get(1)?,
+        principal: r.try_get(2)?,
+        principal_label: r.try_get(3)?,
+        team: r.try_get(4)?,
+        tool: r.try_get(5)?,
+        upstream: r.try_get(6)?,
+        arguments: r.try_get(7)?,
+        arguments_redacted: r.try_get(8)?,
+        digest: r.try_get(9)?,
+        tool_hash: r.try_get(10)?,
+        grant_id: r.try_get(11)?,
+        route: r.try_get(12)?,
+        reason: r.try_get(13)?,
+        risk: r.try_get(14)?,
+        cost: r.try_get(15)?,
+        hold_id: r.try_get(16)?,
+        call_id: r.try_get(17)?,
+        mode: r.try_get(18)?,
+        status: r.try_get(19)?,
+        created_at: r.try_get(20)?,
+        expires_at: r.try_get(21)?,
+        decided_at: r.try_get(22)?,
+        decided_by: r.try_get(23)?,
+        decision_reason: r.try_get(24)?,
+        execution: r.try_get(25)?,
+        claimed_by: r.try_get(26)?,
+        result: r.try_get(27)?,
+        reported: r.try_get(28)?,
+        rev: r.try_get(29)?,
+        updated_at: r.try_get(30)?,
+    })
+}
+
+fn delivery_row(r: &SqliteRow) -> Result<DeliveryRow, StoreError> {
+    Ok(DeliveryRow {
+        id: r.try_get(0)?,
+        approval_id: r.try_get(1)?,
+        route: r.try_get(2)?,
+        url: r.try_get(3)?,
+        state: r.try_get(4)?,
+        attempts: r.try_get(5)?,
+        next_at: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
+    })
+}

@@ -14,13 +14,16 @@
 
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ProgressNotificationParam};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequest, InputRequests,
+    InputRequiredResult, ProgressNotificationParam,
+};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{Value, json};
 
 use super::{finish, run, tool_error};
-use crate::approval::task;
+use crate::approval::{Verdict, task};
 use crate::audit::CallRecord;
 use crate::audit::record::decision;
 use crate::budget::{Ask, Held, Hold};
@@ -65,6 +68,42 @@ pub(super) async fn stage(
     let digest = digest_of(&asked.arguments);
     let tasks = ctx.client_capabilities().is_some_and(|c| c.supports_tasks());
     rec.decision = decision::NEEDS_APPROVAL;
+
+    // The retry of a 2026-07-28 agent whose user answered our question.
+    if let Some(id) = asked.params.request_state.as_deref().and_then(|s| s.strip_prefix(USER_STATE_PREFIX)) {
+        let row = match gw.approvals.get(id).await {
+            Ok(r) => r,
+            Err(e) => return unavailable(gw, rec, "approval", &e).await,
+        };
+        // The state names an action; it counts only for the exact call it was asked for.
+        let Some(row) = row.filter(|r| {
+            r.principal == asked.principal.key_id
+                && r.tool == asked.entry.name
+                && r.digest == digest
+                && r.tool_hash == asked.entry.hash
+        }) else {
+            rec.decision = decision::DENIED;
+            rec.stage("approve");
+            return finish(
+                gw,
+                rec,
+                Ok(tool_error(
+                    "this answer belongs to an approval that is unknown or not this call's; call the tool again",
+                )),
+            )
+            .await;
+        };
+        let answer = asked.params.input_responses.as_ref().and_then(|r| r.get(USER_KEY)).cloned();
+        if let Err(e) = apply_user_answer(gw, &row, asked.principal, answer).await {
+            return unavailable(gw, rec, "approval", &e).await;
+        }
+        let row = match gw.approvals.get(&row.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => row,
+            Err(e) => return unavailable(gw, rec, "approval", &e).await,
+        };
+        return resume(gw, rec, row, false, asked, ctx).await;
+    }
 
     // The same call again: resume its action.
     let existing = gw
@@ -211,7 +250,89 @@ pub(super) async fn stage(
     if tasks {
         return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
     }
+    let ask_user = policy.route(&row.route).is_some_and(|r| r.user)
+        && ctx.client_capabilities().is_some_and(|c| c.elicitation.is_some());
+    if ask_user {
+        let question = user_question(&row);
+        if ctx.protocol_version().is_some_and(|v| crate::protocol::is_modern(&v)) {
+            // 2026-07-28: an input_required result; the retry carries the answer.
+            let requests: InputRequests = [(USER_KEY.to_string(), question)].into_iter().collect();
+            let state = format!("{USER_STATE_PREFIX}{}", row.id);
+            return finish(
+                gw,
+                rec,
+                Ok(CallToolResponse::InputRequired(InputRequiredResult::new(Some(requests), Some(state)))),
+            )
+            .await;
+        }
+        // 2025-11-25: asked on the agent's session, within the call.
+        let answer = tokio::time::timeout(gw.approvals.settings().wait, super::bridge::answer(&ctx, question)).await;
+        if let Ok(Ok(answer)) = answer
+            && let Err(e) = apply_user_answer(gw, &row, asked.principal, Some(answer)).await
+        {
+            return unavailable(gw, rec, "approval", &e).await;
+        }
+        let row = match gw.approvals.get(&row.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => row,
+            Err(e) => return unavailable(gw, rec, "approval", &e).await,
+        };
+        return follow(gw, rec, row, asked, ctx).await;
+    }
     follow(gw, rec, row, asked, ctx).await
+}
+
+/// The key of tollgate's question in `inputRequests`, and the prefix of the
+/// `requestState` naming the action it is about.
+const USER_KEY: &str = "tollgate-approval";
+const USER_STATE_PREFIX: &str = "tollgate-approval:";
+
+/// The form asking the agent's user to approve the call.
+fn user_question(row: &ApprovalRow) -> InputRequest {
+    let message = format!(
+        "Approve this call?\n\ntool: {}\narguments: {}\nestimated cost: {}\nwhy asked: {}",
+        row.tool,
+        crate::audit::record::bounded(&row.arguments_redacted, 2000),
+        crate::money::Micros(row.cost),
+        row.reason
+    );
+    let request = json!({
+        "method": "elicitation/create",
+        "params": {
+            "mode": "form",
+            "message": message,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {
+                    "approve": {"type": "boolean", "title": "Approve", "default": true},
+                    "reason": {"type": "string", "title": "Reason"}
+                }
+            }
+        }
+    });
+    serde_json::from_value(request).unwrap_or_else(|e| unreachable!("a well-formed elicitation request: {e}"))
+}
+
+/// Decides the action by the user's answer: accept (without `approve:
+/// false`) approves, decline or `approve: false` denies, cancel or no
+/// answer leaves it pending for other approvers.
+async fn apply_user_answer(
+    gw: &Gateway,
+    row: &ApprovalRow,
+    principal: &Principal,
+    answer: Option<Value>,
+) -> Result<(), StoreError> {
+    let Some(answer) = answer else { return Ok(()) };
+    let content = answer.get("content").cloned().unwrap_or_default();
+    let reason = content.get("reason").and_then(Value::as_str).map(str::to_string);
+    let verdict = match answer.get("action").and_then(Value::as_str) {
+        Some("accept") if content.get("approve") == Some(&Value::Bool(false)) => Verdict::Deny,
+        Some("accept") => Verdict::Approve,
+        Some("decline") => Verdict::Deny,
+        _ => return Ok(()),
+    };
+    let by = format!("user ({principal})");
+    gw.approvals.decide(&row.id, verdict, &by, reason).await.map(|_| ())
 }
 
 /// The same call again, while its action is open: a task client gets its
@@ -356,6 +477,11 @@ async fn execute(
         return Err(McpError::internal_error(format!("call not run: {e}"), None));
     }
     let mut params = asked.params;
+    if params.request_state.as_deref().is_some_and(|s| s.starts_with(USER_STATE_PREFIX)) {
+        // The answer to tollgate's own question is not the upstream's business.
+        params.request_state = None;
+        params.input_responses = None;
+    }
     params.arguments = match asked.arguments {
         Value::Object(map) => Some(map),
         _ => None,

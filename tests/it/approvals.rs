@@ -576,3 +576,40 @@ async fn a_task_is_polled_to_completion_across_a_restart_and_cancelling_one_rele
     assert_eq!((s, body["decision"].as_str()), (409, Some("cancelled")));
     assert_eq!(upstream_calls(&up.url, "echo").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_user_approves_or_declines_through_elicitation_in_both_eras() {
+    set_secret();
+    let up = fixture_http("fs").await;
+    let pol = policy("asker", "", "10m") + "\n[[route]]\nid = \"asker\"\npage = true\nuser = true\n";
+    let tg = builder(&up.url, &pol, "[approval]\nwait = \"5s\"\n").spawn().await;
+    let mut runs = 0;
+    for era in [Era::Legacy, Era::Modern] {
+        let message = format!("{era:?} yes");
+        let (agent, mut heard) = tg.agent_answering(era, Some("yes")).await;
+        // rmcp's client answers an input_required result through its handler (MRTR).
+        let r = agent.call_tool(call("fs__echo", json!({"message": message}))).await.unwrap();
+        assert_eq!(text_of(&r), format!("echo: {message}"), "{era:?}: accepted means approved");
+        runs += 1;
+        assert!(matches!(heard.try_recv(), Ok(Heard::Elicited)), "{era:?}: the user was asked");
+
+        let (agent, _) = tg.agent_answering(era, Some("decline")).await;
+        let r = agent.call_tool(call("fs__echo", json!({"message": format!("{era:?} no")}))).await.unwrap();
+        assert_eq!(r.is_error, Some(true));
+        assert!(text_of(&r).contains("denied by user"), "{era:?}: {}", text_of(&r));
+    }
+    assert_eq!(upstream_calls(&up.url, "echo").await, runs);
+    assert_eq!(held(&tg).await, 0, "declined actions released their holds");
+    let decided: Vec<String> = tg
+        .gw
+        .store
+        .audit(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "approval.decided")
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(decided.len(), 4);
+    assert!(decided.iter().all(|b| b.contains(&format!("user (key:{})", tg.key_id))), "{decided:?}");
+}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the non-Rust test tooling into the repository (idempotent, non-interactive):
 #   .venv/              python3 venv with tests/py/requirements.txt (mcp, mcp-server-time, openai, ...)
-#   tests/node/node_modules/   npm ci of tests/node/package-lock.json (@modelcontextprotocol/server-everything)
+#   tests/node/node_modules/   npm ci of tests/node/package-lock.json (@modelcontextprotocol/server-everything, playwright-core)
+#   /usr/bin/chromium          Debian's chromium and chromium-driver (apt), for the approvals page test
 # Each part is skipped when a stamp shows it is already installed from the same lock inputs.
-# Network: PyPI (pip) and the npm registry (npm) only. Env: PYTHON (default python3), FORCE=1 to reinstall.
+# Network: PyPI (pip), the npm registry (npm) and Debian's archive (apt) only. Env: PYTHON (default python3), FORCE=1 to reinstall.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,7 +58,8 @@ ENTRY="$NODE_DIR/node_modules/@modelcontextprotocol/server-everything/dist/index
 node_want="$( { sha256sum "$NODE_DIR/package.json" "$NODE_DIR/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
 node_have="$(cat "$NODE_STAMP" 2>/dev/null || true)"
 
-if [ "$FORCE" != 1 ] && [ "$node_want" = "$node_have" ] && [ -f "$ENTRY" ]; then
+PLAYWRIGHT="$NODE_DIR/node_modules/playwright-core/package.json"
+if [ "$FORCE" != 1 ] && [ "$node_want" = "$node_have" ] && [ -f "$ENTRY" ] && [ -f "$PLAYWRIGHT" ]; then
   say "node: $NODE_DIR/node_modules up to date (package-lock.json unchanged), skipping"
 else
   say "node: npm ci --prefix $NODE_DIR  (node $(node --version), npm $(npm --version 2>/dev/null))"
@@ -65,6 +67,21 @@ else
   [ -f "$ENTRY" ] || die "npm ci finished but $ENTRY is missing"
   printf '%s\n' "$node_want" > "$NODE_STAMP"
   say "node: installed"
+fi
+
+# ---------------------------------------------------------------- chromium
+# The approvals page is tested in a real headless browser (Debian's chromium,
+# driven by playwright-core with executablePath /usr/bin/chromium).
+if [ -x /usr/bin/chromium ]; then
+  say "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo present), skipping"
+else
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  say "chromium: apt-get install chromium chromium-driver"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver </dev/null >/dev/null
+  [ -x /usr/bin/chromium ] || die "chromium did not install"
+  say "chromium: installed"
 fi
 
 say "ready: $VENV/bin/python tests/py/agent.py | $VENV/bin/mcp-server-time | node $ENTRY stdio | node $NODE_DIR/everything-http.mjs"

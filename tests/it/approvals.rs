@@ -613,3 +613,37 @@ async fn the_agents_own_user_approves_or_declines_through_elicitation_in_both_er
     assert_eq!(decided.len(), 4);
     assert!(decided.iter().all(|b| b.contains(&format!("user (key:{})", tg.key_id))), "{decided:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and Node (installed by .ci/run)"]
+async fn an_approver_approves_in_the_page_in_a_real_browser() {
+    use tokio::io::AsyncBufReadExt;
+    set_secret();
+    let up = fixture_http("fs").await;
+    let tg = builder(&up.url, &policy("page", "", "10m"), "").spawn().await;
+    let key = approver(&tg, "acme").await;
+    let mut browser = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/node/approvals-page.mjs"))
+        .args([&tg.base, &key, "fs__echo"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut lines = tokio::io::BufReader::new(browser.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("page loads").unwrap();
+    assert_eq!(line.as_deref(), Some("CONNECTED"), "the page connected to the live feed");
+
+    // The action appears while the page is open; the approver clicks.
+    let (agent, _) = tg.agent(Era::Legacy).await;
+    let waiting =
+        tokio::spawn(async move { agent.peer().call_tool(call("fs__echo", json!({"message": "clicked"}))).await });
+    let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("approved in time").unwrap().unwrap();
+    let id = line.strip_prefix("APPROVED ").expect("the page approved it").to_string();
+    assert_eq!(text_of(&waiting.await.unwrap().unwrap()), "echo: clicked");
+    assert!(browser.wait().await.unwrap().success());
+    let row = tg.gw.approvals.get(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, "approved");
+    assert_eq!(row.decision_reason.as_deref(), Some("clicked in the browser"));
+    assert!(row.decided_by.unwrap().contains("(approver)"));
+    assert_eq!(upstream_calls(&up.url, "echo").await, 1);
+}

@@ -292,6 +292,15 @@ impl Sqlite {
     }
 
     pub async fn due_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+        // A read first: the worker polls often, and an idle poll must not
+        // take the write lock.
+        let due = sqlx::query("SELECT 1 FROM approval_deliveries WHERE state = 'pending' AND next_at <= ? LIMIT 1")
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         // The lease moves `next_at` forward: a second worker (another
         // process) does not take the same delivery while this one tries it.
         let rows = sqlx::query(

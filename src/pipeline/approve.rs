@@ -93,7 +93,11 @@ pub(super) async fn stage(
             )
             .await;
         };
-        let answer = asked.params.input_responses.as_ref().and_then(|r| r.get(USER_KEY)).cloned();
+        // Only a route that asks the agent's user takes an answer from the
+        // agent's client: anywhere else it would be the agent approving itself.
+        let user_route = gw.policies.current().route(&row.route).is_some_and(|r| r.user);
+        let answer =
+            asked.params.input_responses.as_ref().and_then(|r| r.get(USER_KEY)).cloned().filter(|_| user_route);
         if let Err(e) = apply_user_answer(gw, &row, asked.principal, answer).await {
             return unavailable(gw, rec, "approval", &e).await;
         }

@@ -655,3 +655,30 @@ async fn an_approver_approves_in_the_page_in_a_real_browser() {
     assert!(row.decided_by.unwrap().contains("(approver)"));
     assert_eq!(upstream_calls(&up.url, "echo").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_call_hears_progress_until_it_is_decided() {
+    set_secret();
+    let up = fixture_http("fs").await;
+    let tg = builder(&up.url, &policy("page", "", "10m"), "[approval]\nwait = \"60s\"\n").spawn().await;
+    let (agent, mut heard) = tg.agent(Era::Legacy).await;
+    let waiting =
+        tokio::spawn(async move { agent.peer().call_tool(call("fs__echo", json!({"message": "tick"}))).await });
+    // The approver decides only once the agent has been told it is waiting.
+    let first = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Heard::Progress(p)) = heard.recv().await {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("a progress notification while waiting");
+    assert!(first.message.as_deref().unwrap_or("").contains("awaiting approval"), "{first:?}");
+    let key = approver(&tg, "acme").await;
+    let (_, listed) = Http::new().get(&format!("{}/v1/approvals?status=pending", tg.base), &key).await;
+    let id = listed["approvals"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = Http::new().decide_with_key(&tg.base, &id, &key, "approve").await;
+    assert_eq!(s, 200);
+    assert_eq!(text_of(&waiting.await.unwrap().unwrap()), "echo: tick");
+}

@@ -349,8 +349,8 @@ async fn fifty_concurrent_decisions_one_wins_and_the_call_runs_once() {
     let mut deciders = Vec::new();
     for i in 0..50 {
         let (http, base, id, key) = (http.clone(), tg.base.clone(), id.clone(), keys[i % 5].clone());
-        let decision = if i % 2 == 0 { "approve" } else { "deny" };
-        deciders.push(tokio::spawn(async move { http.decide_with_key(&base, &id, &key, decision).await }));
+        // All approve, so the one-execution assertion below applies on every run.
+        deciders.push(tokio::spawn(async move { http.decide_with_key(&base, &id, &key, "approve").await }));
     }
     let mut wins = Vec::new();
     let mut standing = Vec::new();
@@ -371,14 +371,9 @@ async fn fifty_concurrent_decisions_one_wins_and_the_call_runs_once() {
     for w in fire(&agents) {
         answers.push(w.await.unwrap());
     }
-    let runs = upstream_calls(&up.url, "echo").await;
-    if wins[0] == "approved" {
-        assert!(answers.iter().all(|a| text_of(a) == "echo: once"), "every session gets the one result");
-        assert_eq!(runs, 1, "the approved call ran exactly once");
-    } else {
-        assert!(answers.iter().all(|a| a.is_error == Some(true)));
-        assert_eq!(runs, 0);
-    }
+    assert_eq!(wins, ["approved"]);
+    assert!(answers.iter().all(|a| text_of(a) == "echo: once"), "every session gets the one result");
+    assert_eq!(upstream_calls(&up.url, "echo").await, 1, "the approved call ran exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,18 +302,16 @@ impl Ledger {
 
     /// Sweeps every `every` until `shutdown`.
     pub async fn sweeper(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+        crate::periodic::every(every, shutdown, || {
+            let ledger = self.clone();
+            async move {
+                match ledger.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("released {n} abandoned budget holds"),
+                    Err(e) => tracing::warn!("hold sweep failed: {e}"),
+                }
             }
-            match self.sweep().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("released {n} abandoned budget holds"),
-                Err(e) => tracing::warn!("hold sweep failed: {e}"),
-            }
-        }
+        })
+        .await;
     }
 }

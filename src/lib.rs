@@ -22,6 +22,7 @@
 //! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
 //! - [`config`]: the files, parsed and checked into immutable values.
 //! - [`money`]: integer micro-unit amounts.
+//! - [`periodic`]: background work on a fixed period until shutdown.
 //! - [`store`]: persistence (SQLite now), SQL confined to backends.
 //! - [`protocol`]: which MCP era a peer speaks.
 
@@ -36,6 +37,7 @@ pub mod gateway;
 pub mod identity;
 pub mod journal;
 pub mod money;
+pub mod periodic;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

@@ -57,29 +57,30 @@ impl Events {
 
     /// Publishes changes committed by other processes, checking every `every`.
     pub async fn follow(self: Arc<Self>, store: Store, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let mut last = match store.approvals_rev().await {
+        let last = match store.approvals_rev().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("approval feed: {e}");
                 0
             }
         };
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match store.approvals_since(last, 512).await {
-                Ok(rows) => {
-                    for row in rows {
-                        last = last.max(row.rev);
-                        self.publish(Arc::new(row));
+        // The newest rev seen, carried from one run to the next.
+        let last = Arc::new(std::sync::atomic::AtomicI64::new(last));
+        crate::periodic::every(every, shutdown, || {
+            let (events, store, last) = (self.clone(), store.clone(), last.clone());
+            async move {
+                let since = last.load(std::sync::atomic::Ordering::Relaxed);
+                match store.approvals_since(since, 512).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            last.fetch_max(row.rev, std::sync::atomic::Ordering::Relaxed);
+                            events.publish(Arc::new(row));
+                        }
                     }
+                    Err(e) => tracing::warn!("approval feed: {e}"),
                 }
-                Err(e) => tracing::warn!("approval feed: {e}"),
             }
-        }
+        })
+        .await;
     }
 }

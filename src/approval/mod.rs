@@ -216,8 +216,7 @@ impl Approvals {
     /// Stores an executed action's result.
     pub async fn finish(&self, id: &str, result: &Value, reported: bool) -> Result<(), StoreError> {
         let text = serde_json::to_string(result).unwrap_or_else(|_| "null".into());
-        self.inner.store.finish_execution(id, &text, reported, crate::audit::now_micros()).await?;
-        if let Some(row) = self.inner.store.approval(id).await? {
+        if let Some(row) = self.inner.store.finish_execution(id, &text, reported, crate::audit::now_micros()).await? {
             self.inner.events.publish(Arc::new(row));
         }
         Ok(())
@@ -310,19 +309,17 @@ impl Approvals {
 
     /// Expires due actions every `every` until `shutdown`.
     pub async fn expirer(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+        crate::periodic::every(every, shutdown, || {
+            let approvals = self.clone();
+            async move {
+                match approvals.expire_due().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("{n} pending actions expired"),
+                    Err(e) => tracing::warn!("approval expiry failed: {e}"),
+                }
             }
-            match self.expire_due().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("{n} pending actions expired"),
-                Err(e) => tracing::warn!("approval expiry failed: {e}"),
-            }
-        }
+        })
+        .await;
     }
 }
 

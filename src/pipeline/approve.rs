@@ -145,17 +145,8 @@ pub(super) async fn stage(
             Ok(Held::Free) => None,
             Ok(Held::Held(h)) => Some(h),
             Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
-                rec.decision = decision::OVER_BUDGET;
-                rec.budgets = vec![budget_id.clone()];
-                let text = format!(
-                    "budget `{budget_id}` has {} left; this call to {} needs {}",
-                    unit.show(remaining),
-                    asked.entry.name,
-                    unit.show(needed)
-                );
-                rec.reason = Some(text.clone());
-                rec.stage("hold");
-                return finish(gw, rec, Ok(tool_error(text))).await;
+                return super::refused_by_budget(gw, rec, &asked.entry.name, (budget_id, unit, remaining, needed))
+                    .await;
             }
             Err(e) => return unavailable(gw, rec, "budget", &e).await,
         }
@@ -471,7 +462,7 @@ async fn execute(
     rec.reason =
         Some(format!("approved by {} (action {})", row.decided_by.as_deref().unwrap_or("an approver"), row.id));
     rec.stage("approve");
-    let hold = row.hold_id.as_ref().map(|id| Hold { id: id.clone(), money: row.cost, tokens: 0, lines: Vec::new() });
+    let hold = hold_of(&row);
     if let Err(e) = gw.journal.audit(rec.intent()).await {
         tracing::error!(call = %rec.call_id, "approved call not run, its intent could not be audited: {e}");
         let _ = gw
@@ -537,6 +528,11 @@ async fn unavailable(
     finish(gw, rec, Err(err)).await
 }
 
+/// The hold an action took when it was asked for (settled by whoever runs it).
+fn hold_of(row: &ApprovalRow) -> Option<Hold> {
+    row.hold_id.as_ref().map(|id| Hold { id: id.clone(), money: row.cost, tokens: 0, lines: Vec::new() })
+}
+
 fn digest_of(arguments: &Value) -> String {
     crate::approval::digest(arguments)
 }
@@ -568,7 +564,7 @@ pub async fn run_task(gw: Gateway, id: String) {
 }
 
 async fn run_detached(gw: &Gateway, row: &ApprovalRow) -> Result<CallToolResult, McpError> {
-    let hold = row.hold_id.as_ref().map(|id| Hold { id: id.clone(), money: row.cost, tokens: 0, lines: Vec::new() });
+    let hold = hold_of(row);
     let release = |reason: String| {
         let hold = hold.clone();
         async move {
@@ -622,11 +618,7 @@ async fn run_detached(gw: &Gateway, row: &ApprovalRow) -> Result<CallToolResult,
 /// process), and those approved while no process ran.
 pub async fn executor(gw: Gateway) {
     let mut rx = gw.approvals.subscribe();
-    if let Ok(rows) = gw.approvals.store().approvals(None, Some("approved"), 1000).await {
-        for r in rows.into_iter().filter(|r| r.mode == "task" && r.execution == "none") {
-            tokio::spawn(run_task(gw.clone(), r.id));
-        }
-    }
+    run_waiting_tasks(&gw).await;
     loop {
         tokio::select! {
             _ = gw.shutdown.cancelled() => return,
@@ -635,15 +627,22 @@ pub async fn executor(gw: Gateway) {
                     tokio::spawn(run_task(gw.clone(), r.id.clone()));
                 }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if let Ok(rows) = gw.approvals.store().approvals(None, Some("approved"), 1000).await {
-                        for r in rows.into_iter().filter(|r| r.mode == "task" && r.execution == "none") {
-                            tokio::spawn(run_task(gw.clone(), r.id));
-                        }
-                    }
-                }
+                // Missed events: the store says which approved tasks have not run.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => run_waiting_tasks(&gw).await,
                 Err(_) => return,
             }
         }
+    }
+}
+
+/// Starts every approved task-mode action that has not run yet.
+async fn run_waiting_tasks(gw: &Gateway) {
+    match gw.approvals.store().approvals(None, Some("approved"), 1000).await {
+        Ok(rows) => {
+            for r in rows.into_iter().filter(|r| r.mode == "task" && r.execution == "none") {
+                tokio::spawn(run_task(gw.clone(), r.id));
+            }
+        }
+        Err(e) => tracing::warn!("approved tasks not looked up: {e}"),
     }
 }

@@ -249,17 +249,7 @@ pub async fn call(
                 Some(h)
             }
             Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
-                rec.decision = decision::OVER_BUDGET;
-                rec.budgets = vec![budget_id.clone()];
-                let text = format!(
-                    "budget `{budget_id}` has {} left; this call to {} needs {}",
-                    unit.show(remaining),
-                    entry.name,
-                    unit.show(needed)
-                );
-                rec.reason = Some(text.clone());
-                rec.stage("hold");
-                return finish(gw, rec, Ok(tool_error(text))).await;
+                return refused_by_budget(gw, rec, &entry.name, (budget_id, unit, remaining, needed)).await;
             }
             Err(e) => {
                 // Fail closed: a call whose cost cannot be reserved does not run.
@@ -345,6 +335,25 @@ async fn settle(
             Err(McpError::internal_error("the call's audit record could not be written", None))
         }
     }
+}
+
+/// The hold stage's refusal: which budget, what it has left, what the call needs.
+async fn refused_by_budget(
+    gw: &Gateway,
+    mut rec: CallRecord,
+    tool: &str,
+    (budget_id, unit, remaining, needed): (String, crate::budget::Unit, i64, i64),
+) -> Result<CallToolResponse, McpError> {
+    rec.decision = decision::OVER_BUDGET;
+    let text = format!(
+        "budget `{budget_id}` has {} left; this call to {tool} needs {}",
+        unit.show(remaining),
+        unit.show(needed)
+    );
+    rec.budgets = vec![budget_id];
+    rec.reason = Some(text.clone());
+    rec.stage("hold");
+    finish(gw, rec, Ok(tool_error(text))).await
 }
 
 /// Fills in the record's outcome fields from the call's result.

@@ -73,12 +73,10 @@ impl Lot {
 
     /// Sweeps every `every` until `shutdown`.
     pub async fn sweeper(self: std::sync::Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.sweep(),
-            }
-        }
+        crate::periodic::every(every, shutdown, || {
+            self.sweep();
+            std::future::ready(())
+        })
+        .await;
     }
 }

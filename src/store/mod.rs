@@ -473,7 +473,14 @@ impl Store {
     }
 
     /// Records the executed call's result; the stored arguments are dropped.
-    pub async fn finish_execution(&self, id: &str, result: &str, reported: bool, now: i64) -> Result<(), StoreError> {
+    /// Returns the action as it now stands.
+    pub async fn finish_execution(
+        &self,
+        id: &str,
+        result: &str,
+        reported: bool,
+        now: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
         self.backend.finish_execution(id, result, reported, now).await
     }
 

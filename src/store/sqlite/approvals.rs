@@ -266,18 +266,24 @@ impl Sqlite {
         row.map(|r| approval_row(&r)).transpose()
     }
 
-    pub async fn finish_execution(&self, id: &str, result: &str, reported: bool, now: i64) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
+    pub async fn finish_execution(
+        &self,
+        id: &str,
+        result: &str,
+        reported: bool,
+        now: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE approvals SET execution = 'done', result = ?1, arguments = NULL, reported = ?2,
-             rev = {NEXT_REV}, updated_at = ?3 WHERE id = ?4"
+             rev = {NEXT_REV}, updated_at = ?3 WHERE id = ?4 RETURNING {COLUMNS}"
         )))
         .bind(result)
         .bind(reported)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        row.map(|r| approval_row(&r)).transpose()
     }
 
     pub async fn mark_reported(&self, id: &str, now: i64) -> Result<(), StoreError> {

@@ -130,7 +130,9 @@ impl rmcp::ServerHandler for BareProxy {
         let catalog = self.gw.upstreams.catalog();
         let entry =
             catalog.tool(&request.name).cloned().ok_or_else(|| rmcp::ErrorData::invalid_params("unknown", None))?;
-        let upstream = self.gw.upstreams.get(entry.upstream).clone();
+        let index =
+            entry.target.upstream().ok_or_else(|| rmcp::ErrorData::invalid_params("not an upstream tool", None))?;
+        let upstream = self.gw.upstreams.get(index).clone();
         tollgate::pipeline::forward_tool(&self.gw, &upstream, &entry, request, ctx).await
     }
 }

@@ -33,6 +33,8 @@ pub struct Gateway {
     pub ledger: crate::budget::Ledger,
     pub policies: Policies,
     pub approvals: crate::approval::Approvals,
+    /// The LLM providers behind the chat tool.
+    pub llm: Arc<crate::llm::Llm>,
     pub shutdown: CancellationToken,
 }
 
@@ -69,7 +71,13 @@ impl Gateway {
             config.approval.clone(),
             format!("http://{}", config.server.listen),
         );
-        let upstreams = Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
+        let llm = Arc::new(crate::llm::Llm::new(&config.llm));
+        let upstreams = Upstreams::start(
+            config.manifests.clone(),
+            config.catalog.separator.clone(),
+            llm.builtin().into_iter().collect(),
+            shutdown.clone(),
+        );
         let gw = Gateway {
             upstreams,
             limits: config.server.limits,
@@ -81,6 +89,7 @@ impl Gateway {
             ledger,
             policies,
             approvals,
+            llm,
             shutdown,
         };
         let audit = gw.journal.clone();

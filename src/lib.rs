@@ -36,6 +36,7 @@ pub mod config;
 pub mod gateway;
 pub mod identity;
 pub mod journal;
+pub mod llm;
 pub mod money;
 pub mod periodic;
 pub mod pipeline;

@@ -49,6 +49,21 @@ pub struct CallRecord {
     pub stages: Vec<(&'static str, u64)>,
     /// Argument values that are secrets: scrubbed from reasons and errors.
     pub secrets: Vec<String>,
+    /// Tokens reserved and charged on token budgets (LLM calls).
+    pub tokens_held: i64,
+    pub tokens_charged: i64,
+    /// An LLM call's model, attempts, usage and sizes.
+    pub llm: Option<Value>,
+    /// Told how the call concluded (a caller outside MCP shapes its answer by it).
+    pub observer: Option<std::sync::Arc<std::sync::Mutex<Option<Concluded>>>>,
+}
+
+/// How a call ended, for a caller that needs more than the tool result.
+#[derive(Debug, Clone)]
+pub struct Concluded {
+    pub decision: &'static str,
+    pub status: Option<&'static str>,
+    pub approval_id: Option<String>,
 }
 
 impl CallRecord {
@@ -79,6 +94,10 @@ impl CallRecord {
             approver: None,
             stages: Vec::with_capacity(10),
             secrets: Vec::new(),
+            tokens_held: 0,
+            tokens_charged: 0,
+            llm: None,
+            observer: None,
         }
     }
 
@@ -138,8 +157,13 @@ impl CallRecord {
                 "charged": crate::money::Micros(self.cost_charged).to_string(),
                 "held_micros": self.cost_held,
                 "charged_micros": self.cost_charged,
+                "tokens_held": self.tokens_held,
+                "tokens_charged": self.tokens_charged,
             }),
         );
+        if let Some(llm) = &self.llm {
+            f.insert("llm".into(), llm.clone());
+        }
         f.insert("hold".into(), json!({"id": self.hold_id, "budgets": self.budgets}));
         f.insert("approval".into(), json!({"id": self.approval_id, "approver": self.approver}));
         let stages: Map<String, Value> = self.stages.iter().map(|(s, us)| (s.to_string(), Value::from(*us))).collect();

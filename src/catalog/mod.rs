@@ -30,13 +30,40 @@ pub struct Listing {
     pub templates: Vec<ResourceTemplate>,
 }
 
+/// What executes a tool's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The upstream MCP server at this index of the manifest list.
+    Mcp(usize),
+    /// The gateway's own LLM tool (the providers of `kind = "llm"` manifests).
+    Llm,
+}
+
+impl Target {
+    pub fn upstream(self) -> Option<usize> {
+        match self {
+            Target::Mcp(i) => Some(i),
+            Target::Llm => None,
+        }
+    }
+}
+
+/// A tool the gateway itself offers, listed beside the upstreams' tools.
+#[derive(Debug, Clone)]
+pub struct Builtin {
+    /// The definition, under the name agents see.
+    pub tool: Tool,
+    pub upstream_name: Arc<str>,
+    pub settings: ToolOverride,
+    pub target: Target,
+}
+
 /// A callable tool.
 #[derive(Debug)]
 pub struct ToolEntry {
     /// The name agents see.
     pub name: String,
-    /// Index of the upstream in the manifest list.
-    pub upstream: usize,
+    pub target: Target,
     pub upstream_name: Arc<str>,
     /// The upstream's own name for it.
     pub upstream_tool: String,
@@ -220,6 +247,7 @@ pub fn build(
     manifests: &[Manifest],
     separator: &str,
     listings: &[Option<Arc<Listing>>],
+    builtins: &[Builtin],
     cache: &SchemaCache,
 ) -> Catalog {
     let mut cat = Catalog::default();
@@ -282,7 +310,7 @@ pub fn build(
             }
             tools.entry(name.clone()).or_default().push(ToolEntry {
                 name,
-                upstream: i,
+                target: Target::Mcp(i),
                 upstream_name: upstream_name.clone(),
                 upstream_tool: t.name.to_string(),
                 tool,
@@ -307,6 +335,28 @@ pub fn build(
         }
         for t in &listing.templates {
             cat.templates.push(TemplateEntry { upstream: i, template: t.clone() });
+        }
+    }
+    for b in builtins {
+        let name = b.tool.name.to_string();
+        let hash = hash::of(&b.tool);
+        match cache.get_or_compile(&Value::Object((*b.tool.input_schema).clone())) {
+            Ok(v) => tools.entry(name.clone()).or_default().push(ToolEntry {
+                name,
+                target: b.target,
+                upstream_name: b.upstream_name.clone(),
+                upstream_tool: b.tool.name.to_string(),
+                tool: b.tool.clone(),
+                hash,
+                validators: vec![v],
+                settings: b.settings.clone(),
+            }),
+            Err(e) => cat.quarantined.push(Quarantined {
+                name,
+                upstream_name: b.upstream_name.clone(),
+                hash,
+                reason: QuarantineReason::Schema(e),
+            }),
         }
     }
     for (name, mut candidates) in tools {

@@ -132,9 +132,10 @@ fn check(path: &Path) -> ExitCode {
         Ok(c) => match crate::policy::load::load_dir(&c.policies_dir) {
             Ok(p) => {
                 println!(
-                    "ok: {} ({} upstream manifests, {} grants in {} policy files)",
+                    "ok: {} ({} upstream manifests, {} LLM providers, {} grants in {} policy files)",
                     path.display(),
                     c.manifests.len(),
+                    c.llm.providers.len(),
                     p.grants.len(),
                     p.files.len()
                 );
@@ -207,8 +208,12 @@ async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
 
 async fn tools(config: Config, json: bool) -> Result<(), String> {
     let shutdown = CancellationToken::new();
-    let upstreams =
-        crate::upstream::Upstreams::start(config.manifests.clone(), config.catalog.separator.clone(), shutdown.clone());
+    let upstreams = crate::upstream::Upstreams::start(
+        config.manifests.clone(),
+        config.catalog.separator.clone(),
+        crate::llm::Llm::new(&config.llm).builtin().into_iter().collect(),
+        shutdown.clone(),
+    );
     let deadline = config
         .manifests
         .iter()

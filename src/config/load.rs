@@ -86,7 +86,15 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         }
     };
     let approval = compile_approval(&raw.approval, &mut sink);
-    let manifests = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
+    let llm_tool = match &raw.llm.tool {
+        Some(t) if t.get_ref().is_empty() || t.get_ref().len() > 128 || !valid_tool_name_chars(t.get_ref()) => {
+            sink.at(Some(t.span()), "llm.tool", "must be 1 to 128 letters, digits, `_`, `-` or `.`");
+            String::new()
+        }
+        Some(t) => t.get_ref().clone(),
+        None => super::LlmSettings::default().tool,
+    };
+    let (manifests, providers) = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
     }
@@ -100,6 +108,7 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         catalog: CatalogSettings { separator },
         approval,
         manifests,
+        llm: super::LlmSettings { tool: llm_tool, providers },
     })
 }
 
@@ -193,14 +202,15 @@ pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Loads every `*.toml` in `dir`, in name order, checking names and collisions across files.
+/// Loads every `*.toml` in `dir`, in name order, checking names and collisions
+/// across files: the upstream MCP servers, and the LLM providers (`kind = "llm"`).
 pub fn load_manifests(
     dir: &Path,
     separator: &str,
     (connect, call): (Duration, Duration),
     env: Lookup<'_>,
     errors: &mut Vec<Error>,
-) -> Vec<Manifest> {
+) -> (Vec<Manifest>, Vec<super::LlmProvider>) {
     let files = match toml_files(dir) {
         Ok(files) => files,
         Err(e) => {
@@ -210,10 +220,11 @@ pub fn load_manifests(
                 field: String::new(),
                 message: format!("cannot read manifest folder: {e}"),
             });
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut out = Vec::new();
+    let mut providers = Vec::new();
     let mut by_name: HashMap<String, PathBuf> = HashMap::new();
     let mut by_prefix: HashMap<String, PathBuf> = HashMap::new();
     for file in files {
@@ -230,6 +241,26 @@ pub fn load_manifests(
             }
         };
         let mut sink = Sink::new(&file, &text, errors);
+        if is_llm(&text) {
+            let raw: raw::LlmManifest = match toml::from_str(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    sink.toml(&e);
+                    continue;
+                }
+            };
+            let Some(p) = super::llm::compile(raw, &file, env, &mut sink) else { continue };
+            if let Some(other) = by_name.insert(p.name.clone(), file.clone()) {
+                sink.at(
+                    None,
+                    "name",
+                    format!("`{}` is already the name of the upstream in {}", p.name, other.display()),
+                );
+                continue;
+            }
+            providers.push(p);
+            continue;
+        }
         let raw: raw::Manifest = match toml::from_str(&text) {
             Ok(r) => r,
             Err(e) => {
@@ -256,7 +287,18 @@ pub fn load_manifests(
         }
         out.push(m);
     }
-    out
+    super::llm::check_models(&providers, errors);
+    (out, providers)
+}
+
+/// Whether a manifest's top-level `kind` is `"llm"` (a file that does not
+/// parse is left to the MCP manifest parser to report).
+fn is_llm(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        kind: Option<String>,
+    }
+    toml::from_str::<Peek>(text).is_ok_and(|p| p.kind.as_deref() == Some("llm"))
 }
 
 fn compile_manifest(
@@ -275,7 +317,7 @@ fn compile_manifest(
     if let Some(kind) = &raw.kind
         && kind.get_ref() != "mcp"
     {
-        sink.at(Some(kind.span()), "kind", format!("`{}` is not supported; use \"mcp\"", kind.get_ref()));
+        sink.at(Some(kind.span()), "kind", format!("`{}` is not one of mcp, llm", kind.get_ref()));
     }
     let prefix = match &raw.prefix {
         Some(p) if !p.get_ref().is_empty() && !valid_upstream_name(p.get_ref()) => {
@@ -500,7 +542,7 @@ fn compile_override(
     }
 }
 
-fn opt_duration(v: &Option<Spanned<String>>, field: &str, sink: &mut Sink<'_>) -> Option<Duration> {
+pub(super) fn opt_duration(v: &Option<Spanned<String>>, field: &str, sink: &mut Sink<'_>) -> Option<Duration> {
     let v = v.as_ref()?;
     match duration::parse(v.get_ref()) {
         Ok(d) if d.is_zero() => {
@@ -519,7 +561,7 @@ fn error_count(sink: &Sink<'_>) -> usize {
     sink.count()
 }
 
-fn valid_upstream_name(s: &str) -> bool {
+pub(super) fn valid_upstream_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

@@ -4,6 +4,7 @@
 
 mod duration;
 pub mod error;
+mod llm;
 mod load;
 mod raw;
 pub mod secret;
@@ -34,6 +35,79 @@ pub struct Config {
     pub catalog: CatalogSettings,
     pub approval: ApprovalSettings,
     pub manifests: Vec<Manifest>,
+    pub llm: LlmSettings,
+}
+
+/// The LLM tool and the providers behind it (`kind = "llm"` manifests).
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    /// The catalog name of the chat tool (`[llm] tool`, default `llm__chat`).
+    pub tool: String,
+    pub providers: Vec<LlmProvider>,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self { tool: "llm__chat".into(), providers: Vec::new() }
+    }
+}
+
+/// Which wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmKind {
+    /// `POST {base_url}/chat/completions` (base URL ends in `/v1`).
+    OpenAi,
+    /// `POST {base_url}/v1/messages`.
+    Anthropic,
+}
+
+impl LlmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmKind::OpenAi => "openai",
+            LlmKind::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// One LLM provider.
+#[derive(Debug, Clone)]
+pub struct LlmProvider {
+    pub file: PathBuf,
+    pub name: String,
+    pub kind: LlmKind,
+    pub base_url: Secret,
+    pub api_key: Option<Secret>,
+    pub headers: Vec<(String, Secret)>,
+    /// Bound on waiting for the response, and between two chunks of a stream.
+    pub timeout: Duration,
+    /// Bound on one whole attempt, streams included.
+    pub max_duration: Duration,
+    /// Retries of one model on 429, 5xx and connection errors.
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    /// A `Retry-After` longer than this is not waited for: the attempt fails over.
+    pub max_retry_wait: Duration,
+    /// Whether prompts and completions go to the audit (sizes and token counts always do).
+    pub record_content: bool,
+    pub risk: Option<Risk>,
+    pub failure_cost: Option<Micros>,
+    /// Models by the name agents use.
+    pub models: BTreeMap<String, LlmModel>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmModel {
+    pub name: String,
+    /// The provider's own name for it.
+    pub id: String,
+    /// Micro-units of money per million tokens.
+    pub input_per_mtok: Micros,
+    pub output_per_mtok: Micros,
+    /// Used when a call names no `max_tokens`.
+    pub max_tokens: u32,
+    /// Another model (of any provider) tried when this one fails.
+    pub fallback: Option<String>,
 }
 
 /// `[approval]`: how calls wait for decisions and how approvers are notified.

@@ -21,6 +21,14 @@ pub struct Gateway {
     pub upstreams: UpstreamDefaults,
     #[serde(default)]
     pub approval: Approval,
+    #[serde(default)]
+    pub llm: Llm,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Llm {
+    pub tool: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -111,4 +119,44 @@ pub struct ToolOverride {
     #[serde(default)]
     pub redact: Vec<String>,
     pub pin: Option<Spanned<String>>,
+}
+
+/// A manifest whose `kind = "llm"`: an LLM provider and its models.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmManifest {
+    pub name: Spanned<String>,
+    /// `"llm"`: `load` read it already to pick this struct.
+    #[allow(dead_code)]
+    pub kind: Spanned<String>,
+    /// For the people who read the file.
+    #[allow(dead_code)]
+    pub description: Option<String>,
+    pub provider: Spanned<String>,
+    pub base_url: Option<Spanned<String>>,
+    pub api_key: Option<Spanned<String>>,
+    pub headers: Option<BTreeMap<String, Spanned<String>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_duration: Option<Spanned<String>>,
+    pub retries: Option<Spanned<u64>>,
+    pub retry_backoff: Option<Spanned<String>>,
+    pub max_retry_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    pub record_content: bool,
+    pub risk: Option<Spanned<String>>,
+    pub failure_cost: Option<Spanned<String>>,
+    #[serde(default)]
+    pub models: BTreeMap<String, Spanned<LlmModel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmModel {
+    /// The provider's own name for the model, if it differs.
+    pub id: Option<Spanned<String>>,
+    /// Price per million tokens: a decimal string or a number.
+    pub input_per_mtok: Spanned<toml::Value>,
+    pub output_per_mtok: Spanned<toml::Value>,
+    pub max_tokens: Option<Spanned<u64>>,
+    pub fallback: Option<Spanned<String>>,
 }

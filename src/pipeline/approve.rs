@@ -14,15 +14,14 @@
 
 use std::time::Duration;
 
+use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequest, InputRequests,
     InputRequiredResult, ProgressNotificationParam,
 };
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{Value, json};
 
-use super::{finish, run, tool_error};
+use super::{Via, finish, run, tool_error};
 use crate::approval::{Verdict, task};
 use crate::audit::CallRecord;
 use crate::audit::record::decision;
@@ -32,7 +31,6 @@ use crate::gateway::Gateway;
 use crate::identity::Principal;
 use crate::policy::{Effect, Grant, PAGE_ROUTE};
 use crate::store::{ApprovalRow, StoreError};
-use crate::upstream::Upstream;
 
 /// How long after an approved action ran a repeat of its call gets the same
 /// result back (an agent retrying a call whose answer it lost) rather than
@@ -55,18 +53,18 @@ pub(super) struct Asked<'a> {
     pub arguments: Value,
     pub params: CallToolRequestParams,
     pub cost: i64,
+    pub tokens: i64,
     pub call_ttl: Duration,
-    pub upstream: std::sync::Arc<Upstream>,
 }
 
 pub(super) async fn stage(
     gw: &Gateway,
     mut rec: CallRecord,
     asked: Asked<'_>,
-    ctx: RequestContext<RoleServer>,
+    via: Via,
 ) -> Result<CallToolResponse, McpError> {
     let digest = digest_of(&asked.arguments);
-    let tasks = ctx.client_capabilities().is_some_and(|c| c.supports_tasks());
+    let tasks = via.supports_tasks();
     rec.decision = decision::NEEDS_APPROVAL;
 
     // The retry of a 2026-07-28 agent whose user answered our question.
@@ -106,7 +104,7 @@ pub(super) async fn stage(
             Ok(None) => row,
             Err(e) => return unavailable(gw, rec, "approval", &e).await,
         };
-        return resume(gw, rec, row, false, asked, ctx).await;
+        return resume(gw, rec, row, false, asked, via).await;
     }
 
     // The same call again: resume its action.
@@ -116,7 +114,7 @@ pub(super) async fn stage(
         .approval_for_call(&asked.principal.key_id, &asked.entry.name, &digest, &asked.entry.hash, replay_since())
         .await;
     match existing {
-        Ok(Some(row)) => return resume(gw, rec, row, tasks, asked, ctx).await,
+        Ok(Some(row)) => return resume(gw, rec, row, tasks, asked, via).await,
         Ok(None) => {}
         Err(e) => return unavailable(gw, rec, "approval", &e).await,
     }
@@ -132,13 +130,13 @@ pub(super) async fn stage(
     let now = crate::audit::now_micros();
     let expires_at = now.saturating_add(micros(timeout));
     let hold_ttl = timeout.saturating_add(asked.call_ttl);
-    let hold = if asked.cost > 0 {
+    let hold = if asked.cost > 0 || asked.tokens > 0 {
         let ask = Ask {
             principal: asked.principal,
             call_id: &rec.call_id,
             tool: &asked.entry.name,
             money: asked.cost,
-            tokens: 0,
+            tokens: asked.tokens,
             ttl: hold_ttl,
         };
         match gw.ledger.hold(ask, None).await {
@@ -156,6 +154,7 @@ pub(super) async fn stage(
     if let Some(h) = &hold {
         rec.hold_id = Some(h.id.clone());
         rec.cost_held = h.money;
+        rec.tokens_held = h.tokens;
         rec.budgets = h.budget_ids();
     }
     rec.stage("hold");
@@ -229,7 +228,7 @@ pub(super) async fn stage(
                 )
                 .await;
             return match existing {
-                Ok(Some(row)) => resume(gw, rec, row, tasks, asked, ctx).await,
+                Ok(Some(row)) => resume(gw, rec, row, tasks, asked, via).await,
                 Ok(None) => {
                     let e = StoreError::Unavailable("the open action for this call vanished".into());
                     unavailable(gw, rec, "approval", &e).await
@@ -245,11 +244,10 @@ pub(super) async fn stage(
     if tasks {
         return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
     }
-    let ask_user = policy.route(&row.route).is_some_and(|r| r.user)
-        && ctx.client_capabilities().is_some_and(|c| c.elicitation.is_some());
-    if ask_user {
+    let ask_user = policy.route(&row.route).is_some_and(|r| r.user) && via.can_elicit();
+    if let Some(ctx) = via.mcp().filter(|_| ask_user) {
         let question = user_question(&row);
-        if ctx.protocol_version().is_some_and(|v| crate::protocol::is_modern(&v)) {
+        if via.is_modern() {
             // 2026-07-28: an input_required result; the retry carries the answer.
             let requests: InputRequests = [(USER_KEY.to_string(), question)].into_iter().collect();
             let state = format!("{USER_STATE_PREFIX}{}", row.id);
@@ -261,7 +259,7 @@ pub(super) async fn stage(
             .await;
         }
         // 2025-11-25: asked on the agent's session, within the call.
-        let answer = tokio::time::timeout(gw.approvals.settings().wait, super::bridge::answer(&ctx, question)).await;
+        let answer = tokio::time::timeout(gw.approvals.settings().wait, super::bridge::answer(ctx, question)).await;
         if let Ok(Ok(answer)) = answer
             && let Err(e) = apply_user_answer(gw, &row, asked.principal, Some(answer)).await
         {
@@ -272,9 +270,9 @@ pub(super) async fn stage(
             Ok(None) => row,
             Err(e) => return unavailable(gw, rec, "approval", &e).await,
         };
-        return follow(gw, rec, row, asked, ctx).await;
+        return follow(gw, rec, row, asked, via).await;
     }
-    follow(gw, rec, row, asked, ctx).await
+    follow(gw, rec, row, asked, via).await
 }
 
 /// The key of tollgate's question in `inputRequests`, and the prefix of the
@@ -338,7 +336,7 @@ async fn resume(
     row: ApprovalRow,
     tasks: bool,
     asked: Asked<'_>,
-    ctx: RequestContext<RoleServer>,
+    via: Via,
 ) -> Result<CallToolResponse, McpError> {
     rec.approval_id = Some(row.id.clone());
     rec.hold_id = row.hold_id.clone();
@@ -348,7 +346,7 @@ async fn resume(
     if tasks && row.mode == "task" {
         return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
     }
-    follow(gw, rec, row, asked, ctx).await
+    follow(gw, rec, row, asked, via).await
 }
 
 /// Takes an action wherever it stands: waits while pending, runs it once
@@ -358,15 +356,16 @@ async fn follow(
     mut rec: CallRecord,
     mut row: ApprovalRow,
     asked: Asked<'_>,
-    ctx: RequestContext<RoleServer>,
+    via: Via,
 ) -> Result<CallToolResponse, McpError> {
     let deadline = tokio::time::Instant::now() + gw.approvals.settings().wait;
-    let token = ctx.meta.get_progress_token();
+    let token = via.progress_token();
+    let ct = via.ct();
     let mut progress = 0.0;
     loop {
         match (row.status.as_str(), row.execution.as_str()) {
             ("approved", "none") => match gw.approvals.claim(&row.id).await {
-                Ok(Some(claimed)) => return execute(gw, rec, claimed, asked, ctx).await,
+                Ok(Some(claimed)) => return execute(gw, rec, claimed, asked, via).await,
                 // Someone else claimed it first: wait for their result.
                 Ok(None) => {}
                 Err(e) => return unavailable(gw, rec, "approval", &e).await,
@@ -390,13 +389,13 @@ async fn follow(
                 return finish(gw, rec, Ok(tool_error(text))).await;
             }
         }
-        if tokio::time::Instant::now() >= deadline || ctx.ct.is_cancelled() {
+        if tokio::time::Instant::now() >= deadline || ct.is_cancelled() {
             break;
         }
         let id = row.id.clone();
-        let peer = ctx.peer.clone();
+        let peer = via.mcp().map(|c| c.peer.clone());
         let tick = |r: &ApprovalRow| {
-            if let Some(t) = &token {
+            if let (Some(t), Some(peer)) = (&token, &peer) {
                 progress += 1.0;
                 let mut n = ProgressNotificationParam::new(t.clone(), progress);
                 n.message = Some(format!("awaiting approval {} ({})", r.id, r.status));
@@ -407,10 +406,8 @@ async fn follow(
             }
         };
         let seen = row.rev;
-        let waited = gw
-            .approvals
-            .wait(&id, |r| r.rev > seen && changed_enough(r), deadline, &ctx.ct, PROGRESS_EVERY, tick)
-            .await;
+        let waited =
+            gw.approvals.wait(&id, |r| r.rev > seen && changed_enough(r), deadline, &ct, PROGRESS_EVERY, tick).await;
         match waited {
             Ok(Some(r)) => row = r,
             Ok(None) => {
@@ -455,7 +452,7 @@ async fn execute(
     mut rec: CallRecord,
     row: ApprovalRow,
     asked: Asked<'_>,
-    ctx: RequestContext<RoleServer>,
+    via: Via,
 ) -> Result<CallToolResponse, McpError> {
     rec.decision = decision::ALLOWED;
     rec.approver = row.decided_by.clone();
@@ -481,7 +478,7 @@ async fn execute(
         Value::Object(map) => Some(map),
         _ => None,
     };
-    let outcome = run(gw, rec, &asked.upstream, asked.entry, params, hold, asked.cost, ctx).await;
+    let outcome = run(gw, rec, asked.entry, params, hold, asked.cost, via).await;
     let stored = match &outcome {
         Ok(CallToolResponse::Complete(r)) => json!({"result": r}),
         Ok(_) => json!({"error": {"code": -32603, "message": "the approved call asked for input; call it again"}}),
@@ -604,10 +601,12 @@ async fn run_detached(gw: &Gateway, row: &ApprovalRow) -> Result<CallToolResult,
     if let Err(e) = gw.journal.audit(rec.intent()).await {
         return Err(McpError::internal_error(format!("not run: {e}"), None));
     }
-    let up = gw.upstreams.get(entry.upstream).clone();
-    let outcome = super::forward::forward_detached(&up, &entry, arguments).await;
-    let result = super::settle(gw, rec, &entry, hold, row.cost, outcome.map(CallToolResponse::Complete)).await;
-    match result {
+    let mut params = CallToolRequestParams::new(entry.name.clone());
+    params.arguments = match arguments {
+        Value::Object(map) => Some(map),
+        _ => None,
+    };
+    match run(gw, rec, &entry, params, hold, row.cost, Via::Detached).await {
         Ok(CallToolResponse::Complete(r)) => Ok(r),
         Ok(_) => Err(McpError::internal_error("unexpected answer", None)),
         Err(e) => Err(e),

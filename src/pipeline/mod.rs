@@ -6,18 +6,18 @@
 pub mod approve;
 mod bridge;
 mod forward;
+mod llm;
 pub mod park;
+mod via;
 
 use rmcp::ErrorData as McpError;
-use rmcp::RoleServer;
 use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode};
-use rmcp::service::RequestContext;
 use serde_json::Value;
 
 use crate::audit::record::decision;
 use crate::audit::{CallRecord, redact};
 use crate::budget::{Ask, Held};
-use crate::catalog::schema;
+use crate::catalog::{Target, ToolEntry, schema};
 use crate::gateway::Gateway;
 use crate::identity::{AuthError, Principal};
 use crate::journal::{WithHold, WithResolution};
@@ -26,6 +26,7 @@ use crate::policy::{ArgumentCheck, Effect, Policy};
 use crate::store::HoldOutcome;
 
 pub use forward::forward_tool;
+pub use via::{Http, Via};
 
 /// A hold outlives its call's timeout by this much before the sweeper may
 /// release it.
@@ -53,9 +54,10 @@ pub async fn call(
     gw: &Gateway,
     caller: Result<Caller, AuthError>,
     params: CallToolRequestParams,
-    ctx: RequestContext<RoleServer>,
+    via: Via,
 ) -> Result<CallToolResponse, McpError> {
     let mut rec = CallRecord::start(&params.name, caller.as_ref().ok().and_then(|c| c.session.clone()));
+    rec.observer = via.observer();
 
     // identify
     let caller = match caller {
@@ -96,7 +98,10 @@ pub async fn call(
     };
     rec.upstream = Some(entry.upstream_name.to_string());
     let mut params = params;
-    let arguments = Value::Object(params.arguments.take().unwrap_or_default());
+    let mut arguments = Value::Object(params.arguments.take().unwrap_or_default());
+    if entry.target == Target::Llm {
+        gw.llm.with_defaults(&mut arguments);
+    }
     let size = json_size(&arguments);
     if size > gw.limits.max_arguments_bytes {
         rec.decision = decision::INVALID;
@@ -105,7 +110,13 @@ pub async fn call(
         rec.stage("resolve");
         return finish(gw, rec, Ok(tool_error(text))).await;
     }
-    rec.arguments = Some(redact::value(&arguments, &entry.settings.redact));
+    rec.arguments = Some(match entry.target {
+        Target::Mcp(_) => redact::value(&arguments, &entry.settings.redact),
+        Target::Llm => crate::llm::chat::audit_arguments(
+            &arguments,
+            gw.llm.records_content(arguments.get("model").and_then(Value::as_str)),
+        ),
+    });
     rec.secrets = redact::whole_values(&arguments, &entry.settings.redact);
     rec.stage("resolve");
 
@@ -178,7 +189,15 @@ pub async fn call(
     rec.stage("limit");
 
     // hold: the estimated cost on every budget of the caller, all or nothing.
-    let cost = entry.settings.cost.map_or(0, |m| m.0);
+    let (cost, tokens) = match estimate(gw, &entry, &arguments) {
+        Ok(e) => e,
+        Err(text) => {
+            rec.decision = decision::INVALID;
+            rec.reason = Some(text.clone());
+            rec.stage("hold");
+            return finish(gw, rec, Ok(tool_error(text))).await;
+        }
+    };
     if let Some(max) = grant.max_cost_per_call
         && cost > max.0
     {
@@ -194,8 +213,7 @@ pub async fn call(
         rec.stage("hold");
         return finish(gw, rec, Ok(tool_error(text))).await;
     }
-    let upstream = gw.upstreams.get(entry.upstream).clone();
-    let call_ttl = entry.settings.timeout.unwrap_or(upstream.manifest.call_timeout);
+    let call_ttl = time_bound(gw, &entry, &arguments);
     let ttl = call_ttl.saturating_add(HOLD_GRACE);
 
     // approve: a grant that says so, or a cost above the grant's
@@ -214,17 +232,17 @@ pub async fn call(
             arguments,
             params,
             cost,
+            tokens,
             call_ttl,
-            upstream,
         };
-        return approve::stage(gw, rec, asked, ctx).await;
+        return approve::stage(gw, rec, asked, via).await;
     }
 
     // Write-ahead: the intent is durable before anything is dispatched. With
     // a cost to hold, it commits in the hold's own transaction.
     rec.decision = decision::ALLOWED;
     rec.reason = Some(format!("allowed by grant `{}`", grant.id));
-    let hold = if cost > 0 {
+    let hold = if cost > 0 || tokens > 0 {
         let base = rec.clone();
         let intent: WithHold = Box::new(move |hold_id, outcome| match outcome {
             HoldOutcome::Held(lines) => {
@@ -232,6 +250,7 @@ pub async fn call(
                 if !lines.is_empty() {
                     r.hold_id = Some(hold_id.to_string());
                     r.cost_held = cost;
+                    r.tokens_held = tokens;
                     r.budgets = lines.iter().map(|l| l.budget_id.clone()).collect();
                 }
                 r.stage("hold");
@@ -239,12 +258,13 @@ pub async fn call(
             }
             HoldOutcome::Denied { .. } => None,
         });
-        let ask = Ask { principal: &principal, call_id: &rec.call_id, tool: &entry.name, money: cost, tokens: 0, ttl };
+        let ask = Ask { principal: &principal, call_id: &rec.call_id, tool: &entry.name, money: cost, tokens, ttl };
         match gw.ledger.hold(ask, Some(intent)).await {
             Ok(Held::Free) => None,
             Ok(Held::Held(h)) => {
                 rec.hold_id = Some(h.id.clone());
                 rec.cost_held = h.money;
+                rec.tokens_held = h.tokens;
                 rec.budgets = h.budget_ids();
                 Some(h)
             }
@@ -274,24 +294,66 @@ pub async fn call(
         Value::Object(map) => Some(map),
         _ => None,
     };
-    run(gw, rec, &upstream, &entry, params, hold, cost, ctx).await
+    run(gw, rec, &entry, params, hold, cost, via).await
+}
+
+/// What a call holds: money (micro-units) and tokens. A tool's cost from its
+/// manifest; for the LLM tool, the worst case of its chat.
+fn estimate(gw: &Gateway, entry: &ToolEntry, arguments: &Value) -> Result<(i64, i64), String> {
+    match entry.target {
+        Target::Mcp(_) => Ok((entry.settings.cost.map_or(0, |m| m.0), 0)),
+        Target::Llm => {
+            let chat = crate::llm::Chat::from_arguments(arguments)
+                .map_err(|e| format!("invalid arguments for {}:\n- {e}", entry.name))?;
+            let e = gw.llm.estimate(&chat).map_err(|e| format!("invalid arguments for {}:\n- {e}", entry.name))?;
+            Ok((e.money, e.tokens))
+        }
+    }
+}
+
+/// The longest the execute stage of this call may take.
+fn time_bound(gw: &Gateway, entry: &ToolEntry, arguments: &Value) -> std::time::Duration {
+    match entry.target {
+        Target::Mcp(i) => entry.settings.timeout.unwrap_or(gw.upstreams.get(i).manifest.call_timeout),
+        Target::Llm => gw.llm.time_bound(arguments.get("model").and_then(Value::as_str).unwrap_or_default()),
+    }
+}
+
+/// What a settled call is charged.
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    /// The tool's cost if it succeeded, its failure cost (if any) if it failed.
+    Fixed(i64),
+    /// Measured by the execute stage (an LLM call's usage).
+    Metered { money: i64, tokens: i64 },
 }
 
 /// The execute, settle and audit stages of a call whose intent is durable.
-#[allow(clippy::too_many_arguments)]
 async fn run(
     gw: &Gateway,
     mut rec: CallRecord,
-    upstream: &crate::upstream::Upstream,
-    entry: &crate::catalog::ToolEntry,
+    entry: &ToolEntry,
     params: CallToolRequestParams,
     hold: Option<crate::budget::Hold>,
     cost: i64,
-    ctx: RequestContext<RoleServer>,
+    via: Via,
 ) -> Result<CallToolResponse, McpError> {
-    let outcome = forward_tool(gw, upstream, entry, params, ctx).await;
+    let (outcome, charge) = match entry.target {
+        Target::Mcp(i) => {
+            let up = gw.upstreams.get(i).clone();
+            let outcome = match via {
+                Via::Mcp(ctx) => forward_tool(gw, &up, entry, params, ctx).await,
+                Via::Http(_) | Via::Detached => {
+                    let arguments = Value::Object(params.arguments.unwrap_or_default());
+                    forward::forward_detached(&up, entry, arguments).await.map(CallToolResponse::Complete)
+                }
+            };
+            (outcome, Charge::Fixed(cost))
+        }
+        Target::Llm => llm::execute(gw, &mut rec, params.arguments, &via).await,
+    };
     rec.stage("execute");
-    settle(gw, rec, entry, hold, cost, outcome).await
+    settle(gw, rec, entry, hold, charge, outcome).await
 }
 
 /// settle: the cost if the call succeeded, the failure cost (if any) if it
@@ -301,20 +363,25 @@ async fn run(
 async fn settle(
     gw: &Gateway,
     mut rec: CallRecord,
-    entry: &crate::catalog::ToolEntry,
+    entry: &ToolEntry,
     hold: Option<crate::budget::Hold>,
-    cost: i64,
+    charge: Charge,
     outcome: Result<CallToolResponse, McpError>,
 ) -> Result<CallToolResponse, McpError> {
     let Some(h) = &hold else {
         return finish(gw, rec, outcome).await;
     };
-    let charge = match &outcome {
-        Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => cost,
-        Ok(CallToolResponse::Complete(_)) | Err(_) => entry.settings.failure_cost.map_or(0, |m| m.0),
-        Ok(_) => 0,
+    let (charge, tokens) = match (charge, &outcome) {
+        (Charge::Metered { money, tokens }, _) => (money, tokens),
+        (Charge::Fixed(cost), Ok(CallToolResponse::Complete(r))) if r.is_error != Some(true) => (cost, 0),
+        (Charge::Fixed(_), Ok(CallToolResponse::Complete(_)) | Err(_)) => {
+            (entry.settings.failure_cost.map_or(0, |m| m.0), 0)
+        }
+        (Charge::Fixed(_), Ok(_)) => (0, 0),
     };
     rec.cost_charged = charge.clamp(0, h.money);
+    // A pending action's hold is rebuilt from its row, which keeps no token amount.
+    rec.tokens_charged = if h.tokens > 0 { tokens.clamp(0, h.tokens) } else { tokens.max(0) };
     rec.stage("settle");
     conclude(&mut rec, &outcome);
     let base = rec.clone();
@@ -323,10 +390,11 @@ async fn settle(
         if !took_effect {
             // The sweeper resolved it first (expired): nothing was charged.
             r.cost_charged = 0;
+            r.tokens_charged = 0;
         }
         r.outcome()
     });
-    match gw.ledger.settle(h, charge, 0, Some(record)).await {
+    match gw.ledger.settle(h, charge, tokens, Some(record)).await {
         Ok(_) => outcome,
         Err(e) => {
             // Neither the charge nor the outcome record is durable: the
@@ -358,6 +426,17 @@ async fn refused_by_budget(
 
 /// Fills in the record's outcome fields from the call's result.
 fn conclude(rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpError>) {
+    conclude_status(rec, outcome);
+    if let Some(o) = &rec.observer {
+        *o.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::audit::record::Concluded {
+            decision: rec.decision,
+            status: rec.status,
+            approval_id: rec.approval_id.clone(),
+        });
+    }
+}
+
+fn conclude_status(rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpError>) {
     let executed = rec.decision == decision::ALLOWED;
     match outcome {
         Ok(CallToolResponse::Complete(r)) => {

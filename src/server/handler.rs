@@ -92,8 +92,11 @@ impl Session {
         let policy = self.gw.policies.current();
         let mut seen = vec![false; self.gw.upstreams.all().len()];
         for t in catalog.tools() {
-            if !seen[t.upstream] && policy.visible(principal, &t.name) {
-                seen[t.upstream] = true;
+            if let Some(i) = t.target.upstream()
+                && !seen[i]
+                && policy.visible(principal, &t.name)
+            {
+                seen[i] = true;
             }
         }
         for p in catalog.prompts() {
@@ -182,7 +185,7 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&ctx).await;
-        pipeline::call(&self.gw, caller, request, ctx).await
+        pipeline::call(&self.gw, caller, request, pipeline::Via::Mcp(ctx)).await
     }
 
     async fn get_task(

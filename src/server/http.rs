@@ -86,7 +86,8 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(edge)
-        .merge(super::approvals::router(gw))
+        .merge(super::approvals::router(gw.clone()))
+        .merge(super::openai::router(gw))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

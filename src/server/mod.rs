@@ -1,10 +1,12 @@
 //! The agent-facing edge: tollgate as an MCP server over Streamable HTTP,
-//! WebSocket and stdio. Only this module speaks the agent's wire protocol.
+//! WebSocket and stdio, plus the OpenAI-compatible `/v1/chat/completions`.
+//! Only this module speaks the agent's wire protocols.
 
 pub mod admin;
 pub mod approvals;
 pub mod fanout;
 pub mod handler;
 pub mod http;
+pub mod openai;
 pub mod stdio;
 pub mod strict_json;

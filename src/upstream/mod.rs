@@ -121,6 +121,8 @@ pub struct Upstreams {
 struct Inner {
     list: Vec<Arc<Upstream>>,
     separator: String,
+    /// The gateway's own tools, in every catalog.
+    builtins: Vec<catalog::Builtin>,
     catalog: watch::Sender<Arc<Catalog>>,
     schemas: SchemaCache,
     rebuild: tokio::sync::Mutex<()>,
@@ -132,8 +134,13 @@ struct Inner {
 
 impl Upstreams {
     /// Creates the pool and starts one supervisor per manifest. Returns at once.
-    pub fn start(manifests: Vec<Manifest>, separator: String, shutdown: CancellationToken) -> Upstreams {
-        let list = manifests
+    pub fn start(
+        manifests: Vec<Manifest>,
+        separator: String,
+        builtins: Vec<catalog::Builtin>,
+        shutdown: CancellationToken,
+    ) -> Upstreams {
+        let list: Vec<Arc<Upstream>> = manifests
             .into_iter()
             .enumerate()
             .map(|(index, manifest)| {
@@ -153,13 +160,19 @@ impl Upstreams {
                 })
             })
             .collect();
-        let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
+        let schemas = SchemaCache::default();
+        // Until an upstream is listed, the catalog holds the gateway's own tools.
+        let none: Vec<Option<Arc<Listing>>> = vec![None; list.len()];
+        let manifests: Vec<Manifest> = list.iter().map(|u| u.manifest.clone()).collect();
+        let first = catalog::build(&manifests, &separator, &none, &builtins, &schemas);
+        let (catalog, _) = watch::channel(Arc::new(first));
         let pool = Upstreams {
             inner: Arc::new(Inner {
                 list,
                 separator,
+                builtins,
                 catalog,
-                schemas: SchemaCache::default(),
+                schemas,
                 rebuild: Default::default(),
                 attempted: watch::channel(0).0,
                 subscriptions: Subscriptions::default(),
@@ -233,7 +246,7 @@ impl Upstreams {
         let pool = self.clone();
         // Schema compilation is CPU work with its own time bound: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
-            catalog::build(&manifests, &pool.inner.separator, &listings, &pool.inner.schemas)
+            catalog::build(&manifests, &pool.inner.separator, &listings, &pool.inner.builtins, &pool.inner.schemas)
         })
         .await;
         match built {

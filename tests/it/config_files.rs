@@ -118,7 +118,7 @@ fn check_command_reports_errors_and_exits_nonzero() {
 #[test]
 fn every_shipped_example_and_manifest_loads() {
     let root = repo_root();
-    let mut configs = vec![root.join("examples/quickstart/tollgate.toml")];
+    let mut configs = vec![root.join("examples/quickstart/tollgate.toml"), root.join("examples/llm/tollgate.toml")];
     if root.join("tollgate.toml").exists() {
         configs.push(root.join("tollgate.toml"));
     }
@@ -127,7 +127,50 @@ fn every_shipped_example_and_manifest_loads() {
         if let Err(e) = tollgate::config::load_with_env(&c, &lookup) {
             panic!("{}: {e}", c.display());
         }
-        let out = std::process::Command::new(TOLLGATE).arg("--config").arg(&c).arg("check").output().unwrap();
+        let out = std::process::Command::new(TOLLGATE)
+            .arg("--config")
+            .arg(&c)
+            .arg("check")
+            .env("OPENAI_API_KEY", "placeholder")
+            .env("ANTHROPIC_API_KEY", "placeholder")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}: {}", c.display(), String::from_utf8_lossy(&out.stderr));
     }
+}
+
+#[test]
+fn llm_manifests_are_checked_with_file_line_and_field() {
+    let model = "[models.fast]\ninput_per_mtok = \"0.15\"\noutput_per_mtok = 0.6\n";
+    let ok = load_errors(
+        "[llm]\ntool = \"ai__chat\"\n",
+        &[(
+            "openai.toml",
+            &format!(
+                "name = \"openai\"\nkind = \"llm\"\nprovider = \"openai\"\napi_key = \"${{env:GH_TOKEN}}\"\n{model}"
+            ),
+        )],
+    );
+    assert_eq!(ok, "");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("name = \"x\"\nkind = \"llm\"\nprovider = \"cohere\"\n{model}"), "x.toml:3: provider: `cohere` is not one of openai, anthropic"),
+        (format!("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\napi_key = \"sk-inline\"\n{model}"), "x.toml:4: api_key: give the key as a `${env:NAME}` reference"),
+        (format!("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\nbase_url = \"ftp://x\"\n{model}"), "x.toml:4: base_url: must be an http"),
+        ("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\n[models.m]\ninput_per_mtok = \"cheap\"\noutput_per_mtok = \"1\"\n".into(), "x.toml:5: models.m.input_per_mtok:"),
+        ("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\n[models.m]\ninput_per_mtok = \"1\"\noutput_per_mtok = \"1\"\nfallback = \"nope\"\n".into(), "models.m.fallback: `nope` is not a model"),
+        ("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\n[models.a]\ninput_per_mtok = \"1\"\noutput_per_mtok = \"1\"\nfallback = \"b\"\n[models.b]\ninput_per_mtok = \"1\"\noutput_per_mtok = \"1\"\nfallback = \"a\"\n".into(), "fallbacks loop back"),
+        ("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\n".into(), "models: name at least one model"),
+        (format!("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\nretries = 99\n{model}"), "x.toml:4: retries: must be at most 10"),
+        (format!("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\ntransport = 1\n{model}"), "x.toml:4"),
+    ];
+    for (text, want) in cases {
+        let e = load_errors("", &[("x.toml", &text)]);
+        assert!(e.contains(want), "want {want:?} in: {e}");
+    }
+    let twice = format!("name = \"y\"\nkind = \"llm\"\nprovider = \"anthropic\"\n{model}");
+    let first = format!("name = \"x\"\nkind = \"llm\"\nprovider = \"openai\"\n{model}");
+    let e = load_errors("", &[("x.toml", &first), ("y.toml", &twice)]);
+    assert!(e.contains("model `fast` is also offered by provider `x`"), "{e}");
+    let e = load_errors("[llm]\ntool = \"bad name!\"\n", &[]);
+    assert!(e.contains("tollgate.toml:2: llm.tool"), "{e}");
 }

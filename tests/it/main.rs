@@ -10,6 +10,8 @@ mod durability;
 mod edge;
 mod faults;
 mod governance;
+mod llm;
 mod mediation;
+mod provider;
 mod proxy;
 mod thirdparty;

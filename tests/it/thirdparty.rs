@@ -13,7 +13,7 @@ fn everything_js() -> PathBuf {
     repo_root().join("tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
 }
 
-fn venv_bin(name: &str) -> PathBuf {
+pub fn venv_bin(name: &str) -> PathBuf {
     repo_root().join(".venv/bin").join(name)
 }
 

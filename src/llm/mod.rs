@@ -78,6 +78,14 @@ impl Llm {
         self.providers.is_empty()
     }
 
+    /// Every model by the name agents use, with its provider's name, sorted.
+    pub fn models(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> =
+            self.models.iter().map(|(m, i)| (m.as_str(), self.providers[*i].name.as_str())).collect();
+        out.sort_unstable();
+        out
+    }
+
     fn model(&self, name: &str) -> Option<(&LlmProvider, &LlmModel)> {
         let p = &self.providers[*self.models.get(name)?];
         Some((p, p.models.get(name)?))

@@ -1,7 +1,10 @@
 //! The call pipeline: every `tools/call` passes the stages of SPEC.md in
 //! order, top to bottom, in [`call`]: identify, resolve, authorize,
-//! validate, limit, (hold and approve: issues 5 and 6), execute, (settle),
-//! audit. Each stage that refuses the call ends it with an audited outcome.
+//! validate, limit, hold, approve, execute, settle, audit. Each stage that
+//! refuses the call ends it with an audited outcome. Upstream tools and the
+//! LLM tool, called over MCP, over `/v1/chat/completions` or as approved
+//! background tasks, all take this path; [`Via`] is what the stages know of
+//! the caller.
 
 pub mod approve;
 mod bridge;

@@ -1,4 +1,4 @@
-//! `POST /v1/chat/completions`: the OpenAI Chat Completions API, so agents'
+//! `POST /v1/chat/completions` and `GET /v1/models`: the OpenAI API, so agents'
 //! own model traffic passes the same governance as the LLM tool. A request
 //! becomes a call of that tool (grants, validation, limits, budgets,
 //! approvals, audit: the one pipeline); the answer is shaped back into
@@ -29,7 +29,51 @@ use crate::identity::{self, AuthError};
 use crate::pipeline::{self, Caller, Http, Via};
 
 pub fn router(gw: Gateway) -> Router {
-    Router::new().route("/v1/chat/completions", post(completions)).with_state(gw)
+    Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/v1/models", axum::routing::get(models))
+        .with_state(gw)
+}
+
+/// `GET /v1/models`: the models this key may ask for (none when no grant
+/// reaches the LLM tool), as OpenAI lists them.
+async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    let principal = match identify(&gw, &headers).await {
+        Ok(p) => p,
+        Err(refused) => return *refused,
+    };
+    let tool = &gw.llm.tool;
+    let visible = gw.upstreams.catalog().tool(tool).is_some() && gw.policies.current().visible(&principal, tool);
+    let data: Vec<Value> = if visible {
+        let models = gw.llm.models();
+        models.into_iter().map(|(m, p)| json!({"id": m, "object": "model", "created": 0, "owned_by": p})).collect()
+    } else {
+        Vec::new()
+    };
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The bearer key's principal, or the refusal (401, or 503 when the key store is down).
+async fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<crate::identity::Principal, Box<Response>> {
+    let secret = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(identity::bearer);
+    let principal = match secret {
+        Some(s) => identity::authenticate(&gw.store, s).await,
+        None => Err(AuthError::Missing),
+    };
+    principal.map_err(|e| {
+        Box::new(match e {
+            AuthError::Store(e) => {
+                tracing::error!("cannot check an API key: {e}");
+                error(StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable", "the key store is unavailable", None)
+            }
+            e => {
+                let mut r =
+                    error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", &e.to_string(), None);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                r
+            }
+        })
+    })
 }
 
 /// An error in OpenAI's shape.
@@ -45,29 +89,9 @@ fn bad_request(message: &str, param: Option<&str>) -> Response {
 async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     // identify, before the body is read: strangers get nothing buffered.
     let started = std::time::Instant::now();
-    let secret = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(identity::bearer);
-    let principal = match secret {
-        Some(s) => identity::authenticate(&gw.store, s).await,
-        None => Err(AuthError::Missing),
-    };
-    let principal = match principal {
+    let principal = match identify(&gw, &headers).await {
         Ok(p) => p,
-        Err(AuthError::Store(e)) => {
-            tracing::error!("cannot check an API key: {e}");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                "unavailable",
-                "the key store is unavailable",
-                None,
-            );
-        }
-        Err(e) => {
-            let mut r =
-                error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", &e.to_string(), None);
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-            return r;
-        }
+        Err(refused) => return *refused,
     };
     let auth_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let limits = gw.limits;

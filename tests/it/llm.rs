@@ -393,6 +393,26 @@ async fn grants_restrict_models_and_max_tokens_defaults_included() {
     let ok = agent.peer().call_tool(params("llm__chat", chat("fast", "x", Some(100)))).await.unwrap();
     assert_ne!(ok.is_error, Some(true), "{}", text_of(&ok));
     assert_eq!(p.seen().len(), 1, "refused calls never reach the provider");
+    // GET /v1/models lists what a key may ask for: nothing without a grant.
+    let list = |key: String| {
+        let url = format!("{}/v1/models", tg.base);
+        async move {
+            let r = reqwest::Client::new().get(url).bearer_auth(key).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            let ids: Vec<String> = v["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str().map(str::to_string))
+                .collect();
+            (status, ids)
+        }
+    };
+    assert_eq!(list(tg.key.clone()).await, (200, vec!["dear".to_string(), "fast".to_string()]));
+    let (ops, _) = tg.new_key("ops", "acme").await;
+    assert_eq!(list(ops).await, (200, vec![]));
+    assert_eq!(list("tg_nope".into()).await.0, 401);
     // The same refusals over HTTP, in OpenAI's shape.
     let (status, body) =
         post(&tg, &tg.key, &json!({"model": "dear", "messages": [{"role": "user", "content": "x"}]})).await;
@@ -583,6 +603,7 @@ async fn the_openai_python_client_is_answered_and_governed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_str(stdout.trim()).expect("a JSON report");
+    assert_eq!(report["models"], json!(["dear", "fast"]));
     assert_eq!(report["plain"]["text"], "echo hello from python");
     assert_eq!(report["plain"]["prompt_tokens"], tokens("hello from python"));
     assert_eq!(report["stream"]["text"], "echo streaming now please");

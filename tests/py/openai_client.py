@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--broke-key", required=True)
     a = ap.parse_args()
     client = OpenAI(base_url=a.base_url, api_key=a.key, max_retries=0, timeout=30)
-    report = {}
+    report = {"models": sorted(m.id for m in client.models.list())}
 
     r = client.chat.completions.create(
         model="fast", messages=[{"role": "user", "content": "hello from python"}], max_tokens=50

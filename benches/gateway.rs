@@ -12,7 +12,12 @@
 //! call at concurrency 1 and calls per second at concurrency 16 and 64, with
 //! ratios. Paths are measured alternately in rounds so drift affects all alike.
 
+#[path = "common/stages.rs"]
+mod stages;
+
 use std::process::Stdio;
+
+use stages::report_stages;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
@@ -159,26 +164,6 @@ async fn stage_report(path: &str, dir: &tempfile::TempDir) {
     // round, at concurrency 1.
     report_stages(&format!("{path} c=1"), &rows[..rows.len().min(600)]);
     report_stages(&format!("{path} all"), &rows);
-}
-
-fn report_stages(label: &str, rows: &[tollgate::store::AuditRow]) {
-    let mut stages: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-    for r in rows {
-        let body: serde_json::Value = serde_json::from_str(&r.body).expect("body");
-        if let Some(map) = body["stages_us"].as_object() {
-            for (k, v) in map {
-                stages.entry(k.clone()).or_default().push(v.as_u64().unwrap_or(0));
-            }
-        }
-    }
-    let line: Vec<String> = stages
-        .iter_mut()
-        .map(|(k, v)| {
-            v.sort_unstable();
-            format!("{k} {}", v[v.len() / 2])
-        })
-        .collect();
-    println!("stage p50 (us, {label}, {} calls): {}", rows.len(), line.join(", "));
 }
 
 /// Starts a server process and returns it with its base URL.

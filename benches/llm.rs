@@ -12,6 +12,8 @@
 #[allow(dead_code)]
 #[path = "../tests/it/provider.rs"]
 mod provider;
+#[path = "common/stages.rs"]
+mod stages;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -197,21 +199,5 @@ async fn stage_report(dir: &tempfile::TempDir) {
     let store = tollgate::gateway::open_store(&config).await.expect("store");
     let filter = tollgate::store::AuditFilter { kind: Some("call".into()), ..Default::default() };
     let rows = store.audit(&filter).await.expect("audit");
-    let mut stages: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-    for r in &rows {
-        let body: Value = serde_json::from_str(&r.body).expect("body");
-        if let Some(map) = body["stages_us"].as_object() {
-            for (k, v) in map {
-                stages.entry(k.clone()).or_default().push(v.as_u64().unwrap_or(0));
-            }
-        }
-    }
-    let line: Vec<String> = stages
-        .iter_mut()
-        .map(|(k, v)| {
-            v.sort_unstable();
-            format!("{k} {}", v[v.len() / 2])
-        })
-        .collect();
-    println!("stage p50 (µs, all {} calls): {}", rows.len(), line.join(", "));
+    stages::report_stages("all", &rows);
 }

@@ -51,6 +51,29 @@ async fn post(tg: &TestGateway, key: &str, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a streamed completion; the status must be 200.
+async fn stream(tg: &TestGateway, body: &Value) -> reqwest::Response {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", tg.base))
+        .bearer_auth(&tg.key)
+        .json(body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 200);
+    r
+}
+
+/// Reads a stream until `needle` has arrived (within [`WAIT`]); what was read.
+async fn read_until(r: &mut reqwest::Response, needle: &str) -> String {
+    let mut buf = String::new();
+    while !buf.contains(needle) {
+        let chunk = tokio::time::timeout(WAIT, r.chunk()).await.expect("text in time").unwrap().expect("more");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    buf
+}
+
 /// Reads a server-sent event stream to its end: the `data:` payloads in order.
 async fn events(mut r: reqwest::Response) -> Vec<String> {
     let mut buf = String::new();
@@ -139,21 +162,10 @@ async fn anthropic_streams_through_the_endpoint_as_tokens_arrive() {
     let tg = gateway(&p, "anthropic", &models, budgets("")).await;
     let body = json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true},
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two three"}]});
-    let mut r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", tg.base))
-        .bearer_auth(&tg.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let mut r = stream(&tg, &body).await;
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     // The first words arrive while the provider still holds back the rest.
-    let mut buf = String::new();
-    while !buf.contains("echo") {
-        let chunk = tokio::time::timeout(WAIT, r.chunk()).await.expect("first chunk in time").unwrap().expect("more");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let buf = read_until(&mut r, "echo").await;
     assert!(!buf.contains("[DONE]"));
     p.open_gate();
     let mut rest = data_lines(&buf);
@@ -252,20 +264,8 @@ async fn a_stream_cut_midway_ends_in_an_error_and_charges_what_was_sent_on(wire:
     let tg = gateway(&p, wire, &models, budgets("")).await;
     let body =
         json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "alpha beta gamma delta"}]});
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", tg.base))
-        .bearer_auth(&tg.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut r = r;
-    let mut buf = String::new();
-    while !buf.contains("alpha") {
-        let chunk = tokio::time::timeout(WAIT, r.chunk()).await.expect("text in time").unwrap().expect("more");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let mut r = stream(&tg, &body).await;
+    let buf = read_until(&mut r, "alpha").await;
     p.open_gate();
     let mut evs = data_lines(&buf);
     evs.extend(events(r).await);

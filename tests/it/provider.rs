@@ -218,6 +218,30 @@ fn frame(event: Option<&str>, data: &Value) -> Option<Frame> {
     Some(Ok(Bytes::from(format!("{head}data: {data}\n\n"))))
 }
 
+/// Appends the reply's text frames, pausing or cutting as the model id says.
+/// True when the stream was cut (nothing may follow).
+fn text_frames(
+    model: &str,
+    words: &[String],
+    frames: &mut Vec<Option<Frame>>,
+    text: impl Fn(String) -> Option<Frame>,
+) -> bool {
+    for (i, p) in pieces(words).into_iter().enumerate() {
+        frames.push(text(p));
+        match (model, i) {
+            ("cut", 1) => {
+                // Cut once the test has seen the text (it opens the gate).
+                frames.push(None);
+                frames.push(cut());
+                return true;
+            }
+            ("gated", 0) => frames.push(None),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn cut() -> Option<Frame> {
     Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut")))
 }
@@ -248,18 +272,8 @@ async fn openai(State(state): State<Arc<ProviderState>>, headers: HeaderMap, bod
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let mut frames = vec![frame(None, &chunk(json!({"role": "assistant", "content": ""}), Value::Null))];
-    for (i, p) in pieces(&words).into_iter().enumerate() {
-        frames.push(frame(None, &chunk(json!({"content": p}), Value::Null)));
-        match (a.model.as_str(), i) {
-            ("cut", 1) => {
-                // Cut once the test has seen the text (it opens the gate).
-                frames.push(None);
-                frames.push(cut());
-                return streamed(state, frames);
-            }
-            ("gated", 0) => frames.push(None),
-            _ => {}
-        }
+    if text_frames(&a.model, &words, &mut frames, |p| frame(None, &chunk(json!({"content": p}), Value::Null))) {
+        return streamed(state, frames);
     }
     frames.push(frame(None, &chunk(json!({}), json!(finish))));
     if with_usage && body["stream_options"]["include_usage"] == true {
@@ -305,19 +319,9 @@ async fn anthropic(State(state): State<Arc<ProviderState>>, headers: HeaderMap, 
             &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         ),
     ];
-    for (i, p) in pieces(&words).into_iter().enumerate() {
-        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}});
-        frames.push(frame(Some("content_block_delta"), &delta));
-        match (a.model.as_str(), i) {
-            ("cut", 1) => {
-                // Cut once the test has seen the text (it opens the gate).
-                frames.push(None);
-                frames.push(cut());
-                return streamed(state, frames);
-            }
-            ("gated", 0) => frames.push(None),
-            _ => {}
-        }
+    let delta = |p| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}});
+    if text_frames(&a.model, &words, &mut frames, |p| frame(Some("content_block_delta"), &delta(p))) {
+        return streamed(state, frames);
     }
     frames.push(frame(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})));
     let mut end = json!({"type": "message_delta", "delta": {"stop_reason": stop}});

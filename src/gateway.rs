@@ -35,6 +35,13 @@ pub struct Gateway {
     pub approvals: crate::approval::Approvals,
     /// The LLM providers behind the chat tool.
     pub llm: Arc<crate::llm::Llm>,
+    /// Serialises reloads of admin changes (grants, pins) in this process.
+    pub admin: Arc<crate::admin::Reloads>,
+    /// Orgs whose admins manage what every org shares (`[admin] operator_orgs`).
+    pub operators: Arc<Vec<String>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether `/metrics` is served (`[telemetry] metrics`).
+    pub serve_metrics: bool,
     pub shutdown: CancellationToken,
 }
 
@@ -43,6 +50,20 @@ impl Gateway {
     /// starts the audit writer, the policy watcher, the upstream supervisors
     /// and the list-change fan-out. Upstreams connect in the background.
     pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, String> {
+        if let Some(b) = &config.admin.bootstrap {
+            match crate::identity::ensure_bootstrap(&store, b, crate::audit::now_micros()).await {
+                Ok(true) => {
+                    let detail = serde_json::json!({"team": b.team, "role": "admin", "from": "admin.bootstrap_key"});
+                    store
+                        .append_audit(&[record::change("key.bootstrap", Some(&b.org), "tollgate", detail)])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(org = %b.org, "bootstrap admin key stored");
+                }
+                Ok(false) => {}
+                Err(e) => return Err(format!("cannot store the bootstrap admin key: {e}")),
+            }
+        }
         let digest = crate::policy::watch::folder_digest(&config.policies_dir);
         let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
         let journal = Journal::start(store.clone());
@@ -72,10 +93,13 @@ impl Gateway {
             format!("http://{}", config.server.listen),
         );
         let llm = Arc::new(crate::llm::Llm::new(&config.llm));
+        // Admins' pins are in force before the first listing arrives.
+        let pins = crate::admin::pins_of(&store).await?;
         let upstreams = Upstreams::start(
             config.manifests.clone(),
             config.catalog.separator.clone(),
             llm.builtin().into_iter().collect(),
+            pins,
             shutdown.clone(),
         );
         let gw = Gateway {
@@ -90,8 +114,15 @@ impl Gateway {
             policies,
             approvals,
             llm,
+            admin: Arc::default(),
+            operators: Arc::new(config.admin.operator_orgs.clone()),
+            metrics: Arc::default(),
+            serve_metrics: config.telemetry.metrics,
             shutdown,
         };
+        // The API's grants are in force before the first call is served.
+        crate::admin::reload(&gw).await.map_err(|e| format!("cannot load the admin API's grants: {e}"))?;
+        tokio::spawn(crate::admin::follow(gw.clone()));
         let audit = gw.journal.clone();
         let (store, policies) = (gw.store.clone(), gw.policies.clone());
         tokio::spawn(gw.policies.clone().watch(POLICY_POLL, gw.shutdown.clone(), move |outcome| {

@@ -86,6 +86,38 @@ pub fn looks_like_secret(text: &str) -> bool {
     text.strip_prefix("tg_").is_some_and(|rest| rest.len() == 48 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Whether an operator-chosen secret (the bootstrap key) is strong enough:
+/// `tg_` and at least 32 letters or digits.
+pub fn plausible_secret(text: &str) -> bool {
+    text.strip_prefix("tg_").is_some_and(|rest| rest.len() >= 32 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Puts the configured bootstrap admin key in the store unless it is there
+/// (revoked included: a revoked bootstrap key stays revoked). `true` when
+/// it was added now.
+pub async fn ensure_bootstrap(
+    store: &Store,
+    b: &crate::config::Bootstrap,
+    now_micros: i64,
+) -> Result<bool, StoreError> {
+    let hash = hash_secret(b.secret.expose());
+    if store.key_by_hash(&hash).await?.is_some() {
+        return Ok(false);
+    }
+    let row = KeyRow {
+        id: format!("k_boot_{}", &hash[..12]),
+        secret_hash: hash,
+        org: b.org.clone(),
+        team: b.team.clone(),
+        role: Some(Role::Admin.as_str().to_string()),
+        label: Some("bootstrap key from tollgate.toml".into()),
+        created_at: now_micros,
+        revoked_at: None,
+    };
+    store.insert_key(&row).await?;
+    Ok(true)
+}
+
 fn random_hex(bytes: usize) -> Result<String, StoreError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;

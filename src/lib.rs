@@ -10,6 +10,8 @@
 //!   at `/ws`, stdio; request guards; list-change fan-out. Speaks MCP only.
 //! - [`pipeline`]: the governed call, one straight-line function of stages.
 //! - [`gateway`]: the shared state handed to every session.
+//! - [`admin`]: what admins change live: API grants (revisions, ETags) and
+//!   tool pins, put in force in every process on the store.
 //! - [`approval`]: the approval queue: pending actions, decisions, the
 //!   change feed, signed webhooks, tasks.
 //! - [`audit`]: audit records, redaction, the group-commit writer, verify.
@@ -22,10 +24,12 @@
 //! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
 //! - [`config`]: the files, parsed and checked into immutable values.
 //! - [`money`]: integer micro-unit amounts.
+//! - [`metrics`]: Prometheus counters and histograms of calls and stages.
 //! - [`periodic`]: background work on a fixed period until shutdown.
 //! - [`store`]: persistence (SQLite now), SQL confined to backends.
 //! - [`protocol`]: which MCP era a peer speaks.
 
+pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod budget;
@@ -37,6 +41,7 @@ pub mod gateway;
 pub mod identity;
 pub mod journal;
 pub mod llm;
+pub mod metrics;
 pub mod money;
 pub mod periodic;
 pub mod pipeline;

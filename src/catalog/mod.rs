@@ -102,6 +102,8 @@ impl std::fmt::Display for QuarantineReason {
 pub struct Quarantined {
     pub name: String,
     pub upstream_name: Arc<str>,
+    /// The upstream's own name for it.
+    pub upstream_tool: String,
     pub hash: String,
     pub reason: QuarantineReason,
 }
@@ -243,12 +245,18 @@ impl SchemaCache {
 
 /// Builds a catalog from the manifests and the latest listing of each upstream
 /// (`None` for one that is not connected).
+/// Pins set by admins, by (upstream, upstream tool name): the accepted
+/// definition hash, or `None` for explicitly unpinned. They override the
+/// manifest's pin.
+pub type Pins = HashMap<(String, String), Option<String>>;
+
 pub fn build(
     manifests: &[Manifest],
     separator: &str,
     listings: &[Option<Arc<Listing>>],
     builtins: &[Builtin],
     cache: &SchemaCache,
+    pins: &Pins,
 ) -> Catalog {
     let mut cat = Catalog::default();
     // Candidates by exposed name; more than one candidate is a collision.
@@ -266,6 +274,10 @@ pub fn build(
             let shown = settings.rename.clone().unwrap_or_else(|| t.name.to_string());
             let name = exposed(&m.prefix, separator, &shown);
             let definition_hash = hash::of(t);
+            let mut settings = settings;
+            if let Some(admin_pin) = pins.get(&(m.name.clone(), t.name.to_string())) {
+                settings.pin = admin_pin.clone();
+            }
             if let Some(pin) = &settings.pin
                 && *pin != definition_hash
             {
@@ -273,6 +285,7 @@ pub fn build(
                 cat.quarantined.push(Quarantined {
                     name,
                     upstream_name: upstream_name.clone(),
+                    upstream_tool: t.name.to_string(),
                     hash: definition_hash.clone(),
                     reason: QuarantineReason::PinMismatch { pinned: pin.clone(), actual: definition_hash },
                 });
@@ -295,6 +308,7 @@ pub fn build(
                 cat.quarantined.push(Quarantined {
                     name,
                     upstream_name: upstream_name.clone(),
+                    upstream_tool: t.name.to_string(),
                     hash: definition_hash,
                     reason: QuarantineReason::Schema(e),
                 });
@@ -354,6 +368,7 @@ pub fn build(
             Err(e) => cat.quarantined.push(Quarantined {
                 name,
                 upstream_name: b.upstream_name.clone(),
+                upstream_tool: b.tool.name.to_string(),
                 hash,
                 reason: QuarantineReason::Schema(e),
             }),
@@ -378,6 +393,7 @@ pub fn build(
                 cat.quarantined.push(Quarantined {
                     name: name.clone(),
                     upstream_name: c.upstream_name,
+                    upstream_tool: c.upstream_tool,
                     hash: c.hash,
                     reason: QuarantineReason::Collision(others),
                 });

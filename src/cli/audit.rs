@@ -62,20 +62,4 @@ pub async fn run(config: Config, command: AuditCommand) -> Result<(), String> {
     result
 }
 
-/// Unix microseconds from an RFC 3339 time, a date, or an age before now.
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Ok(dt.timestamp_micros());
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        && let Some(dt) = d.and_hms_opt(0, 0, 0)
-    {
-        return Ok(dt.and_utc().timestamp_micros());
-    }
-    if let Ok(age) = crate::config::parse_duration(t) {
-        let age = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
-        return Ok(crate::audit::now_micros().saturating_sub(age));
-    }
-    Err(format!("`{text}` is not a time (2026-11-24T10:00:00Z), a date (2026-11-24) or an age (24h)"))
-}
+pub use crate::audit::parse_time;

@@ -212,6 +212,7 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         config.manifests.clone(),
         config.catalog.separator.clone(),
         crate::llm::Llm::new(&config.llm).builtin().into_iter().collect(),
+        crate::admin::pins_of(&crate::gateway::open_store(&config).await?).await?,
         shutdown.clone(),
     );
     let deadline = config

@@ -94,6 +94,8 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         Some(t) => t.get_ref().clone(),
         None => super::LlmSettings::default().tool,
     };
+    let admin = compile_admin(&raw.admin, env, &mut sink);
+    let telemetry = compile_telemetry(&raw.telemetry, &mut sink);
     let (manifests, providers) = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
@@ -109,7 +111,73 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         approval,
         manifests,
         llm: super::LlmSettings { tool: llm_tool, providers },
+        admin,
+        telemetry,
     })
+}
+
+fn compile_admin(raw: &raw::Admin, env: Lookup<'_>, sink: &mut Sink<'_>) -> super::AdminSettings {
+    let mut name = |v: &Spanned<String>, field: &str| {
+        if crate::identity::valid_name(v.get_ref()) {
+            Some(v.get_ref().clone())
+        } else {
+            sink.at(Some(v.span()), field, "must be 1 to 64 letters, digits, `-`, `_` or `.`");
+            None
+        }
+    };
+    let operator_orgs =
+        raw.operator_orgs.iter().flatten().filter_map(|o| name(o, "admin.operator_orgs")).collect::<Vec<_>>();
+    let org = raw.bootstrap_org.as_ref().and_then(|o| name(o, "admin.bootstrap_org"));
+    let team = raw.bootstrap_team.as_ref().and_then(|t| name(t, "admin.bootstrap_team"));
+    let bootstrap = raw.bootstrap_key.as_ref().and_then(|k| {
+        let template = k.get_ref();
+        if !super::secret::has_reference(template) {
+            sink.at(Some(k.span()), "admin.bootstrap_key", "must be a `${env:NAME}` reference, never the key itself");
+            return None;
+        }
+        match super::secret::resolve(template, env) {
+            Ok(s) if crate::identity::plausible_secret(s.expose()) => Some(super::Bootstrap {
+                secret: s,
+                org: org.clone().unwrap_or_else(|| "default".into()),
+                team: team.clone().unwrap_or_else(|| "admins".into()),
+            }),
+            Ok(_) => {
+                sink.at(
+                    Some(k.span()),
+                    "admin.bootstrap_key",
+                    "the key must be `tg_` followed by at least 32 letters or digits (make one with `openssl rand -hex 24`)",
+                );
+                None
+            }
+            Err(m) => {
+                sink.at(Some(k.span()), "admin.bootstrap_key", m);
+                None
+            }
+        }
+    });
+    super::AdminSettings { operator_orgs, bootstrap }
+}
+
+fn compile_telemetry(raw: &raw::Telemetry, sink: &mut Sink<'_>) -> super::TelemetrySettings {
+    let d = super::TelemetrySettings::default();
+    let otlp_endpoint = raw.otlp_endpoint.as_ref().and_then(|u| {
+        let text = u.get_ref().trim_end_matches('/');
+        if (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok() {
+            Some(text.to_string())
+        } else {
+            sink.at(Some(u.span()), "telemetry.otlp_endpoint", "must be an http:// or https:// URL");
+            None
+        }
+    });
+    let service_name = match &raw.service_name {
+        Some(n) if n.get_ref().is_empty() || n.get_ref().len() > 128 => {
+            sink.at(Some(n.span()), "telemetry.service_name", "must be 1 to 128 characters");
+            d.service_name.clone()
+        }
+        Some(n) => n.get_ref().clone(),
+        None => d.service_name.clone(),
+    };
+    super::TelemetrySettings { metrics: raw.metrics.unwrap_or(d.metrics), otlp_endpoint, service_name }
 }
 
 fn compile_approval(raw: &raw::Approval, sink: &mut Sink<'_>) -> super::ApprovalSettings {

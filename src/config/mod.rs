@@ -36,6 +36,8 @@ pub struct Config {
     pub approval: ApprovalSettings,
     pub manifests: Vec<Manifest>,
     pub llm: LlmSettings,
+    pub admin: AdminSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// The LLM tool and the providers behind it (`kind = "llm"` manifests).
@@ -108,6 +110,42 @@ pub struct LlmModel {
     pub max_tokens: u32,
     /// Another model (of any provider) tried when this one fails.
     pub fallback: Option<String>,
+}
+
+/// `[admin]`: who manages what the whole deployment shares, and the key
+/// that lets a fresh deployment be administered at all.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// Orgs whose admin keys may manage deployment-wide things (tool pins,
+    /// which every org's agents share). Empty: every admin key may (a
+    /// single-tenant deployment).
+    pub operator_orgs: Vec<String>,
+    /// An admin key put in the store at start-up if it is not there.
+    pub bootstrap: Option<Bootstrap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub secret: Secret,
+    pub org: String,
+    pub team: String,
+}
+
+/// `[telemetry]`: `/metrics` and OTLP trace export.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// Serve `/metrics` (Prometheus text format).
+    pub metrics: bool,
+    /// Base URL of an OTLP/HTTP collector (`/v1/traces` is appended); no
+    /// export when absent.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings { metrics: true, otlp_endpoint: None, service_name: "tollgate".into() }
+    }
 }
 
 /// `[approval]`: how calls wait for decisions and how approvers are notified.

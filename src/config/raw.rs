@@ -23,6 +23,27 @@ pub struct Gateway {
     pub approval: Approval,
     #[serde(default)]
     pub llm: Llm,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub operator_orgs: Option<Vec<Spanned<String>>>,
+    pub bootstrap_key: Option<Spanned<String>>,
+    pub bootstrap_org: Option<Spanned<String>>,
+    pub bootstrap_team: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    pub metrics: Option<bool>,
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub service_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

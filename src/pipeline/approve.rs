@@ -502,7 +502,7 @@ async fn finish_replayed(gw: &Gateway, rec: CallRecord, row: &ApprovalRow) -> Re
     };
     // Recorded as a replay: it ran once, under its own record.
     let mut rec = rec;
-    super::conclude(&mut rec, &outcome);
+    super::conclude(&gw.metrics, &mut rec, &outcome);
     rec.status = Some("replayed");
     if let Err(e) = gw.journal.audit(rec.outcome()).await {
         return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));

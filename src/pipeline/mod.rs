@@ -386,7 +386,7 @@ async fn settle(
     // A pending action's hold is rebuilt from its row, which keeps no token amount.
     rec.tokens_charged = if h.tokens > 0 { tokens.clamp(0, h.tokens) } else { tokens.max(0) };
     rec.stage("settle");
-    conclude(&mut rec, &outcome);
+    conclude(&gw.metrics, &mut rec, &outcome);
     let base = rec.clone();
     let record: WithResolution = Box::new(move |took_effect| {
         let mut r = base;
@@ -428,8 +428,11 @@ async fn refused_by_budget(
 }
 
 /// Fills in the record's outcome fields from the call's result.
-fn conclude(rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpError>) {
+fn conclude(metrics: &crate::metrics::Metrics, rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpError>) {
     conclude_status(rec, outcome);
+    // Tools the caller cannot resolve count under one label (bounded series).
+    let tool = if rec.upstream.is_some() { rec.tool.as_str() } else { crate::metrics::UNKNOWN_TOOL };
+    metrics.call(tool, rec.decision, &rec.stages);
     if let Some(o) = &rec.observer {
         *o.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::audit::record::Concluded {
             decision: rec.decision,
@@ -466,7 +469,7 @@ async fn finish(
     mut rec: CallRecord,
     outcome: Result<CallToolResponse, McpError>,
 ) -> Result<CallToolResponse, McpError> {
-    conclude(&mut rec, &outcome);
+    conclude(&gw.metrics, &mut rec, &outcome);
     let draft = rec.outcome();
     if let Err(e) = gw.journal.audit(draft).await {
         tracing::error!(call = %rec.call_id, "call outcome could not be audited: {e}");

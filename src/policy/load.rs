@@ -151,6 +151,7 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
         for g in grants {
             let line = match &g.source {
                 Source::File { line, .. } => *line,
+                Source::Api { .. } => 0,
             };
             if let Some((other, other_line)) = ids.get(&g.id) {
                 sink.at(
@@ -170,10 +171,13 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
             && route != super::PAGE_ROUTE
             && policy.route(route).is_none()
         {
-            let Source::File { path, line } = &g.source;
+            let (file, line) = match &g.source {
+                Source::File { path, line } => (path.clone(), Some(*line)),
+                Source::Api { .. } => (PathBuf::new(), None),
+            };
             errors.push(Error {
-                file: path.clone(),
-                line: Some(*line),
+                file,
+                line,
                 field: "grant.approval.route".into(),
                 message: format!("route `{route}` is not defined by any [[route]] in the policy folder"),
             });

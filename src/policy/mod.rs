@@ -18,6 +18,7 @@
 pub mod glob;
 pub mod load;
 pub mod rate;
+pub mod spec;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -150,13 +151,32 @@ pub struct ApprovalRoute {
 /// Where a grant was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    File { path: PathBuf, line: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+    },
+    /// Made through the admin API; lives in the store.
+    Api {
+        revision: i64,
+    },
+}
+
+impl Source {
+    /// The file a grant comes from, if it does: such grants are read-only
+    /// through the API.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Source::File { path, .. } => Some(path),
+            Source::Api { .. } => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Source::Api { revision } => write!(f, "admin API (revision {revision})"),
         }
     }
 }

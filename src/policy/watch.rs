@@ -25,6 +25,8 @@ pub struct Status {
     pub version: u64,
     /// The last failed reload's errors, cleared by the next good load.
     pub last_error: Option<String>,
+    /// Why the store's grants could not be put in force, if they could not.
+    pub stored_error: Option<String>,
 }
 
 /// A change put in force, for the audit trail.
@@ -56,7 +58,12 @@ pub struct Policies {
 
 struct Inner {
     dir: PathBuf,
+    /// The files' policy with the store's grants: what decides calls.
     current: RwLock<Arc<Policy>>,
+    /// The policy as the files define it.
+    files: RwLock<Arc<Policy>>,
+    /// Grants made through the admin API, compiled.
+    stored: RwLock<Arc<Vec<Arc<Grant>>>>,
     status: Mutex<Status>,
     /// The content digest of the folder last seen, loaded or refused.
     seen: Mutex<String>,
@@ -76,8 +83,10 @@ impl Policies {
         Policies {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                current: RwLock::new(Arc::new(initial)),
-                status: Mutex::new(Status { version: 1, last_error: None }),
+                current: RwLock::new(Arc::new(initial.clone())),
+                files: RwLock::new(Arc::new(initial)),
+                stored: RwLock::default(),
+                status: Mutex::new(Status { version: 1, last_error: None, stored_error: None }),
                 seen: Mutex::new(seen),
                 changed,
                 attempts,
@@ -108,6 +117,49 @@ impl Policies {
         &self.inner.limiter
     }
 
+    /// The grants made through the admin API now in force.
+    pub fn stored(&self) -> Arc<Vec<Arc<Grant>>> {
+        self.inner.stored.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records why the store's grants could not be put in force (`None`: they were).
+    pub fn note_stored_error(&self, error: Option<String>) {
+        self.inner.status.lock().unwrap_or_else(|p| p.into_inner()).stored_error = error;
+    }
+
+    /// Puts the store's grants in force beside the files' (after them, in
+    /// the order given), and tells listeners.
+    pub fn set_stored(&self, grants: Vec<Arc<Grant>>) {
+        *self.inner.stored.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(grants);
+        self.combine();
+        let version = {
+            let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.version += 1;
+            status.version
+        };
+        self.inner.changed.send_replace(version);
+    }
+
+    /// Rebuilds the policy in force from the files' and the store's parts.
+    /// A store grant whose id a file took since is left out (files win; the
+    /// API refuses to make such a grant, so only a later file edit causes it).
+    fn combine(&self) {
+        // Taken first: combines run one at a time, so the last one reads the
+        // newest of both parts.
+        let mut current = self.inner.current.write().unwrap_or_else(|p| p.into_inner());
+        let files = self.inner.files.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let stored = self.stored();
+        let mut policy = (*files).clone();
+        for g in stored.iter() {
+            if policy.grant(&g.id).is_some() {
+                tracing::warn!(grant = %g.id, "an API grant has the id of a file grant: the file's is in force");
+                continue;
+            }
+            policy.grants.push(g.clone());
+        }
+        *current = Arc::new(policy);
+    }
+
     /// Re-reads the folder if its content changed since last seen.
     pub fn reload_if_changed(&self) -> Option<Reload> {
         let digest = folder_digest(&self.inner.dir);
@@ -121,16 +173,22 @@ impl Policies {
         Some(self.reload())
     }
 
+    /// The policy as the files alone define it.
+    pub fn files(&self) -> Arc<Policy> {
+        self.inner.files.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Re-reads the folder and puts it in force if it loads.
     pub fn reload(&self) -> Reload {
         match load::load_dir(&self.inner.dir) {
             Ok(policy) => {
                 let diff = {
-                    let mut current = self.inner.current.write().unwrap_or_else(|p| p.into_inner());
-                    let diff = diff(&current, &policy);
-                    *current = Arc::new(policy);
+                    let mut files = self.inner.files.write().unwrap_or_else(|p| p.into_inner());
+                    let diff = diff(&files, &policy);
+                    *files = Arc::new(policy);
                     diff
                 };
+                self.combine();
                 let version = {
                     let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
                     status.version += 1;

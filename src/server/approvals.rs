@@ -71,12 +71,12 @@ async fn own(gw: &Gateway, id: &str, p: &Principal) -> Result<ApprovalRow, Respo
 }
 
 #[derive(serde::Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
 }
 
-async fn list(
+pub(super) async fn list(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -110,7 +110,7 @@ async fn list(
     }
 }
 
-async fn one(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(super) async fn one(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let p = match caller(&gw, &headers, READERS).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -144,7 +144,12 @@ struct DecisionBody {
     approver: Option<String>,
 }
 
-async fn decision(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+pub(super) async fn decision(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     decide(&gw, &headers, &id, &body, None).await
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP edge: `/mcp` (Streamable HTTP, both protocol eras, served by
-//! rmcp), `/ws` (MCP over WebSocket), `/healthz` and `/readyz`.
+//! rmcp), `/ws` (MCP over WebSocket), `/healthz`, `/readyz` and `/metrics`,
+//! with the admin, approvals and OpenAI-compatible routers merged in.
 //!
 //! In front of rmcp sits [`guard`]: `Origin` validation, a body cap enforced
 //! before buffering past it, and strict JSON checks (depth, duplicate keys,
@@ -79,6 +80,11 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
             .with_cancellation_token(gw.shutdown.child_token()),
     );
     let guarded = tower::ServiceBuilder::new().layer(middleware::from_fn_with_state(edge.clone(), guard)).service(mcp);
+    let metrics = if gw.serve_metrics {
+        Router::new().route("/metrics", get(super::metrics::scrape)).with_state(gw.clone())
+    } else {
+        Router::new()
+    };
     Router::new()
         .route_service("/mcp", guarded)
         .route("/ws", get(websocket))
@@ -88,6 +94,7 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
         .with_state(edge)
         .merge(super::approvals::router(gw.clone()))
         .merge(super::openai::router(gw))
+        .merge(metrics)
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

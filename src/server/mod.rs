@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod fanout;
 pub mod handler;
 pub mod http;
+pub mod metrics;
 pub mod openai;
 pub mod stdio;
 pub mod strict_json;

@@ -281,6 +281,56 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
+/// A grant made through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub id: String,
+    pub org: String,
+    /// The grant as the API takes it (JSON).
+    pub spec: String,
+    /// Increases with every change; the grant's ETag.
+    pub revision: i64,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// One change of an API grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRevisionRow {
+    pub grant_id: String,
+    pub revision: i64,
+    pub org: String,
+    pub at: i64,
+    pub actor: String,
+    /// `create`, `update` or `delete`.
+    pub action: String,
+    /// The grant after the change (JSON); none after a delete.
+    pub spec: Option<String>,
+    /// The diff from the previous revision (JSON).
+    pub diff: String,
+}
+
+/// What a grant change does, decided against the current row.
+#[derive(Debug, Clone)]
+pub enum GrantEdit {
+    Put { row: GrantRow, revision: GrantRevisionRow, record: AuditDraft },
+    Delete { revision: GrantRevisionRow, record: AuditDraft },
+}
+
+/// An admin's pin of one upstream tool, overriding the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRow {
+    pub upstream: String,
+    /// The tool's name at its upstream.
+    pub tool: String,
+    /// The accepted definition hash; `None`: unpinned.
+    pub hash: Option<String>,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
 /// The store: a cheap, cloneable handle.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -508,6 +558,47 @@ impl Store {
     /// Signatures older than `forget_before` are forgotten.
     pub async fn use_signature(&self, signature: &str, now: i64, forget_before: i64) -> Result<bool, StoreError> {
         self.backend.use_signature(signature, now, forget_before).await
+    }
+
+    /// Grants made through the API (of `org`, or all), oldest first.
+    pub async fn grants(&self, org: Option<&str>) -> Result<Vec<GrantRow>, StoreError> {
+        self.backend.grants(org).await
+    }
+
+    pub async fn grant(&self, id: &str) -> Result<Option<GrantRow>, StoreError> {
+        self.backend.grant(id).await
+    }
+
+    /// Changes the API grant `id` in one transaction with its revision and
+    /// audit record: `decide` sees the current row and the next revision
+    /// number, and returns the edit or why not (nothing is written then).
+    pub async fn change_grant<E: Send>(
+        &self,
+        id: &str,
+        decide: impl FnOnce(Option<&GrantRow>, i64) -> Result<GrantEdit, E> + Send,
+    ) -> Result<Result<GrantRevisionRow, E>, StoreError> {
+        self.backend.change_grant(id, decide).await
+    }
+
+    /// Every revision of an API grant, oldest first (deleted grants too).
+    pub async fn grant_revisions(&self, id: &str) -> Result<Vec<GrantRevisionRow>, StoreError> {
+        self.backend.grant_revisions(id).await
+    }
+
+    /// Pins set by admins.
+    pub async fn pins(&self) -> Result<Vec<PinRow>, StoreError> {
+        self.backend.pins().await
+    }
+
+    /// Sets an admin pin with its audit record, in one transaction.
+    pub async fn set_pin(&self, pin: &PinRow, record: AuditDraft) -> Result<(), StoreError> {
+        self.backend.set_pin(pin, record).await
+    }
+
+    /// A counter that increases with every admin change of grants or pins,
+    /// by any process on this store.
+    pub async fn admin_changes(&self) -> Result<i64, StoreError> {
+        self.backend.admin_changes().await
     }
 
     /// Closes the pool, waiting for connections to finish.

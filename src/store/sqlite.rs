@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, SqlSafeStr};
 
+mod admin;
 mod approvals;
 
 pub use approvals::HOLD_OWNER_PREFIX;
@@ -25,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "keys and audit", include_str!("migrations/sqlite/0001_keys_and_audit.sql")),
     (2, "budgets", include_str!("migrations/sqlite/0002_budgets.sql")),
     (3, "approvals", include_str!("migrations/sqlite/0003_approvals.sql")),
+    (4, "admin", include_str!("migrations/sqlite/0004_admin.sql")),
 ];
 
 #[derive(Clone, Debug)]

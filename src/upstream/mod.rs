@@ -125,6 +125,8 @@ struct Inner {
     builtins: Vec<catalog::Builtin>,
     catalog: watch::Sender<Arc<Catalog>>,
     schemas: SchemaCache,
+    /// Pins set by admins (see `catalog::Pins`).
+    pins: RwLock<Arc<catalog::Pins>>,
     rebuild: tokio::sync::Mutex<()>,
     /// How many upstreams have finished their first connection attempt.
     attempted: watch::Sender<usize>,
@@ -138,6 +140,7 @@ impl Upstreams {
         manifests: Vec<Manifest>,
         separator: String,
         builtins: Vec<catalog::Builtin>,
+        pins: catalog::Pins,
         shutdown: CancellationToken,
     ) -> Upstreams {
         let list: Vec<Arc<Upstream>> = manifests
@@ -164,7 +167,7 @@ impl Upstreams {
         // Until an upstream is listed, the catalog holds the gateway's own tools.
         let none: Vec<Option<Arc<Listing>>> = vec![None; list.len()];
         let manifests: Vec<Manifest> = list.iter().map(|u| u.manifest.clone()).collect();
-        let first = catalog::build(&manifests, &separator, &none, &builtins, &schemas);
+        let first = catalog::build(&manifests, &separator, &none, &builtins, &schemas, &pins);
         let (catalog, _) = watch::channel(Arc::new(first));
         let pool = Upstreams {
             inner: Arc::new(Inner {
@@ -173,6 +176,7 @@ impl Upstreams {
                 builtins,
                 catalog,
                 schemas,
+                pins: RwLock::new(Arc::new(pins)),
                 rebuild: Default::default(),
                 attempted: watch::channel(0).0,
                 subscriptions: Subscriptions::default(),
@@ -204,6 +208,17 @@ impl Upstreams {
     /// Changes whenever the catalog is rebuilt.
     pub fn watch(&self) -> watch::Receiver<Arc<Catalog>> {
         self.inner.catalog.subscribe()
+    }
+
+    /// Puts admins' pins in force and rebuilds the catalog with them.
+    pub async fn set_pins(&self, pins: catalog::Pins) {
+        *self.inner.pins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pins);
+        self.rebuild().await;
+    }
+
+    /// The admins' pins in force.
+    pub fn pins(&self) -> Arc<catalog::Pins> {
+        self.inner.pins.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// True once every upstream has finished its first connection attempt.
@@ -244,9 +259,11 @@ impl Upstreams {
         let listings: Vec<Option<Arc<Listing>>> =
             self.inner.list.iter().map(|u| u.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone()).collect();
         let pool = self.clone();
+        let pins = self.inner.pins.read().unwrap_or_else(|p| p.into_inner()).clone();
         // Schema compilation is CPU work with its own time bound: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
-            catalog::build(&manifests, &pool.inner.separator, &listings, &pool.inner.builtins, &pool.inner.schemas)
+            let inner = &pool.inner;
+            catalog::build(&manifests, &inner.separator, &listings, &inner.builtins, &inner.schemas, &pins)
         })
         .await;
         match built {

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod admin;
 mod approvals;
 mod budgets;
 mod cli;
@@ -14,4 +15,5 @@ mod llm;
 mod mediation;
 mod provider;
 mod proxy;
+mod telemetry;
 mod thirdparty;

@@ -17,7 +17,9 @@ use crate::store::{GrantEdit, GrantRevisionRow, GrantRow, StoreError};
 /// A grant as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GrantView {
+    // Inlined so the document can open it (see `server::admin::open_views`).
     #[serde(flatten)]
+    #[schema(inline)]
     pub spec: GrantSpec,
     /// `file` or `api`.
     #[schema(value_type = String)]

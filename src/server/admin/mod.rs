@@ -73,7 +73,7 @@ pub fn router(gw: Gateway) -> axum::Router {
 }
 
 fn parts() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(Doc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(Doc::openapi())
         .routes(routes!(grants::list, grants::create))
         .routes(routes!(grants::one, grants::replace, grants::remove))
         .routes(routes!(grants::revisions))
@@ -94,7 +94,26 @@ fn parts() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::accept))
         .routes(routes!(ops::unpin))
         .routes(routes!(openapi_json))
-        .split_for_parts()
+        .split_for_parts();
+    open_views(&mut doc);
+    (router, doc)
+}
+
+/// Views flatten a request type that refuses unknown fields; in a view the
+/// parts are open (the view adds its own fields). Done after the routes'
+/// schemas have joined the document.
+fn open_views(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let Some(components) = doc.components.as_mut() else { return };
+    for schema in components.schemas.values_mut() {
+        if let RefOr::T(Schema::AllOf(all)) = schema {
+            for part in &mut all.items {
+                if let RefOr::T(Schema::Object(o)) = part {
+                    o.additional_properties = None;
+                }
+            }
+        }
+    }
 }
 
 /// The OpenAPI document of this API, as served.

@@ -11,7 +11,9 @@ mod approvals;
 mod audit;
 mod budgets;
 mod explain;
+mod grants;
 mod keys;
+mod remote;
 
 use crate::config::{self, Config};
 use crate::gateway::Gateway;
@@ -24,6 +26,12 @@ pub struct Cli {
     /// The gateway configuration file.
     #[arg(long, global = true, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
     config: PathBuf,
+    /// A running gateway (e.g. http://127.0.0.1:7400): `grants`, `keys`,
+    /// `budgets`, `approvals`, `audit export` and `tools` then go through its
+    /// admin API with the key in TOLLGATE_ADMIN_KEY, instead of the store the
+    /// configuration names.
+    #[arg(long, global = true, env = "TOLLGATE_URL")]
+    url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,7 +58,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Manage API keys (in the store the configuration names).
+    /// Manage grants made through the admin API (needs --url).
+    Grants {
+        #[command(subcommand)]
+        command: grants::GrantsCommand,
+    },
+    /// Manage API keys (in the store the configuration names, or through --url).
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
@@ -80,7 +93,41 @@ pub fn main() -> ExitCode {
     if let Command::Check = cli.command {
         return check(&cli.config);
     }
-    let config = match config::load(&cli.config) {
+    let verb = match cli.command {
+        Command::Grants { command } => remote::Verb::Grants(command),
+        Command::Keys { command } if cli.url.is_some() => remote::Verb::Keys(command),
+        Command::Budgets { command } if cli.url.is_some() => remote::Verb::Budgets(command),
+        Command::Approvals { command } if cli.url.is_some() => remote::Verb::Approvals(command),
+        Command::Audit { command } if cli.url.is_some() => remote::Verb::Audit(command),
+        Command::Tools { json } if cli.url.is_some() => remote::Verb::Tools { json },
+        other => return local(cli.config, other),
+    };
+    let Some(url) = cli.url else {
+        eprintln!(
+            "tollgate: `grants` works against a running gateway: give --url (or TOLLGATE_URL) and TOLLGATE_ADMIN_KEY"
+        );
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(remote::run(&url, verb)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The verbs that run on this machine: the gateway itself, or the store the
+/// configuration names.
+fn local(config_path: PathBuf, command: Command) -> ExitCode {
+    let config = match config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -99,7 +146,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve { listen } => serve(config, listen).await,
             Command::Stdio { key } => stdio(config, key).await,
             Command::Tools { json } => tools(config, json).await,
@@ -108,7 +155,7 @@ pub fn main() -> ExitCode {
             Command::Budgets { command } => budgets::run(config, command).await,
             Command::Audit { command } => audit::run(config, command).await,
             Command::Approvals { command } => approvals::run(config, command).await,
-            Command::Check => unreachable!("handled above"),
+            Command::Check | Command::Grants { .. } => unreachable!("handled in main"),
         }
     });
     match result {

@@ -674,3 +674,77 @@ async fn schemathesis_finds_no_response_that_breaks_the_openapi_document() {
     assert!(out.status.success(), "schemathesis found failures:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("Tested: 25"), "every operation was tested:\n{text}");
 }
+
+/// `tollgate --url URL <verb>` with `TOLLGATE_ADMIN_KEY`: (success, stdout, stderr).
+async fn cli(base: &str, key: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(TOLLGATE)
+        .args(["--url", base])
+        .args(args)
+        .env("TOLLGATE_ADMIN_KEY", key)
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .await
+        .expect("run tollgate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_a_running_gateway_through_the_admin_api() {
+    let tg = gateway().await;
+    let (admin, _) = role_key(&tg, "acme", Role::Admin).await;
+    let file = tg.dir().join("grant.json");
+    std::fs::write(&file, echo_grant("allow").to_string()).unwrap();
+    let path = file.to_str().unwrap();
+
+    let (ok, out, err) = cli(&tg.base, &admin, &["grants", "create", path]).await;
+    assert!(ok, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(made["etag"], "\"1\"");
+    assert!(tg.gw.policies.current().grant("api-echo").is_some(), "in force at once");
+
+    let (ok, table, _) = cli(&tg.base, &admin, &["grants", "list"]).await;
+    assert!(ok && table.lines().next().unwrap().starts_with("ID"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("api-echo") && l.contains("allow") && l.contains("api")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("file-add") && l.contains("file")), "{table}");
+    let (_, listed, _) = cli(&tg.base, &admin, &["grants", "list", "--json"]).await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert!(listed["grants"].as_array().unwrap().iter().any(|g| g["id"] == "api-echo"));
+
+    std::fs::write(&file, echo_grant("deny").to_string()).unwrap();
+    let (ok, _, err) = cli(&tg.base, &admin, &["grants", "update", "api-echo", path, "--if-match", "\"1\""]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&tg.base, &admin, &["grants", "update", "api-echo", path, "--if-match", "\"1\""]).await;
+    assert!(!ok && err.contains("412 precondition_failed"), "a stale update fails: {err}");
+    let (ok, _, err) = cli(&tg.base, &admin, &["grants", "delete", "file-add"]).await;
+    assert!(!ok && err.contains("409 read_only") && err.contains("files.toml"), "{err}");
+    let (ok, revs, _) = cli(&tg.base, &admin, &["grants", "revisions", "api-echo"]).await;
+    assert!(ok && revs.contains("/effect: \"allow\" -> \"deny\""), "{revs}");
+
+    let (ok, secret, err) =
+        cli(&tg.base, &admin, &["keys", "create", "--team", "ops", "--org", "ignored", "--json"]).await;
+    assert!(ok, "{err}");
+    let key: Value = serde_json::from_str(&secret).unwrap();
+    assert_eq!(key["org"], "acme", "a key made through the API is in the admin's org");
+    let (_, keys, _) = cli(&tg.base, &admin, &["keys", "list"]).await;
+    assert!(keys.contains(key["id"].as_str().unwrap()), "{keys}");
+
+    let (ok, _, err) =
+        cli(&tg.base, &admin, &["budgets", "set", "--id", "cli-b", "--scope", "team:eng", "--limit", "3.00"]).await;
+    assert!(ok, "{err}");
+    let (_, budgets, _) = cli(&tg.base, &admin, &["budgets", "spend"]).await;
+    assert!(budgets.lines().any(|l| l.starts_with("cli-b") && l.contains("3.00")), "{budgets}");
+
+    let (ok, tools, _) = cli(&tg.base, &admin, &["tools"]).await;
+    assert!(ok && tools.lines().any(|l| l.starts_with("fs__echo") && l.contains("up")), "{tools}");
+    let (ok, export, _) = cli(&tg.base, &admin, &["audit", "export", "--kind", "grant.update"]).await;
+    assert!(ok);
+    let lines: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{export}");
+
+    let (ok, _, err) = cli(&tg.base, "tg_not_a_key", &["grants", "list"]).await;
+    assert!(!ok && err.contains("401"), "{err}");
+}

@@ -748,3 +748,25 @@ async fn the_cli_manages_a_running_gateway_through_the_admin_api() {
     let (ok, _, err) = cli(&tg.base, "tg_not_a_key", &["grants", "list"]).await;
     assert!(!ok && err.contains("401"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_key_from_the_config_administers_a_fresh_deployment() {
+    const VAR: &str = "TOLLGATE_TEST_BOOTSTRAP_KEY";
+    let secret = "tg_bootstrapbootstrapbootstrap0123456789";
+    // SAFETY: nextest runs each test in its own process; no thread reads the
+    // environment yet.
+    unsafe { std::env::set_var(VAR, secret) };
+    let server = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nbootstrap_key = \"${{env:{VAR}}}\"\nbootstrap_org = \"acme\"\n"
+    );
+    let tg = TestGateway::builder().server(&server).stdio_fixture("fs").policy("files", FILES).spawn().await;
+    let api = Api::of(&tg);
+    let r = api.call(Method::POST, "/keys", secret, Some(json!({"team": "ops", "role": "admin"}))).await;
+    assert_eq!((r.status, r.body["org"].clone()), (201, json!("acme")), "{}", r.body);
+    let audit = api.get("/audit?kind=key.bootstrap", secret).await;
+    assert_eq!(audit.body["records"].as_array().unwrap().len(), 1, "{}", audit.body);
+    // A second start finds it stored and adds nothing.
+    let tg = tg.restart(TestGateway::builder().server(&server).stdio_fixture("fs").policy("files", FILES)).await;
+    let audit = Api::of(&tg).get("/audit?kind=key.bootstrap", secret).await;
+    assert_eq!(audit.body["records"].as_array().unwrap().len(), 1);
+}

@@ -192,8 +192,7 @@ pub async fn create(gw: &Gateway, actor: &Actor, spec: GrantSpec) -> Result<Gran
     let body = serde_json::to_string(&spec).map_err(|e| AdminError::invalid("", e.to_string()))?;
     let after = as_json(&spec);
     let now = now_micros();
-    let outcome = gw
-        .store
+    gw.store
         .change_grant(&id, |current, next| {
             if current.is_some() {
                 return Err(AdminError::Conflict { message: format!("grant id `{id}` is already in use"), file: None });
@@ -202,7 +201,7 @@ pub async fn create(gw: &Gateway, actor: &Actor, spec: GrantSpec) -> Result<Gran
             Ok(edit_put(actor, &id, None, body, next, now, "create", diff, &after))
         })
         .await??;
-    done(gw, &outcome).await?;
+    done(gw).await?;
     get(gw, &actor.org, &id).await
 }
 
@@ -225,8 +224,7 @@ pub async fn replace(
     let body = serde_json::to_string(&spec).map_err(|e| AdminError::invalid("", e.to_string()))?;
     let after = as_json(&spec);
     let now = now_micros();
-    let outcome = gw
-        .store
+    gw.store
         .change_grant(id, |current, next| {
             let current = current.filter(|c| c.org == actor.org).ok_or_else(|| not_found(id))?;
             check_etag(current, if_match)?;
@@ -235,7 +233,7 @@ pub async fn replace(
             Ok::<_, AdminError>(edit_put(actor, id, Some(current), body, next, now, "update", diff, &after))
         })
         .await??;
-    done(gw, &outcome).await?;
+    done(gw).await?;
     get(gw, &actor.org, id).await
 }
 
@@ -244,8 +242,7 @@ pub async fn delete(gw: &Gateway, actor: &Actor, id: &str, if_match: Option<&str
         return Err(file_conflict(g));
     }
     let now = now_micros();
-    let outcome = gw
-        .store
+    gw.store
         .change_grant(id, |current, next| {
             let current = current.filter(|c| c.org == actor.org).ok_or_else(|| not_found(id))?;
             check_etag(current, if_match)?;
@@ -265,7 +262,7 @@ pub async fn delete(gw: &Gateway, actor: &Actor, id: &str, if_match: Option<&str
             Ok::<_, AdminError>(GrantEdit::Delete { revision, record })
         })
         .await??;
-    done(gw, &outcome).await
+    done(gw).await
 }
 
 fn check_etag(current: &GrantRow, if_match: Option<&str>) -> Result<(), AdminError> {
@@ -331,7 +328,7 @@ fn audit_record(actor: &Actor, id: &str, action: &str, revision: i64, diff: &Val
 
 /// After a committed change: put it in force before answering, so the
 /// caller's next call already meets it.
-async fn done(gw: &Gateway, _revision: &GrantRevisionRow) -> Result<(), AdminError> {
+async fn done(gw: &Gateway) -> Result<(), AdminError> {
     super::reload(gw).await?;
     Ok(())
 }

@@ -51,6 +51,12 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::store::ReusedKey> for AdminError {
+    fn from(k: crate::store::ReusedKey) -> AdminError {
+        AdminError::Conflict { message: String::from(k), file: None }
+    }
+}
+
 impl AdminError {
     pub fn invalid(field: &str, message: impl Into<String>) -> AdminError {
         let message = message.into();

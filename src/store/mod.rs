@@ -183,6 +183,16 @@ pub struct Idempotency {
     pub request_hash: String,
 }
 
+/// An idempotency key already used for a different request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReusedKey(pub String);
+
+impl From<ReusedKey> for String {
+    fn from(k: ReusedKey) -> String {
+        format!("idempotency key `{}` was already used for a different request", k.0)
+    }
+}
+
 /// The outcome of an idempotent change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -393,12 +403,12 @@ impl Store {
     /// Applies `change` to the budget `id` in one transaction: it receives the
     /// current row (if any) and returns the new one, or why not. With an
     /// idempotency key, a retry returns the first response and changes nothing.
-    pub async fn change_budget(
+    pub async fn change_budget<E: From<ReusedKey> + Send>(
         &self,
         id: &str,
         idem: Option<Idempotency>,
-        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, String> + Send,
-    ) -> Result<Result<Applied, String>, StoreError> {
+        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
+    ) -> Result<Result<Applied, E>, StoreError> {
         self.backend.change_budget(id, idem, change).await
     }
 

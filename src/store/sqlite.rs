@@ -19,7 +19,7 @@ pub use approvals::HOLD_OWNER_PREFIX;
 
 use super::{
     Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, Durability, HoldLine, HoldOutcome, HoldRequest, Idempotency,
-    KeyRow, Resolution, StoreError, UsageRow, chain,
+    KeyRow, Resolution, ReusedKey, StoreError, UsageRow, chain,
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -253,12 +253,12 @@ impl Sqlite {
         Ok(())
     }
 
-    pub async fn change_budget(
+    pub async fn change_budget<E: From<ReusedKey> + Send>(
         &self,
         id: &str,
         idem: Option<Idempotency>,
-        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, String> + Send,
-    ) -> Result<Result<Applied, String>, StoreError> {
+        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
+    ) -> Result<Result<Applied, E>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(i) = &idem {
             let seen = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = ?")
@@ -271,7 +271,7 @@ impl Sqlite {
                 return Ok(if hash == i.request_hash {
                     Ok(Applied::Replayed(response))
                 } else {
-                    Err(format!("idempotency key `{}` was already used for a different request", i.key))
+                    Err(ReusedKey(i.key.clone()).into())
                 });
             }
         }

@@ -335,7 +335,7 @@ async fn periods_reset_on_the_calendar_by_an_injected_clock() {
     store.sync_file_budgets(&[]).await.unwrap();
     for (p, id) in [("daily", "d")] {
         let r = row(p, id);
-        store.change_budget(id, None, move |_| Ok(r)).await.unwrap().unwrap();
+        store.change_budget(id, None, move |_| Ok::<_, String>(r)).await.unwrap().unwrap();
     }
     let clock = Arc::new(std::sync::atomic::AtomicI64::new(
         chrono::DateTime::parse_from_rfc3339("2026-11-26T23:59:00Z").unwrap().timestamp_micros(),
@@ -493,7 +493,7 @@ async fn a_hold_settled_twice_at_once_is_charged_once() {
         source: "api".into(),
         updated_at: 0,
     };
-    store.change_budget("b", None, move |_| Ok(row)).await.unwrap().unwrap();
+    store.change_budget("b", None, move |_| Ok::<_, String>(row)).await.unwrap().unwrap();
     let journal = tollgate::journal::Journal::start(store.clone());
     let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store));
     let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
@@ -528,7 +528,7 @@ async fn token_budgets_hold_tokens_and_money_budgets_hold_money() {
             source: "api".into(),
             updated_at: 0,
         };
-        store.change_budget(id, None, move |_| Ok(row)).await.unwrap().unwrap();
+        store.change_budget(id, None, move |_| Ok::<_, String>(row)).await.unwrap().unwrap();
     }
     let journal = tollgate::journal::Journal::start(store.clone());
     let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store));

@@ -211,19 +211,14 @@ pub async fn put(
         source: "api".into(),
         updated_at: now_micros(),
     };
-    let mut refused = None;
     let applied = gw
         .store
         .change_budget(&id, idem, |current| match current.as_ref().and_then(|c| refuse(c, &p)) {
-            Some(r) => {
-                let m = r.to_string();
-                refused = Some(r);
-                Err(m)
-            }
+            Some(r) => Err(r),
             None => Ok(row),
         })
         .await?;
-    finish(&gw, &p, &id, applied, refused, "budget.set", request).await
+    finish(&gw, &p, &id, applied, "budget.set", request).await
 }
 
 /// Raises a budget's limit by an amount.
@@ -244,48 +239,37 @@ pub async fn topup(
     let b: TopupBody = json_body(&headers, body).await?;
     let request = json!({"op": "topup", "id": id, "org": p.org, "amount": b.amount});
     let idem = idempotency(&headers, &request)?;
-    let mut refused = None;
     let applied = gw
         .store
         .change_budget(&id, idem, |current| {
             let Some(mut row) = current.filter(|c| c.org.as_deref() == Some(p.org.as_str())) else {
-                refused = Some(AdminError::NotFound(format!("no budget `{}`", record::bounded(&id, 64))));
-                return Err("not found".into());
+                return Err(AdminError::NotFound(format!("no budget `{}`", record::bounded(&id, 64))));
             };
             if let Some(r) = refuse(&row, &p) {
-                refused = Some(r);
-                return Err("refused".into());
+                return Err(r);
             }
             let unit = Unit::parse(&row.unit).unwrap_or(Unit::Money);
             let add = match unit.amount(&b.amount) {
                 Ok(a) if a > 0 => a,
-                Ok(_) => {
-                    refused = Some(AdminError::invalid("amount", "must be more than zero"));
-                    return Err("invalid".into());
-                }
-                Err(e) => {
-                    refused = Some(AdminError::invalid("amount", e.clone()));
-                    return Err(e);
-                }
+                Ok(_) => return Err(AdminError::invalid("amount", "must be more than zero")),
+                Err(e) => return Err(AdminError::invalid("amount", e)),
             };
-            let Some(limit) = row.limit_amount.checked_add(add) else {
-                refused = Some(AdminError::invalid("amount", "the limit would overflow"));
-                return Err("overflow".into());
-            };
-            row.limit_amount = limit;
+            row.limit_amount = row
+                .limit_amount
+                .checked_add(add)
+                .ok_or_else(|| AdminError::invalid("amount", "the limit would overflow"))?;
             row.updated_at = now_micros();
             Ok(row)
         })
         .await?;
-    finish(&gw, &p, &id, applied, refused, "budget.topup", request).await
+    finish(&gw, &p, &id, applied, "budget.topup", request).await
 }
 
 async fn finish(
     gw: &Gateway,
     p: &Principal,
     id: &str,
-    applied: Result<Applied, String>,
-    refused: Option<AdminError>,
+    applied: Result<Applied, AdminError>,
     kind: &str,
     request: serde_json::Value,
 ) -> Result<Response, Failure> {
@@ -294,9 +278,7 @@ async fn finish(
             gw.store.append_audit(&[record::change(kind, Some(&p.org), &p.to_string(), request)]).await?;
         }
         Ok(Applied::Replayed(_)) => {}
-        Err(m) => {
-            return Err(refused.unwrap_or(AdminError::Conflict { message: m, file: None }).into());
-        }
+        Err(e) => return Err(e.into()),
     }
     Ok(reply(StatusCode::OK, own(gw, &p.org, id).await?))
 }

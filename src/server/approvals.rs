@@ -70,9 +70,13 @@ async fn own(gw: &Gateway, id: &str, p: &Principal) -> Result<ApprovalRow, Respo
     }
 }
 
-#[derive(serde::Deserialize)]
+/// The query of `GET /v1/approvals` and `GET /admin/v1/approvals`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
     status: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 

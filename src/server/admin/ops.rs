@@ -9,23 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::super::approvals::ListQuery;
 use super::{ADMINS, ANY_ROLE, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, query_arg, reply};
 use crate::admin::Actor;
 use crate::admin::pins::{self, PinView};
 use crate::gateway::Gateway;
 use crate::store::{AuditFilter, AuditRow};
 use crate::upstream::Health;
-
-/// Documents `server::approvals::ListQuery`, which parses the same query.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ApprovalQuery {
-    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
-    pub status: Option<String>,
-    /// 1 to 1000 (default 100).
-    pub limit: Option<i64>,
-}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ApprovalList {
@@ -48,14 +38,14 @@ pub struct DecisionBody {
 }
 
 /// The org's pending actions (or those in another status), newest first.
-#[utoipa::path(get, path = "/approvals", tag = "approvals", params(ApprovalQuery),
+#[utoipa::path(get, path = "/approvals", tag = "approvals", params(ListQuery),
     responses((status = 200, body = ApprovalList),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn approvals(
     state: State<Gateway>,
     headers: HeaderMap,
-    q: Result<Query<super::super::approvals::ListQuery>, QueryRejection>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     super::super::approvals::list(state, headers, q).await
 }

@@ -95,7 +95,7 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         None => super::LlmSettings::default().tool,
     };
     let admin = compile_admin(&raw.admin, env, &mut sink);
-    let telemetry = compile_telemetry(&raw.telemetry, &mut sink);
+    let telemetry = compile_telemetry(&raw.telemetry);
     let (manifests, providers) = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
@@ -158,26 +158,8 @@ fn compile_admin(raw: &raw::Admin, env: Lookup<'_>, sink: &mut Sink<'_>) -> supe
     super::AdminSettings { operator_orgs, bootstrap }
 }
 
-fn compile_telemetry(raw: &raw::Telemetry, sink: &mut Sink<'_>) -> super::TelemetrySettings {
-    let d = super::TelemetrySettings::default();
-    let otlp_endpoint = raw.otlp_endpoint.as_ref().and_then(|u| {
-        let text = u.get_ref().trim_end_matches('/');
-        if (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok() {
-            Some(text.to_string())
-        } else {
-            sink.at(Some(u.span()), "telemetry.otlp_endpoint", "must be an http:// or https:// URL");
-            None
-        }
-    });
-    let service_name = match &raw.service_name {
-        Some(n) if n.get_ref().is_empty() || n.get_ref().len() > 128 => {
-            sink.at(Some(n.span()), "telemetry.service_name", "must be 1 to 128 characters");
-            d.service_name.clone()
-        }
-        Some(n) => n.get_ref().clone(),
-        None => d.service_name.clone(),
-    };
-    super::TelemetrySettings { metrics: raw.metrics.unwrap_or(d.metrics), otlp_endpoint, service_name }
+fn compile_telemetry(raw: &raw::Telemetry) -> super::TelemetrySettings {
+    super::TelemetrySettings { metrics: raw.metrics.unwrap_or(super::TelemetrySettings::default().metrics) }
 }
 
 fn compile_approval(raw: &raw::Approval, sink: &mut Sink<'_>) -> super::ApprovalSettings {

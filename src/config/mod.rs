@@ -131,20 +131,16 @@ pub struct Bootstrap {
     pub team: String,
 }
 
-/// `[telemetry]`: `/metrics` and OTLP trace export.
+/// `[telemetry]`: `/metrics`.
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
     /// Serve `/metrics` (Prometheus text format).
     pub metrics: bool,
-    /// Base URL of an OTLP/HTTP collector (`/v1/traces` is appended); no
-    /// export when absent.
-    pub otlp_endpoint: Option<String>,
-    pub service_name: String,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        TelemetrySettings { metrics: true, otlp_endpoint: None, service_name: "tollgate".into() }
+        TelemetrySettings { metrics: true }
     }
 }
 

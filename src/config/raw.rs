@@ -42,8 +42,6 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
     pub metrics: Option<bool>,
-    pub otlp_endpoint: Option<Spanned<String>>,
-    pub service_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

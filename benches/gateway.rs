@@ -138,7 +138,15 @@ impl rmcp::ServerHandler for BareProxy {
         let index =
             entry.target.upstream().ok_or_else(|| rmcp::ErrorData::invalid_params("not an upstream tool", None))?;
         let upstream = self.gw.upstreams.get(index).clone();
-        tollgate::pipeline::forward_tool(&self.gw, &upstream, &entry, request, ctx).await
+        tollgate::pipeline::forward_tool(
+            &self.gw,
+            &upstream,
+            &entry,
+            request,
+            &tollgate::trace::Carrier::default(),
+            ctx,
+        )
+        .await
     }
 }
 

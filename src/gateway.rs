@@ -42,6 +42,8 @@ pub struct Gateway {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether `/metrics` is served (`[telemetry] metrics`).
     pub serve_metrics: bool,
+    /// Span export (`[telemetry] otlp_endpoint`); off by default.
+    pub tracing: crate::trace::Tracing,
     pub shutdown: CancellationToken,
 }
 
@@ -93,6 +95,10 @@ impl Gateway {
             format!("http://{}", config.server.listen),
         );
         let llm = Arc::new(crate::llm::Llm::new(&config.llm));
+        let tracing = match &config.telemetry.otlp {
+            Some(o) => crate::trace::Tracing::start(o)?,
+            None => crate::trace::Tracing::default(),
+        };
         // Admins' pins are in force before the first listing arrives.
         let pins = crate::admin::pins_of(&store).await?;
         let upstreams = Upstreams::start(
@@ -118,6 +124,7 @@ impl Gateway {
             operators: Arc::new(config.admin.operator_orgs.clone()),
             metrics: Arc::default(),
             serve_metrics: config.telemetry.metrics,
+            tracing,
             shutdown,
         };
         // The API's grants are in force before the first call is served.

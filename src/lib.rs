@@ -25,6 +25,7 @@
 //! - [`config`]: the files, parsed and checked into immutable values.
 //! - [`money`]: integer micro-unit amounts.
 //! - [`metrics`]: Prometheus counters and histograms of calls and stages.
+//! - [`trace`]: W3C trace context in and out; OTLP spans per stage.
 //! - [`periodic`]: background work on a fixed period until shutdown.
 //! - [`store`]: persistence (SQLite now), SQL confined to backends.
 //! - [`protocol`]: which MCP era a peer speaks.
@@ -49,5 +50,6 @@ pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod trace;
 pub mod upstream;
 pub mod ws;

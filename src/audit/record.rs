@@ -56,6 +56,10 @@ pub struct CallRecord {
     pub llm: Option<Value>,
     /// Told how the call concluded (a caller outside MCP shapes its answer by it).
     pub observer: Option<std::sync::Arc<std::sync::Mutex<Option<Concluded>>>>,
+    /// The call's trace context and, when spans are exported, its spans.
+    pub trace: crate::trace::CallTrace,
+    /// Microseconds the edge spent before the call began (see `add_to_stage`).
+    before: u64,
 }
 
 /// How a call ended, for a caller that needs more than the tool result.
@@ -98,6 +102,8 @@ impl CallRecord {
             tokens_charged: 0,
             llm: None,
             observer: None,
+            trace: crate::trace::CallTrace::default(),
+            before: 0,
         }
     }
 
@@ -112,7 +118,14 @@ impl CallRecord {
     pub fn add_to_stage(&mut self, stage: &'static str, micros: u64) {
         if let Some(s) = self.stages.iter_mut().find(|s| s.0 == stage) {
             s.1 = s.1.saturating_add(micros);
+            self.before = self.before.saturating_add(micros);
         }
+    }
+
+    /// Wall-clock time the first stage began (at the edge, before the call).
+    pub fn wall_start(&self) -> std::time::SystemTime {
+        let micros = u64::try_from(self.ts).unwrap_or(0).saturating_sub(self.before);
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros)
     }
 
     pub fn elapsed_micros(&self) -> u64 {

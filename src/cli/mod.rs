@@ -235,11 +235,21 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     let store = crate::gateway::open_store(&config).await?;
     let gw = Gateway::open(&config, store, shutdown.clone()).await?;
     gw.approvals.bound_to(local);
+    let tracing = gw.tracing.clone();
     let router = server::http::router(gw, &config.server);
     tracing::info!(%local, "tollgate listening: MCP at http://{local}/mcp");
     // Tests and scripts wait for this line rather than sleeping.
     println!("tollgate listening on http://{local}");
-    server::http::serve(listener, router, shutdown).await.map_err(|e| e.to_string())
+    let served = server::http::serve(listener, router, shutdown).await.map_err(|e| e.to_string());
+    flush_spans(tracing).await;
+    served
+}
+
+/// Sends the spans still queued before the process exits.
+async fn flush_spans(tracing: crate::trace::Tracing) {
+    if tracing.exporting() {
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
 }
 
 async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
@@ -250,7 +260,10 @@ async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
     let principal = crate::identity::authenticate(&store, &key).await.map_err(|e| format!("--key: {e}"))?;
     let shutdown = shutdown_on_signal();
     let gw = Gateway::open(&config, store, shutdown).await?;
-    server::stdio::serve(gw, principal).await
+    let tracing = gw.tracing.clone();
+    let served = server::stdio::serve(gw, principal).await;
+    flush_spans(tracing).await;
+    served
 }
 
 async fn tools(config: Config, json: bool) -> Result<(), String> {

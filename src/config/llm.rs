@@ -63,21 +63,7 @@ pub(super) fn compile(raw: raw::LlmManifest, file: &Path, env: Lookup<'_>, sink:
         }
         secret::resolve(k.get_ref(), env).map_err(|e| sink.at(Some(k.span()), "api_key", e)).ok()
     });
-    let mut headers = Vec::new();
-    for (k, v) in raw.headers.unwrap_or_default() {
-        if secret::names_a_credential(&k) && !secret::has_reference(v.get_ref()) {
-            sink.at(
-                Some(v.span()),
-                format!("headers.{k}"),
-                "looks like a credential: give it as a `${env:NAME}` reference, never inline",
-            );
-            continue;
-        }
-        match secret::resolve(v.get_ref(), env) {
-            Ok(s) => headers.push((k, s)),
-            Err(e) => sink.at(Some(v.span()), format!("headers.{k}"), e),
-        }
-    }
+    let headers = secret::resolve_pairs(raw.headers, "headers", env, sink);
     let retries = match &raw.retries {
         Some(n) if *n.get_ref() > 10 => {
             sink.at(Some(n.span()), "retries", "must be at most 10");

@@ -95,7 +95,7 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
         None => super::LlmSettings::default().tool,
     };
     let admin = compile_admin(&raw.admin, env, &mut sink);
-    let telemetry = compile_telemetry(&raw.telemetry);
+    let telemetry = compile_telemetry(raw.telemetry, env, &mut sink);
     let (manifests, providers) = load_manifests(&manifests_dir, &separator, (connect, call), env, &mut errors);
     if !errors.is_empty() {
         return Err(Errors(errors));
@@ -158,8 +158,66 @@ fn compile_admin(raw: &raw::Admin, env: Lookup<'_>, sink: &mut Sink<'_>) -> supe
     super::AdminSettings { operator_orgs, bootstrap }
 }
 
-fn compile_telemetry(raw: &raw::Telemetry) -> super::TelemetrySettings {
-    super::TelemetrySettings { metrics: raw.metrics.unwrap_or(super::TelemetrySettings::default().metrics) }
+/// `[telemetry]`. Span export is off unless `otlp_endpoint` is set, or, in
+/// its absence, the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (and
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`) environment variables.
+fn compile_telemetry(raw: raw::Telemetry, env: Lookup<'_>, sink: &mut Sink<'_>) -> super::TelemetrySettings {
+    let metrics = raw.metrics.unwrap_or(super::TelemetrySettings::default().metrics);
+    let from_env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let endpoint = match &raw.otlp_endpoint {
+        Some(e) => {
+            let text = e.get_ref().trim();
+            let valid =
+                (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok();
+            if !valid {
+                sink.at(Some(e.span()), "telemetry.otlp_endpoint", "must be an http:// or https:// URL");
+                return super::TelemetrySettings { metrics, otlp: None };
+            }
+            Some(text.to_string())
+        }
+        None => from_env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| {
+            let ok = reqwest::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                sink.at(
+                    None,
+                    "telemetry.otlp_endpoint",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT is not an http:// or https:// URL",
+                );
+            }
+            ok
+        }),
+    };
+    let protocol = match raw.otlp_protocol.as_ref().map(|p| (p.get_ref().clone(), Some(p.span()))) {
+        Some(p) => Some(p),
+        None => from_env("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| (p, None)),
+    };
+    let protocol = match protocol {
+        None => super::OtlpProtocol::Protobuf,
+        Some((p, _)) if p == "http/protobuf" => super::OtlpProtocol::Protobuf,
+        Some((p, _)) if p == "http/json" => super::OtlpProtocol::Json,
+        Some((p, span)) => {
+            sink.at(span, "telemetry.otlp_protocol", format!("`{p}` is not one of http/protobuf, http/json"));
+            super::OtlpProtocol::Protobuf
+        }
+    };
+    let headers = secret::resolve_pairs(raw.otlp_headers, "telemetry.otlp_headers", env, sink);
+    let service_name = match &raw.service_name {
+        Some(n) if n.get_ref().trim().is_empty() => {
+            sink.at(Some(n.span()), "telemetry.service_name", "must not be empty");
+            String::new()
+        }
+        Some(n) => n.get_ref().clone(),
+        None => from_env("OTEL_SERVICE_NAME").unwrap_or_else(|| "tollgate".into()),
+    };
+    let otlp = endpoint.map(|endpoint| super::OtlpSettings {
+        endpoint,
+        protocol,
+        headers,
+        service_name,
+        timeout: std::time::Duration::from_secs(10),
+        flush_every: std::time::Duration::from_secs(1),
+    });
+    super::TelemetrySettings { metrics, otlp }
 }
 
 fn compile_approval(raw: &raw::Approval, sink: &mut Sink<'_>) -> super::ApprovalSettings {
@@ -466,24 +524,6 @@ fn compile_transport(
             );
         }
     }
-    let resolve_map = |map: Option<BTreeMap<String, Spanned<String>>>, what: &str, sink: &mut Sink<'_>| {
-        let mut out = Vec::new();
-        for (k, v) in map.unwrap_or_default() {
-            if secret::names_a_credential(&k) && !secret::has_reference(v.get_ref()) {
-                sink.at(
-                    Some(v.span()),
-                    format!("transport.{what}.{k}"),
-                    "looks like a credential: give it as a `${env:NAME}` reference, never inline",
-                );
-                continue;
-            }
-            match secret::resolve(v.get_ref(), env) {
-                Ok(s) => out.push((k, s)),
-                Err(e) => sink.at(Some(v.span()), format!("transport.{what}.{k}"), e),
-            }
-        }
-        out
-    };
     match kind {
         "stdio" => {
             let Some(command) = t.command else {
@@ -493,7 +533,7 @@ fn compile_transport(
             if command.get_ref().trim().is_empty() {
                 sink.at(Some(command.span()), "transport.command", "must not be empty");
             }
-            let env = resolve_map(t.env, "env", sink);
+            let env = secret::resolve_pairs(t.env, "transport.env", env, sink);
             let cwd = t.cwd.map(|c| {
                 let p = PathBuf::from(c.get_ref());
                 if p.is_absolute() { p } else { file.parent().unwrap_or(Path::new(".")).join(p) }
@@ -516,7 +556,7 @@ fn compile_transport(
             if !schemes.iter().any(|s| resolved.expose().starts_with(s)) {
                 sink.at(Some(url.span()), "transport.url", format!("must start with {}", schemes.join(" or ")));
             }
-            let headers = resolve_map(t.headers, "headers", sink);
+            let headers = secret::resolve_pairs(t.headers, "transport.headers", env, sink);
             let remote = Remote { url: resolved, headers };
             Some(match kind {
                 "http" => Transport::Http(remote),

@@ -131,16 +131,44 @@ pub struct Bootstrap {
     pub team: String,
 }
 
-/// `[telemetry]`: `/metrics`.
+/// `[telemetry]`: `/metrics` and span export.
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
     /// Serve `/metrics` (Prometheus text format).
     pub metrics: bool,
+    /// Export spans over OTLP/HTTP; `None` (the default): no export.
+    pub otlp: Option<OtlpSettings>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        TelemetrySettings { metrics: true }
+        TelemetrySettings { metrics: true, otlp: None }
+    }
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is added) or its full traces URL.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub headers: Vec<(String, Secret)>,
+    pub service_name: String,
+    pub timeout: Duration,
+    /// Spans are sent in batches at least this often.
+    pub flush_every: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Protobuf,
+    Json,
+}
+
+impl OtlpSettings {
+    pub fn traces_url(&self) -> String {
+        let base = self.endpoint.trim_end_matches('/');
+        if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") }
     }
 }
 

@@ -42,6 +42,10 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
     pub metrics: Option<bool>,
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub otlp_protocol: Option<Spanned<String>>,
+    pub otlp_headers: Option<BTreeMap<String, Spanned<String>>>,
+    pub service_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -4,7 +4,12 @@
 //! name says it carries a credential must take its value from a reference.
 //! The resolved value lives in [`Secret`], whose `Debug` never prints it.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use toml::Spanned;
+
+use super::error::Sink;
 
 /// A resolved value that must not reach logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +48,33 @@ pub fn resolve(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
     }
     out.push_str(rest);
     Ok(Secret(out))
+}
+
+/// Resolves a table of named values (headers, environment): a name that
+/// says it carries a credential must take its value from a reference.
+/// Errors name the field as `{prefix}.{name}`.
+pub fn resolve_pairs(
+    map: Option<BTreeMap<String, Spanned<String>>>,
+    prefix: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    sink: &mut Sink<'_>,
+) -> Vec<(String, Secret)> {
+    let mut out = Vec::new();
+    for (k, v) in map.unwrap_or_default() {
+        if names_a_credential(&k) && !has_reference(v.get_ref()) {
+            sink.at(
+                Some(v.span()),
+                format!("{prefix}.{k}"),
+                "looks like a credential: give it as a `${env:NAME}` reference, never inline",
+            );
+            continue;
+        }
+        match resolve(v.get_ref(), lookup) {
+            Ok(s) => out.push((k, s)),
+            Err(e) => sink.at(Some(v.span()), format!("{prefix}.{k}"), e),
+        }
+    }
+    out
 }
 
 /// Whether a template contains at least one reference.

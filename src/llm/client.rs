@@ -16,6 +16,7 @@ use super::chat::Chat;
 use super::price::Usage;
 use super::wire::{self, Event, Parsed};
 use crate::config::{LlmKind, LlmModel, LlmProvider};
+use crate::trace::Carrier;
 
 /// A provider reply bigger than this is refused (non-streamed replies are buffered).
 const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
@@ -92,14 +93,14 @@ pub(super) struct Target<'a> {
 pub(super) async fn run(
     http: &reqwest::Client,
     chain: &[Target<'_>],
-    chat: &Chat,
+    (chat, trace): (&Chat, &Carrier),
     sink: Option<&Sink>,
     ct: &CancellationToken,
 ) -> Outcome {
     let mut attempts = Vec::new();
     let mut last = Failure { message: "no model to try".into(), partial: None };
     for target in chain {
-        match with_retries(http, target, chat, sink, ct, &mut attempts).await {
+        match with_retries(http, target, (chat, trace), sink, ct, &mut attempts).await {
             Ok(reply) => return Outcome { attempts, result: Ok(reply) },
             Err((failure, fatal)) => {
                 last = failure;
@@ -117,7 +118,7 @@ pub(super) async fn run(
 async fn with_retries(
     http: &reqwest::Client,
     t: &Target<'_>,
-    chat: &Chat,
+    (chat, trace): (&Chat, &Carrier),
     sink: Option<&Sink>,
     ct: &CancellationToken,
     attempts: &mut Vec<Attempt>,
@@ -127,7 +128,7 @@ async fn with_retries(
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = once(http, t, chat, sink) => r,
+            r = once(http, t, (chat, trace), sink) => r,
             _ = ct.cancelled() => Err(AttemptError { cancelled: true, ..AttemptError::new("cancelled by the caller", None, Retry::No) }),
         };
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -178,7 +179,7 @@ fn url(p: &LlmProvider) -> String {
 async fn once(
     http: &reqwest::Client,
     t: &Target<'_>,
-    chat: &Chat,
+    (chat, trace): (&Chat, &Carrier),
     sink: Option<&Sink>,
 ) -> Result<(Reply, u16), AttemptError> {
     let p = t.provider;
@@ -196,6 +197,9 @@ async fn once(
     }
     if p.kind == LlmKind::Anthropic {
         req = req.header("anthropic-version", wire::anthropic::VERSION);
+    }
+    for (k, v) in trace.pairs() {
+        req = req.header(k, v);
     }
     for (k, v) in &p.headers {
         req = req.header(k.as_str(), v.expose());

@@ -169,9 +169,16 @@ impl Llm {
     }
 
     /// Runs the call; text goes to `sink` as it arrives when there is one.
-    pub async fn chat(&self, chat: &Chat, sink: Option<&Sink>, ct: &CancellationToken) -> Outcome {
+    /// `trace` is the W3C trace context sent to the provider.
+    pub async fn chat(
+        &self,
+        chat: &Chat,
+        sink: Option<&Sink>,
+        trace: &crate::trace::Carrier,
+        ct: &CancellationToken,
+    ) -> Outcome {
         let chain = self.chain(&chat.model);
-        client::run(&self.http, &chain, chat, sink, ct).await
+        client::run(&self.http, &chain, (chat, trace), sink, ct).await
     }
 
     /// The charge for what `reply` produced: the provider's usage at the

@@ -507,6 +507,7 @@ async fn finish_replayed(gw: &Gateway, rec: CallRecord, row: &ApprovalRow) -> Re
     if let Err(e) = gw.journal.audit(rec.outcome()).await {
         return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));
     }
+    super::traced(gw, &mut rec);
     outcome
 }
 
@@ -588,6 +589,8 @@ async fn run_detached(gw: &Gateway, row: &ApprovalRow) -> Result<CallToolResult,
         return release(format!("call to {} not run: the grants changed and now refuse it", row.tool)).await;
     }
     let mut rec = CallRecord::start(&entry.name, None);
+    // Run by whoever resolved it, after the agent's request: a trace of its own.
+    rec.trace = gw.tracing.begin(crate::trace::Carrier::default(), &entry.name, rec.wall_start());
     rec.principal = Some(principal);
     rec.upstream = Some(entry.upstream_name.to_string());
     rec.arguments = serde_json::from_str(&row.arguments_redacted).ok();

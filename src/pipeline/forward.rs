@@ -19,7 +19,7 @@ use std::time::Duration;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
     ClientRequest, ContentBlock, InputRequests, InputRequiredResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ProgressToken, RequestId, ResultType, ServerResult,
+    ProgressNotificationParam, ProgressToken, RequestId, RequestMetaObject, ResultType, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use super::{bridge, park, tool_error};
 use crate::catalog::ToolEntry;
 use crate::gateway::Gateway;
+use crate::trace::Carrier;
 use crate::upstream::Upstream;
 use crate::upstream::inflight::{Agent, CallGuard, Pending};
 use crate::upstream::progress::Subscription;
@@ -63,6 +64,7 @@ pub async fn forward_tool(
     up: &Upstream,
     entry: &ToolEntry,
     params: CallToolRequestParams,
+    trace: &Carrier,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, McpError> {
     let legacy_agent = !ctx.protocol_version().is_some_and(|v| crate::protocol::is_modern(&v));
@@ -88,6 +90,7 @@ pub async fn forward_tool(
     out.arguments = params.arguments;
     out.input_responses = params.input_responses;
     out.request_state = params.request_state;
+    out.meta = trace_meta(trace);
     for _ in 0..MAX_INPUT_ROUNDS {
         let flight = match start(up, out.clone(), timeout, &ctx).await {
             Ok(f) => f,
@@ -114,6 +117,7 @@ pub async fn forward_detached(
     up: &Upstream,
     entry: &ToolEntry,
     arguments: serde_json::Value,
+    trace: &Carrier,
 ) -> Result<CallToolResult, McpError> {
     let timeout: Duration = entry.settings.timeout.unwrap_or(up.manifest.call_timeout);
     let conn = match up.conn() {
@@ -131,6 +135,7 @@ pub async fn forward_detached(
         serde_json::Value::Object(map) => Some(map),
         _ => None,
     };
+    out.meta = trace_meta(trace);
     match tokio::time::timeout(timeout, conn.peer.call_tool_once(out)).await {
         Ok(Ok(CallToolResponse::Complete(r))) => Ok(r),
         Ok(Ok(_)) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
@@ -274,6 +279,18 @@ async fn drive(flight: &mut Flight, ctx: &RequestContext<RoleServer>) -> Result<
         let _ = ctx.peer.notify_logging_message(l).await;
     }
     Ok(step)
+}
+
+/// The call's trace context as request `_meta` (W3C Trace Context in MCP).
+fn trace_meta(trace: &Carrier) -> Option<RequestMetaObject> {
+    if trace.is_empty() {
+        return None;
+    }
+    let mut meta = RequestMetaObject::new();
+    for (k, v) in trace.pairs() {
+        meta.0.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    Some(meta)
 }
 
 /// 2026-07-28 forbids `notifications/message` unless the request set a log level.

@@ -20,6 +20,7 @@ pub(super) async fn execute(
     rec: &mut CallRecord,
     arguments: Option<JsonObject>,
     via: &Via,
+    trace: &crate::trace::Carrier,
 ) -> (Result<CallToolResponse, McpError>, Charge) {
     let free = Charge::Metered { money: 0, tokens: 0 };
     let chat = match Chat::from_arguments(&Value::Object(arguments.unwrap_or_default())) {
@@ -30,7 +31,7 @@ pub(super) async fn execute(
         Via::Http(h) => h.sink.clone(),
         _ => None,
     };
-    let outcome = gw.llm.chat(&chat, sink.as_ref(), &via.ct()).await;
+    let outcome = gw.llm.chat(&chat, sink.as_ref(), trace, &via.ct()).await;
     let record_content = gw.llm.records_content(Some(&chat.model));
     let mut detail = json!({
         "model": chat.model,

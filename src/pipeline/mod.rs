@@ -61,6 +61,9 @@ pub async fn call(
 ) -> Result<CallToolResponse, McpError> {
     let mut rec = CallRecord::start(&params.name, caller.as_ref().ok().and_then(|c| c.session.clone()));
     rec.observer = via.observer();
+    let before = std::time::Duration::from_micros(caller.as_ref().map_or(0, |c| c.auth_micros));
+    let started = rec.wall_start().checked_sub(before).unwrap_or_else(|| rec.wall_start());
+    rec.trace = gw.tracing.begin(via.trace_context(), &rec.tool, started);
 
     // identify
     let caller = match caller {
@@ -341,20 +344,23 @@ async fn run(
     cost: i64,
     via: Via,
 ) -> Result<CallToolResponse, McpError> {
+    gw.tracing.enter_execute(&mut rec.trace, &entry.upstream_name);
+    let trace = rec.trace.outgoing();
     let (outcome, charge) = match entry.target {
         Target::Mcp(i) => {
             let up = gw.upstreams.get(i).clone();
             let outcome = match via {
-                Via::Mcp(ctx) => forward_tool(gw, &up, entry, params, ctx).await,
+                Via::Mcp(ctx) => forward_tool(gw, &up, entry, params, &trace, ctx).await,
                 Via::Http(_) | Via::Detached => {
                     let arguments = Value::Object(params.arguments.unwrap_or_default());
-                    forward::forward_detached(&up, entry, arguments).await.map(CallToolResponse::Complete)
+                    forward::forward_detached(&up, entry, arguments, &trace).await.map(CallToolResponse::Complete)
                 }
             };
             (outcome, Charge::Fixed(cost))
         }
-        Target::Llm => llm::execute(gw, &mut rec, params.arguments, &via).await,
+        Target::Llm => llm::execute(gw, &mut rec, params.arguments, &via, &trace).await,
     };
+    gw.tracing.exit_execute(&rec.trace);
     rec.stage("execute");
     settle(gw, rec, entry, hold, charge, outcome).await
 }
@@ -398,7 +404,10 @@ async fn settle(
         r.outcome()
     });
     match gw.ledger.settle(h, charge, tokens, Some(record)).await {
-        Ok(_) => outcome,
+        Ok(_) => {
+            traced(gw, &mut rec);
+            outcome
+        }
         Err(e) => {
             // Neither the charge nor the outcome record is durable: the
             // hold expires (uncharged) and the agent is not answered.
@@ -475,7 +484,29 @@ async fn finish(
         tracing::error!(call = %rec.call_id, "call outcome could not be audited: {e}");
         return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));
     }
+    traced(gw, &mut rec);
     outcome
+}
+
+/// Ends the call's spans once its outcome is durable (the audit stage done).
+fn traced(gw: &Gateway, rec: &mut CallRecord) {
+    if !gw.tracing.exporting() {
+        return;
+    }
+    rec.stage("audit");
+    gw.tracing.end(
+        &rec.trace,
+        &crate::trace::Ended {
+            call_id: &rec.call_id,
+            tool: &rec.tool,
+            session: rec.session.as_deref(),
+            upstream: rec.upstream.as_deref(),
+            decision: rec.decision,
+            status: rec.status,
+            started: rec.wall_start(),
+            stages: &rec.stages,
+        },
+    );
 }
 
 /// What a refused agent is told: the grant and its description, or the

@@ -10,6 +10,7 @@ use rmcp::service::RequestContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::record::Concluded;
+use crate::trace::Carrier;
 
 pub enum Via {
     /// A `tools/call` from an MCP agent.
@@ -27,6 +28,8 @@ pub struct Http {
     pub ct: CancellationToken,
     pub sink: Option<crate::llm::Sink>,
     pub concluded: Arc<Mutex<Option<Concluded>>>,
+    /// The request's trace context (`traceparent` header).
+    pub trace: Carrier,
 }
 
 impl Via {
@@ -58,6 +61,18 @@ impl Via {
     /// Whether the caller speaks the 2026-07-28 revision.
     pub fn is_modern(&self) -> bool {
         self.mcp().and_then(|c| c.protocol_version()).is_some_and(|v| crate::protocol::is_modern(&v))
+    }
+
+    /// The caller's W3C trace context: the request's `_meta`, else its HTTP headers.
+    pub fn trace_context(&self) -> Carrier {
+        match self {
+            Via::Mcp(ctx) => {
+                let headers = ctx.extensions.get::<http::request::Parts>().map(|p| &p.headers);
+                Carrier::incoming(&ctx.meta.0, headers)
+            }
+            Via::Http(h) => h.trace.clone(),
+            Via::Detached => Carrier::default(),
+        }
     }
 
     pub fn progress_token(&self) -> Option<ProgressToken> {

@@ -135,7 +135,7 @@ async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) 
         model: asked.model,
         tool: gw.llm.tool.clone(),
     };
-    let http = Http::default();
+    let http = Http { trace: crate::trace::Carrier::from_headers(&headers), ..Http::default() };
     // The call runs to its end (settled and audited) even if the client goes
     // away; the client going away cancels the provider request.
     let cancel_on_drop = http.ct.clone().drop_guard();

@@ -77,6 +77,48 @@ fn errors_name_file_line_and_field() {
 }
 
 #[test]
+fn telemetry_settings_are_checked() {
+    let e = load_errors("[telemetry]\notlp_endpoint = \"collector:4318\"\n", &[]);
+    assert!(e.contains("tollgate.toml:2: telemetry.otlp_endpoint:"), "{e}");
+    let e = load_errors("[telemetry]\notlp_endpoint = \"http://c:4318\"\notlp_protocol = \"grpc\"\n", &[]);
+    assert!(e.contains("tollgate.toml:3: telemetry.otlp_protocol: `grpc` is not one of"), "{e}");
+    let e = load_errors(
+        "[telemetry]\notlp_endpoint = \"http://c:4318\"\notlp_headers = { authorization = \"Bearer x\" }\n",
+        &[],
+    );
+    assert!(e.contains("tollgate.toml:3: telemetry.otlp_headers.authorization: looks like a credential"), "{e}");
+    let e = load_errors("[telemetry]\nservice_name = \"\"\n", &[]);
+    assert!(e.contains("telemetry.service_name: must not be empty"), "{e}");
+    let ok = load_errors(
+        "[telemetry]\notlp_endpoint = \"https://c:4318/\"\notlp_protocol = \"http/json\"\n\
+         otlp_headers = { authorization = \"Bearer ${env:GH_TOKEN}\" }\n",
+        &[],
+    );
+    assert_eq!(ok, "");
+
+    // Off by default; OpenTelemetry's standard variables turn it on when the file says nothing.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "tollgate.toml", "");
+    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
+    let path = dir.path().join("tollgate.toml");
+    let c = tollgate::config::load_with_env(&path, &|_: &str| None).unwrap();
+    assert!(c.telemetry.otlp.is_none());
+    let env = |n: &str| match n {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".to_string()),
+        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/json".to_string()),
+        "OTEL_SERVICE_NAME" => Some("gw-eu".to_string()),
+        _ => None,
+    };
+    let o = tollgate::config::load_with_env(&path, &env).unwrap().telemetry.otlp.expect("export on");
+    assert_eq!(o.traces_url(), "http://collector:4318/v1/traces");
+    assert_eq!(o.protocol, tollgate::config::OtlpProtocol::Json);
+    assert_eq!(o.service_name, "gw-eu");
+    write(dir.path(), "tollgate.toml", "[telemetry]\notlp_endpoint = \"http://file:4318/v1/traces\"\n");
+    let o = tollgate::config::load_with_env(&path, &env).unwrap().telemetry.otlp.unwrap();
+    assert_eq!(o.traces_url(), "http://file:4318/v1/traces", "the file wins over the environment");
+}
+
+#[test]
 fn duplicate_names_and_prefixes_are_refused_at_load() {
     let m = "name = \"dup\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n";
     let e = load_errors("", &[("a.toml", m), ("b.toml", m)]);
@@ -123,7 +165,8 @@ fn every_shipped_example_and_manifest_loads() {
         configs.push(root.join("tollgate.toml"));
     }
     for c in configs {
-        let lookup = |_: &str| Some("placeholder".to_string());
+        // Every referenced variable is set; OpenTelemetry's own are not (they would turn export on).
+        let lookup = |n: &str| (!n.starts_with("OTEL_")).then(|| "placeholder".to_string());
         if let Err(e) = tollgate::config::load_with_env(&c, &lookup) {
             panic!("{}: {e}", c.display());
         }

@@ -13,6 +13,7 @@ mod faults;
 mod governance;
 mod llm;
 mod mediation;
+mod otlp;
 mod provider;
 mod proxy;
 mod telemetry;

@@ -34,6 +34,8 @@ pub struct Seen {
     pub model: String,
     pub body: Value,
     pub key: Option<String>,
+    /// The W3C `traceparent` header it was sent.
+    pub traceparent: Option<String>,
 }
 
 pub struct ProviderState {
@@ -160,7 +162,8 @@ fn record(state: &ProviderState, wire: &'static str, headers: &HeaderMap, body: 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let model = body["model"].as_str().unwrap_or_default().to_string();
-    state.seen.lock().unwrap().push(Seen { wire, model, body: body.clone(), key });
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+    state.seen.lock().unwrap().push(Seen { wire, model, body: body.clone(), key, traceparent });
 }
 
 /// The reply's words within `max_tokens`, and whether it was cut short.

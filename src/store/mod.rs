@@ -8,6 +8,10 @@
 //! also survives power loss.
 
 pub mod chain;
+mod holds;
+mod postgres;
+mod rows;
+mod sql;
 mod sqlite;
 
 use std::path::Path;
@@ -344,7 +348,38 @@ pub struct PinRow {
 /// The store: a cheap, cloneable handle.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: sqlite::Sqlite,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// Runs the same call on whichever backend the store has.
+macro_rules! on {
+    ($self:expr, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
+}
+
+/// The owner a hold takes while its action waits: not a process, so no
+/// start-up sweep releases it; it ends with the action or by its expiry.
+pub const HOLD_OWNER_PREFIX: &str = "approval:";
+
+/// What one writer cycle did, per job, in the order given.
+pub struct CycleOutcome {
+    pub resolved: Vec<bool>,
+    pub held: Vec<HoldOutcome>,
+}
+
+/// The answer a budget change gives (and an idempotent retry gets again).
+fn budget_response(b: &BudgetRow) -> String {
+    format!("budget {} ({}) limit {} {} per {}", b.id, b.scope, b.limit_amount, b.unit, b.period)
 }
 
 impl Store {
@@ -352,52 +387,61 @@ impl Store {
     /// to date. A relative SQLite path is resolved against `base`.
     pub async fn open(url: &str, base: &Path, durability: Durability) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
-            return Ok(Store { backend: sqlite::Sqlite::open(url, base, durability).await? });
+            return Ok(Store { backend: Backend::Sqlite(sqlite::Sqlite::open(url, base, durability).await?) });
         }
-        Err(StoreError::Invalid(format!(
-            "store `{}`: only sqlite:// is available in this build (PostgreSQL is a later issue)",
-            scrub(url)
-        )))
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store { backend: Backend::Postgres(postgres::Postgres::open(url).await?) });
+        }
+        Err(StoreError::Invalid(format!("store `{}`: must be a sqlite:// or postgres:// URL", scrub(url))))
     }
 
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
-        self.backend.insert_key(key).await
+        on!(self, b => b.insert_key(key).await)
     }
 
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
-        self.backend.key_by_hash(secret_hash).await
+        on!(self, b => b.key_by_hash(secret_hash).await)
     }
 
     pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
-        self.backend.key_by_id(id).await
+        on!(self, b => b.key_by_id(id).await)
     }
 
     pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
-        self.backend.list_keys(org).await
+        on!(self, b => b.list_keys(org).await)
     }
 
     /// Marks a key revoked; `false` when there is no such live key.
     pub async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        self.backend.revoke_key(id, at).await
+        on!(self, b => b.revoke_key(id, at).await)
     }
 
     /// Appends `drafts` to the chain in one transaction, in order. Several
     /// writers (processes, replicas) may append: each transaction reads the
     /// chain's head under the write lock.
     pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
-        self.backend.append_audit(drafts).await
+        on!(self, b => b.append_audit(drafts).await)
     }
 
     /// The connection of the process's single writer task (SQLite allows one
     /// writer at a time; sharing one connection keeps our own writes from
     /// waiting on each other in SQLite's busy handler).
     pub async fn writer(&self) -> Result<Writer, StoreError> {
-        Ok(Writer { inner: self.backend.writer().await? })
+        Ok(Writer {
+            inner: match &self.backend {
+                Backend::Sqlite(b) => WriterInner::Sqlite(b.writer().await?),
+                Backend::Postgres(b) => WriterInner::Postgres(b.writer().await?),
+            },
+        })
     }
 
     /// Background maintenance: moves the write-ahead log into the database.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        self.backend.checkpoint().await
+        match &self.backend {
+            Backend::Sqlite(b) => b.checkpoint().await,
+            // PostgreSQL checkpoints on its own.
+            Backend::Postgres(_) => Ok(()),
+        }
     }
 
     /// Applies `change` to the budget `id` in one transaction: it receives the
@@ -409,12 +453,12 @@ impl Store {
         idem: Option<Idempotency>,
         change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
     ) -> Result<Result<Applied, E>, StoreError> {
-        self.backend.change_budget(id, idem, change).await
+        on!(self, b => b.change_budget(id, idem, change).await)
     }
 
     /// Replaces the budgets that came from policy files with `rows`.
     pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
-        self.backend.sync_file_budgets(rows).await
+        on!(self, b => b.sync_file_budgets(rows).await)
     }
 
     /// Budgets with their usage in the period containing `now`.
@@ -424,33 +468,36 @@ impl Store {
         now: i64,
         period_start: fn(&str, i64) -> Option<i64>,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        self.backend.budget_usage(org, now, period_start).await
+        on!(self, b => b.budget_usage(org, now, period_start).await)
     }
 
     /// Open holds past their expiry, or of owners in `dead_owners`.
     pub async fn stale_holds(&self, now: i64, dead_owners: &[String]) -> Result<Vec<String>, StoreError> {
-        self.backend.stale_holds(now, dead_owners).await
+        on!(self, b => b.stale_holds(now, dead_owners).await)
     }
 
     /// Owners of open holds.
     pub async fn hold_owners(&self) -> Result<Vec<String>, StoreError> {
-        self.backend.hold_owners().await
+        on!(self, b => b.hold_owners().await)
     }
 
     /// The state of a hold, if it exists.
     pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.backend.hold_state(id).await
+        on!(self, b => b.hold_state(id).await)
     }
 
     /// Audit rows in chain order.
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        self.backend.audit(filter).await
+        on!(self, b => b.audit(filter).await)
     }
 
     /// Where processes sharing this store on one machine keep their liveness
     /// locks (see `budget::Owner`). `None` for stores shared across machines.
     pub fn owners_dir(&self) -> Option<std::path::PathBuf> {
-        Some(self.backend.sidecar("owners"))
+        match &self.backend {
+            Backend::Sqlite(b) => Some(b.sidecar("owners")),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Stores a new pending action, its deliveries (one per webhook URL) and
@@ -464,11 +511,11 @@ impl Store {
         webhooks: &[String],
         record: AuditDraft,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        self.backend.create_approval(row, hold_expires_at, webhooks, record).await
+        on!(self, b => b.create_approval(row, hold_expires_at, webhooks, record).await)
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        self.backend.approval(id).await
+        on!(self, b => b.approval(id).await)
     }
 
     /// The newest action for this exact call whose outcome the agent has not
@@ -482,7 +529,7 @@ impl Store {
         tool_hash: &str,
         replay_since: i64,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        self.backend.approval_for_call(principal, tool, digest, tool_hash, replay_since).await
+        on!(self, b => b.approval_for_call(principal, tool, digest, tool_hash, replay_since).await)
     }
 
     /// Actions of `org` (all orgs: `None`), newest first.
@@ -492,17 +539,17 @@ impl Store {
         status: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
-        self.backend.approvals(org, status, limit).await
+        on!(self, b => b.approvals(org, status, limit).await)
     }
 
     /// Actions changed after `rev`, in change order.
     pub async fn approvals_since(&self, rev: i64, limit: i64) -> Result<Vec<ApprovalRow>, StoreError> {
-        self.backend.approvals_since(rev, limit).await
+        on!(self, b => b.approvals_since(rev, limit).await)
     }
 
     /// The newest change counter of the approvals.
     pub async fn approvals_rev(&self) -> Result<i64, StoreError> {
-        self.backend.approvals_rev().await
+        on!(self, b => b.approvals_rev().await)
     }
 
     /// Moves a pending action to `t.to` (a cancel also takes an approved
@@ -514,7 +561,7 @@ impl Store {
         t: &Transition,
         record: impl FnOnce(&ApprovalRow) -> AuditDraft + Send,
     ) -> Result<Transitioned, StoreError> {
-        self.backend.transition_approval(t, record).await
+        on!(self, b => b.transition_approval(t, record).await)
     }
 
     /// Pending actions past their expiry become `expired`, their holds
@@ -524,12 +571,12 @@ impl Store {
         now: i64,
         record: impl Fn(&ApprovalRow) -> AuditDraft + Send,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
-        self.backend.expire_approvals(now, record).await
+        on!(self, b => b.expire_approvals(now, record).await)
     }
 
     /// Claims the execution of an approved action: `true` for exactly one caller.
     pub async fn claim_execution(&self, id: &str, by: &str, now: i64) -> Result<Option<ApprovalRow>, StoreError> {
-        self.backend.claim_execution(id, by, now).await
+        on!(self, b => b.claim_execution(id, by, now).await)
     }
 
     /// Records the executed call's result; the stored arguments are dropped.
@@ -541,42 +588,42 @@ impl Store {
         reported: bool,
         now: i64,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        self.backend.finish_execution(id, result, reported, now).await
+        on!(self, b => b.finish_execution(id, result, reported, now).await)
     }
 
     /// Notes that the agent has been told the action's final outcome.
     pub async fn mark_reported(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        self.backend.mark_reported(id, now).await
+        on!(self, b => b.mark_reported(id, now).await)
     }
 
     /// Claims up to `limit` deliveries that are due, until `lease_until`.
     pub async fn due_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
-        self.backend.due_deliveries(now, lease_until, limit).await
+        on!(self, b => b.due_deliveries(now, lease_until, limit).await)
     }
 
     /// Records an attempt and the delivery's new state.
     pub async fn record_attempt(&self, a: &AttemptRow, state: &str, next_at: i64) -> Result<(), StoreError> {
-        self.backend.record_attempt(a, state, next_at).await
+        on!(self, b => b.record_attempt(a, state, next_at).await)
     }
 
     /// The deliveries of an action with their attempts.
     pub async fn deliveries(&self, approval_id: &str) -> Result<Vec<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
-        self.backend.deliveries(approval_id).await
+        on!(self, b => b.deliveries(approval_id).await)
     }
 
     /// Remembers a signature; `false` if it was seen before (a replay).
     /// Signatures older than `forget_before` are forgotten.
     pub async fn use_signature(&self, signature: &str, now: i64, forget_before: i64) -> Result<bool, StoreError> {
-        self.backend.use_signature(signature, now, forget_before).await
+        on!(self, b => b.use_signature(signature, now, forget_before).await)
     }
 
     /// Grants made through the API (of `org`, or all), oldest first.
     pub async fn grants(&self, org: Option<&str>) -> Result<Vec<GrantRow>, StoreError> {
-        self.backend.grants(org).await
+        on!(self, b => b.grants(org).await)
     }
 
     pub async fn grant(&self, id: &str) -> Result<Option<GrantRow>, StoreError> {
-        self.backend.grant(id).await
+        on!(self, b => b.grant(id).await)
     }
 
     /// Changes the API grant `id` in one transaction with its revision and
@@ -587,45 +634,47 @@ impl Store {
         id: &str,
         decide: impl FnOnce(Option<&GrantRow>, i64) -> Result<GrantEdit, E> + Send,
     ) -> Result<Result<GrantRevisionRow, E>, StoreError> {
-        self.backend.change_grant(id, decide).await
+        on!(self, b => b.change_grant(id, decide).await)
     }
 
     /// Every revision of an API grant, oldest first (deleted grants too).
     pub async fn grant_revisions(&self, id: &str) -> Result<Vec<GrantRevisionRow>, StoreError> {
-        self.backend.grant_revisions(id).await
+        on!(self, b => b.grant_revisions(id).await)
     }
 
     /// Pins set by admins.
     pub async fn pins(&self) -> Result<Vec<PinRow>, StoreError> {
-        self.backend.pins().await
+        on!(self, b => b.pins().await)
     }
 
     /// Sets an admin pin with its audit record, in one transaction.
     pub async fn set_pin(&self, pin: &PinRow, record: AuditDraft) -> Result<(), StoreError> {
-        self.backend.set_pin(pin, record).await
+        on!(self, b => b.set_pin(pin, record).await)
     }
 
     /// A counter that increases with every admin change of grants or pins,
     /// by any process on this store.
     pub async fn admin_changes(&self) -> Result<i64, StoreError> {
-        self.backend.admin_changes().await
+        on!(self, b => b.admin_changes().await)
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.backend.close().await;
+        on!(self, b => b.close().await)
     }
 }
 
 /// The single writer's connection: audit appends and ledger transactions.
 #[derive(Debug)]
 pub struct Writer {
-    inner: sqlite::AuditWriter,
+    inner: WriterInner,
 }
 
-/// What one writer cycle did, per job, in the order given.
-pub use sqlite::CycleOutcome;
-pub use sqlite::HOLD_OWNER_PREFIX;
+#[derive(Debug)]
+enum WriterInner {
+    Sqlite(sqlite::AuditWriter),
+    Postgres(postgres::AuditWriter),
+}
 
 impl Writer {
     /// One transaction: resolves `resolves`, then takes `holds` (in order,
@@ -639,7 +688,10 @@ impl Writer {
         period_start: fn(&str, i64) -> Option<i64>,
         then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
-        self.inner.cycle(resolves, holds, audits, period_start, then).await
+        match &mut self.inner {
+            WriterInner::Sqlite(w) => w.cycle(resolves, holds, audits, period_start, then).await,
+            WriterInner::Postgres(w) => w.cycle(resolves, holds, audits, period_start, then).await,
+        }
     }
 }
 

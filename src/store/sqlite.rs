@@ -7,19 +7,16 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, SqlSafeStr};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 mod admin;
 mod approvals;
 
-pub use approvals::HOLD_OWNER_PREFIX;
-
+use super::rows;
 use super::{
-    Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, Durability, HoldLine, HoldOutcome, HoldRequest, Idempotency,
-    KeyRow, Resolution, ReusedKey, StoreError, UsageRow, chain,
+    Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, Durability, HoldOutcome, HoldRequest,
+    Idempotency, KeyRow, Resolution, ReusedKey, StoreError, UsageRow,
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -210,7 +207,7 @@ impl Sqlite {
         .bind(secret_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| key_row(&r)).transpose()
+        row.map(|r| rows::key(&r)).transpose()
     }
 
     pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
@@ -220,7 +217,7 @@ impl Sqlite {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| key_row(&r)).transpose()
+        row.map(|r| rows::key(&r)).transpose()
     }
 
     pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
@@ -231,7 +228,7 @@ impl Sqlite {
         .bind(org)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(key_row).collect()
+        rows.iter().map(rows::key).collect()
     }
 
     pub async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
@@ -275,8 +272,11 @@ impl Sqlite {
                 });
             }
         }
-        let current = sqlx::query(BUDGET_SELECT_BY_ID).bind(id).fetch_optional(&mut *tx).await?;
-        let current = current.map(|r| budget_row(&r)).transpose()?;
+        let current = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM budgets WHERE id = ?", rows::BUDGET_COLUMNS)))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let current = current.map(|r| rows::budget(&r)).transpose()?;
         let new = match change(current) {
             Ok(row) => row,
             Err(refused) => {
@@ -285,8 +285,7 @@ impl Sqlite {
             }
         };
         upsert_budget(&mut tx, &new).await?;
-        let response =
-            format!("budget {} ({}) limit {} {} per {}", new.id, new.scope, new.limit_amount, new.unit, new.period);
+        let response = super::budget_response(&new);
         if let Some(i) = &idem {
             sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
                 .bind(&i.key)
@@ -325,7 +324,7 @@ impl Sqlite {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let budget = budget_row(r)?;
+            let budget = rows::budget(r)?;
             let start = period_start(&budget.period, now).unwrap_or(0);
             let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = ? AND period_start = ?")
                 .bind(&budget.id)
@@ -408,24 +407,7 @@ impl Sqlite {
         .bind(if f.limit > 0 { f.limit } else { i64::MAX })
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    seq: r.try_get(0)?,
-                    id: r.try_get(1)?,
-                    ts: r.try_get(2)?,
-                    kind: r.try_get(3)?,
-                    call_id: r.try_get(4)?,
-                    org: r.try_get(5)?,
-                    principal: r.try_get(6)?,
-                    tool: r.try_get(7)?,
-                    decision: r.try_get(8)?,
-                    body: r.try_get(9)?,
-                    prev_hash: r.try_get(10)?,
-                    hash: r.try_get(11)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::audit).collect()
     }
 }
 
@@ -446,13 +428,9 @@ impl std::fmt::Debug for AuditWriter {
     }
 }
 
-/// What one cycle did, per job, in the order given.
-pub struct CycleOutcome {
-    pub resolved: Vec<bool>,
-    pub held: Vec<HoldOutcome>,
-}
-
 type Conn = sqlx::SqliteConnection;
+
+super::sql::ledger_statements!(sqlx::Sqlite, sqlx::SqliteConnection);
 
 impl AuditWriter {
     pub async fn cycle(
@@ -466,10 +444,18 @@ impl AuditWriter {
         let head = self.head.take();
         if resolves.is_empty() && holds.is_empty() {
             // Audit records alone: one multi-row INSERT is its own atomic
-            // transaction, so no BEGIN/COMMIT round trips. A collision with
-            // another writer fails the statement whole; it is retried after
-            // the head.
-            self.head = append_in(&mut self.conn, audits, head).await?;
+            // transaction, so no BEGIN/COMMIT round trips. When other
+            // writers (processes) keep the chain moving, the append is made
+            // again under the write lock, where it cannot collide.
+            self.head = match append_in(&mut self.conn, audits, head).await {
+                Ok(h) => h,
+                Err(_) => {
+                    let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+                    let h = append_in(&mut tx, audits, None).await?;
+                    tx.commit().await?;
+                    h
+                }
+            };
             return Ok(CycleOutcome { resolved: Vec::new(), held: Vec::new() });
         }
         let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
@@ -484,266 +470,6 @@ impl AuditWriter {
         self.head = head;
         Ok(CycleOutcome { resolved, held })
     }
-}
-
-/// Appends `drafts` after `head` (or the head read from the table); returns
-/// the new head.
-async fn append_in(
-    conn: &mut Conn,
-    drafts: &[AuditDraft],
-    mut head: Option<(i64, String)>,
-) -> Result<Option<(i64, String)>, StoreError> {
-    if drafts.is_empty() {
-        return Ok(head);
-    }
-    for _ in 0..8 {
-        let (mut seq, mut prev) = match head.take() {
-            Some(h) => h,
-            None => {
-                let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                match row {
-                    Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
-                    None => (0, chain::GENESIS.to_string()),
-                }
-            }
-        };
-        let rows: Vec<AuditRow> = drafts
-            .iter()
-            .map(|d| {
-                seq += 1;
-                let row = chain::seal(d, seq, &prev);
-                prev = row.hash.clone();
-                row
-            })
-            .collect();
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) ",
-        );
-        q.push_values(&rows, |mut b, row| {
-            b.push_bind(row.seq)
-                .push_bind(&row.id)
-                .push_bind(row.ts)
-                .push_bind(&row.kind)
-                .push_bind(&row.call_id)
-                .push_bind(&row.org)
-                .push_bind(&row.principal)
-                .push_bind(&row.tool)
-                .push_bind(&row.decision)
-                .push_bind(&row.body)
-                .push_bind(&row.prev_hash)
-                .push_bind(&row.hash);
-        });
-        // On a collision (another writer appended since the cached head) the
-        // head is read again and the records sealed after it; a failed
-        // statement changes nothing, in or out of a transaction.
-        match q.build().execute(&mut *conn).await {
-            Ok(_) => return Ok(Some((seq, prev))),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Unavailable("the audit chain kept moving under this writer".into()))
-}
-
-/// Holds for a batch of calls, in order: the budgets and their usage rows
-/// are read once, each request is admitted (all of its budgets fit) or
-/// denied in memory, and the new totals and holds are written back.
-async fn hold_in(
-    conn: &mut Conn,
-    reqs: &[HoldRequest],
-    period_start: fn(&str, i64) -> Option<i64>,
-) -> Result<Vec<HoldOutcome>, StoreError> {
-    if reqs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut scopes: Vec<&str> = reqs.iter().flat_map(|r| r.scopes.iter().map(String::as_str)).collect();
-    scopes.sort_unstable();
-    scopes.dedup();
-    // Every period start a request of this batch can fall in.
-    let mut starts: Vec<i64> =
-        reqs.iter().flat_map(|r| crate::budget::PERIODS.iter().filter_map(move |p| period_start(p, r.now))).collect();
-    starts.sort_unstable();
-    starts.dedup();
-    let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-        "SELECT b.id, b.scope, b.org, b.unit, b.period, b.limit_amount, u.period_start, u.spent, u.held
-         FROM budgets b LEFT JOIN budget_usage u ON u.budget_id = b.id AND u.period_start IN (",
-    );
-    let mut sep = q.separated(", ");
-    for st in &starts {
-        sep.push_bind(*st);
-    }
-    q.push(") WHERE b.scope IN (");
-    let mut sep = q.separated(", ");
-    for scope in &scopes {
-        sep.push_bind(*scope);
-    }
-    q.push(") ORDER BY b.id");
-    type Budget = (String, String, Option<String>, String, String, i64);
-    let mut budgets: Vec<Budget> = Vec::new();
-    let mut totals: std::collections::HashMap<(usize, i64), (i64, i64)> = Default::default();
-    for r in q.build().fetch_all(&mut *conn).await? {
-        let id: String = r.try_get(0)?;
-        let i = match budgets.iter().position(|b| b.0 == id) {
-            Some(i) => i,
-            None => {
-                budgets.push((id, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?));
-                budgets.len() - 1
-            }
-        };
-        if let Some(start) = r.try_get::<Option<i64>, _>(6)? {
-            totals.insert((i, start), (r.try_get(7)?, r.try_get(8)?));
-        }
-    }
-    let mut outcomes = Vec::with_capacity(reqs.len());
-    let mut admitted: Vec<(usize, Vec<HoldLine>)> = Vec::new();
-    let mut touched: std::collections::BTreeSet<(usize, i64)> = Default::default();
-    for (n, req) in reqs.iter().enumerate() {
-        let lines: Vec<(usize, i64, i64)> = budgets
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| req.scopes.contains(&b.1) && b.2.as_ref().is_none_or(|o| *o == req.org))
-            .filter_map(|(i, b)| {
-                let amount = if b.3 == "tokens" { req.tokens } else { req.money };
-                (amount > 0).then(|| (i, period_start(&b.4, req.now).unwrap_or(0), amount))
-            })
-            .collect();
-        let refusal = lines.iter().find_map(|(i, p, amount)| {
-            let (spent, held) = totals.get(&(*i, *p)).copied().unwrap_or((0, 0));
-            (spent + held + amount > budgets[*i].5).then_some((*i, spent, held, *amount))
-        });
-        if let Some((i, spent, held, needed)) = refusal {
-            let b = &budgets[i];
-            outcomes.push(HoldOutcome::Denied {
-                budget_id: b.0.clone(),
-                unit: b.3.clone(),
-                limit: b.5,
-                spent,
-                held,
-                needed,
-            });
-            continue;
-        }
-        let mut held_lines = Vec::with_capacity(lines.len());
-        for (i, p, amount) in lines {
-            totals.entry((i, p)).or_insert((0, 0)).1 += amount;
-            touched.insert((i, p));
-            held_lines.push(HoldLine {
-                budget_id: budgets[i].0.clone(),
-                unit: budgets[i].3.clone(),
-                period_start: p,
-                amount,
-            });
-        }
-        if !held_lines.is_empty() {
-            admitted.push((n, held_lines.clone()));
-        }
-        outcomes.push(HoldOutcome::Held(held_lines));
-    }
-    if admitted.is_empty() {
-        return Ok(outcomes);
-    }
-    // New totals for every usage row touched, created if it is the period's first.
-    let mut q = QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO budget_usage (budget_id, period_start, spent, held) ");
-    q.push_values(&touched, |mut b, (i, p)| {
-        let (spent, held) = totals[&(*i, *p)];
-        b.push_bind(&budgets[*i].0).push_bind(*p).push_bind(spent).push_bind(held);
-    });
-    q.push(" ON CONFLICT (budget_id, period_start) DO UPDATE SET held = excluded.held");
-    q.build().execute(&mut *conn).await?;
-    let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO holds (id, owner, call_id, principal, tool, amount, tokens, state, created_at, expires_at, lines) ",
-    );
-    q.push_values(&admitted, |mut b, (n, lines)| {
-        let r = &reqs[*n];
-        let lines: Vec<serde_json::Value> =
-            lines.iter().map(|l| serde_json::json!([l.budget_id, l.period_start, l.unit, l.amount])).collect();
-        b.push_bind(&r.hold_id)
-            .push_bind(&r.owner)
-            .push_bind(&r.call_id)
-            .push_bind(&r.principal)
-            .push_bind(&r.tool)
-            .push_bind(r.money)
-            .push_bind(r.tokens)
-            .push_bind("held")
-            .push_bind(r.now)
-            .push_bind(r.expires_at)
-            .push_bind(serde_json::Value::Array(lines).to_string());
-    });
-    q.build().execute(&mut *conn).await?;
-    Ok(outcomes)
-}
-
-/// Resolves a batch of holds: each moves out of `held` at most once (a hold
-/// already resolved answers `false`), and its amounts move from held to
-/// spent (the charge, at most the amount held) on every budget it touched.
-async fn resolve_in(conn: &mut Conn, rs: &[Resolution]) -> Result<Vec<bool>, StoreError> {
-    if rs.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Two resolutions of one hold in a batch (a settle racing the sweeper):
-    // the first asked wins, the other is told it came second.
-    let mut first: std::collections::HashMap<&str, usize> = Default::default();
-    for (i, r) in rs.iter().enumerate() {
-        first.entry(r.hold_id.as_str()).or_insert(i);
-    }
-    let winners: Vec<&Resolution> =
-        rs.iter().enumerate().filter(|(i, r)| first[r.hold_id.as_str()] == *i).map(|(_, r)| r).collect();
-    let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-        "UPDATE holds SET state = v.column2, charged = v.column3, charged_tokens = v.column4, resolved_at = v.column5 FROM (VALUES ",
-    );
-    let mut sep = q.separated(", ");
-    for r in &winners {
-        sep.push("(")
-            .push_bind_unseparated(&r.hold_id)
-            .push_unseparated(", ")
-            .push_bind_unseparated(r.state)
-            .push_unseparated(", ")
-            .push_bind_unseparated(r.charged)
-            .push_unseparated(", ")
-            .push_bind_unseparated(r.charged_tokens)
-            .push_unseparated(", ")
-            .push_bind_unseparated(r.now)
-            .push_unseparated(")");
-    }
-    q.push(") AS v WHERE holds.id = v.column1 AND holds.state = 'held' RETURNING holds.id, holds.lines");
-    let mut done = std::collections::HashSet::new();
-    let mut deltas: std::collections::BTreeMap<(String, i64), (i64, i64)> = Default::default();
-    for row in q.build().fetch_all(&mut *conn).await? {
-        let (hold, lines): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let lines: Vec<(String, i64, String, i64)> =
-            serde_json::from_str(&lines).map_err(|e| StoreError::Invalid(format!("hold {hold}: bad lines: {e}")))?;
-        if let Some(r) = winners.iter().find(|r| r.hold_id == hold) {
-            for (budget, start, unit, amount) in lines {
-                let charge = if unit == "tokens" { r.charged_tokens } else { r.charged }.clamp(0, amount);
-                let d = deltas.entry((budget, start)).or_default();
-                d.0 += amount;
-                d.1 += charge;
-            }
-        }
-        done.insert(hold);
-    }
-    if !deltas.is_empty() {
-        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
-            "UPDATE budget_usage SET held = held - v.column3, spent = spent + v.column4 FROM (VALUES ",
-        );
-        let mut sep = q.separated(", ");
-        for ((budget, start), (released, charged)) in &deltas {
-            sep.push("(")
-                .push_bind_unseparated(budget)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*start)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*released)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*charged)
-                .push_unseparated(")");
-        }
-        q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(rs.iter().enumerate().map(|(i, r)| done.contains(&r.hold_id) && first[r.hold_id.as_str()] == i).collect())
 }
 
 async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError> {
@@ -765,35 +491,6 @@ async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError>
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-const BUDGET_SELECT_BY_ID: &str =
-    "SELECT id, scope, org, unit, limit_amount, period, source, updated_at FROM budgets WHERE id = ?";
-
-fn budget_row(r: &SqliteRow) -> Result<BudgetRow, StoreError> {
-    Ok(BudgetRow {
-        id: r.try_get(0)?,
-        scope: r.try_get(1)?,
-        org: r.try_get(2)?,
-        unit: r.try_get(3)?,
-        limit_amount: r.try_get(4)?,
-        period: r.try_get(5)?,
-        source: r.try_get(6)?,
-        updated_at: r.try_get(7)?,
-    })
-}
-
-fn key_row(r: &SqliteRow) -> Result<KeyRow, StoreError> {
-    Ok(KeyRow {
-        id: r.try_get(0)?,
-        secret_hash: r.try_get(1)?,
-        org: r.try_get(2)?,
-        team: r.try_get(3)?,
-        role: r.try_get(4)?,
-        label: r.try_get(5)?,
-        created_at: r.try_get(6)?,
-        revoked_at: r.try_get(7)?,
-    })
 }
 
 #[cfg(test)]

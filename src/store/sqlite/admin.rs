@@ -2,12 +2,11 @@
 //! admins, and the change counter other processes follow.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{Sqlite, append_in};
 use crate::store::{AuditDraft, GrantEdit, GrantRevisionRow, GrantRow, PinRow, StoreError};
 
-const GRANT_COLUMNS: &str = "id, org, spec, revision, created_at, created_by, updated_at, updated_by";
+use crate::store::rows::{self, GRANT_COLUMNS};
 
 impl Sqlite {
     pub async fn grants(&self, org: Option<&str>) -> Result<Vec<GrantRow>, StoreError> {
@@ -17,7 +16,7 @@ impl Sqlite {
         .bind(org)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(grant_row).collect()
+        rows.iter().map(rows::grant).collect()
     }
 
     pub async fn grant(&self, id: &str) -> Result<Option<GrantRow>, StoreError> {
@@ -25,7 +24,7 @@ impl Sqlite {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(grant_row).transpose()
+        row.as_ref().map(rows::grant).transpose()
     }
 
     pub async fn change_grant<E: Send>(
@@ -39,7 +38,7 @@ impl Sqlite {
             .fetch_optional(&mut *tx)
             .await?
             .as_ref()
-            .map(grant_row)
+            .map(rows::grant)
             .transpose()?;
         let last: Option<i64> = sqlx::query("SELECT MAX(revision) FROM grant_revisions WHERE grant_id = ?")
             .bind(id)
@@ -106,20 +105,7 @@ impl Sqlite {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GrantRevisionRow {
-                    grant_id: r.try_get(0)?,
-                    revision: r.try_get(1)?,
-                    org: r.try_get(2)?,
-                    at: r.try_get(3)?,
-                    actor: r.try_get(4)?,
-                    action: r.try_get(5)?,
-                    spec: r.try_get(6)?,
-                    diff: r.try_get(7)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::revision).collect()
     }
 
     pub async fn pins(&self) -> Result<Vec<PinRow>, StoreError> {
@@ -127,17 +113,7 @@ impl Sqlite {
             sqlx::query("SELECT upstream, tool, hash, updated_at, updated_by FROM tool_pins ORDER BY upstream, tool")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PinRow {
-                    upstream: r.try_get(0)?,
-                    tool: r.try_get(1)?,
-                    hash: r.try_get(2)?,
-                    updated_at: r.try_get(3)?,
-                    updated_by: r.try_get(4)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::pin).collect()
     }
 
     pub async fn set_pin(&self, pin: &PinRow, record: AuditDraft) -> Result<(), StoreError> {
@@ -173,17 +149,4 @@ async fn note_change(conn: &mut sqlx::SqliteConnection, what: &str, at: i64) -> 
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-fn grant_row(r: &SqliteRow) -> Result<GrantRow, StoreError> {
-    Ok(GrantRow {
-        id: r.try_get(0)?,
-        org: r.try_get(1)?,
-        spec: r.try_get(2)?,
-        revision: r.try_get(3)?,
-        created_at: r.try_get(4)?,
-        created_by: r.try_get(5)?,
-        updated_at: r.try_get(6)?,
-        updated_by: r.try_get(7)?,
-    })
 }

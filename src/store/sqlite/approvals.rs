@@ -4,23 +4,18 @@
 //! `rev` in its own write transaction, so feeds can follow changes in commit
 //! order with `rev > last seen`.
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, Sqlite, append_in, resolve_in};
+use crate::store::rows;
 use crate::store::{
-    ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, Resolution, StoreError, Transition, Transitioned,
+    ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, HOLD_OWNER_PREFIX, Resolution, StoreError, Transition,
+    Transitioned,
 };
 
-const COLUMNS: &str = "id, org, principal, principal_label, team, tool, upstream, arguments, arguments_redacted, \
-     digest, tool_hash, grant_id, route, reason, risk, cost, hold_id, call_id, mode, status, created_at, expires_at, \
-     decided_at, decided_by, decision_reason, execution, claimed_by, result, reported, rev, updated_at";
+const COLUMNS: &str = rows::APPROVAL_COLUMNS;
 
 const NEXT_REV: &str = "(SELECT COALESCE(MAX(rev), 0) + 1 FROM approvals)";
-
-/// The owner a hold takes while its action waits: not a process, so no
-/// start-up sweep releases it; it ends with the action or by its expiry.
-pub const HOLD_OWNER_PREFIX: &str = "approval:";
 
 impl Sqlite {
     pub async fn create_approval(
@@ -76,7 +71,7 @@ impl Sqlite {
             }
             Err(e) => return Err(e.into()),
         };
-        let stored = approval_row(&inserted)?;
+        let stored = rows::approval(&inserted)?;
         if let Some(hold) = &row.hold_id {
             sqlx::query("UPDATE holds SET owner = ?, expires_at = ? WHERE id = ? AND state = 'held'")
                 .bind(format!("{HOLD_OWNER_PREFIX}{}", row.id))
@@ -109,7 +104,7 @@ impl Sqlite {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| approval_row(&r)).transpose()
+        row.map(|r| rows::approval(&r)).transpose()
     }
 
     pub async fn approval_for_call(
@@ -131,7 +126,7 @@ impl Sqlite {
         .bind(replay_since)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| approval_row(&r)).transpose()
+        row.map(|r| rows::approval(&r)).transpose()
     }
 
     pub async fn approvals(
@@ -149,7 +144,7 @@ impl Sqlite {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(approval_row).collect()
+        rows.iter().map(rows::approval).collect()
     }
 
     pub async fn approvals_since(&self, rev: i64, limit: i64) -> Result<Vec<ApprovalRow>, StoreError> {
@@ -159,7 +154,7 @@ impl Sqlite {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter().map(approval_row).collect()
+        rows.iter().map(rows::approval).collect()
     }
 
     pub async fn approvals_rev(&self) -> Result<i64, StoreError> {
@@ -200,11 +195,11 @@ impl Sqlite {
                 .await?;
             tx.rollback().await?;
             return Ok(match standing {
-                Some(r) => Transitioned::Standing(approval_row(&r)?),
+                Some(r) => Transitioned::Standing(rows::approval(&r)?),
                 None => Transitioned::Missing,
             });
         };
-        let row = approval_row(&changed)?;
+        let row = rows::approval(&changed)?;
         if t.to != "approved" {
             release_hold(&mut tx, &row, t.to, t.now).await?;
         }
@@ -242,7 +237,7 @@ impl Sqlite {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(r) = changed {
-                let row = approval_row(&r)?;
+                let row = rows::approval(&r)?;
                 release_hold(&mut tx, &row, "expired", now).await?;
                 expired.push(row);
             }
@@ -263,7 +258,7 @@ impl Sqlite {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| approval_row(&r)).transpose()
+        row.map(|r| rows::approval(&r)).transpose()
     }
 
     pub async fn finish_execution(
@@ -283,7 +278,7 @@ impl Sqlite {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| approval_row(&r)).transpose()
+        row.map(|r| rows::approval(&r)).transpose()
     }
 
     pub async fn mark_reported(&self, id: &str, now: i64) -> Result<(), StoreError> {
@@ -319,7 +314,7 @@ impl Sqlite {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(delivery_row).collect()
+        rows.iter().map(rows::delivery).collect()
     }
 
     pub async fn record_attempt(&self, a: &AttemptRow, state: &str, next_at: i64) -> Result<(), StoreError> {
@@ -357,7 +352,7 @@ impl Sqlite {
         .await?;
         let mut out = Vec::new();
         for r in &rows {
-            let d = delivery_row(r)?;
+            let d = rows::delivery(r)?;
             let attempts = sqlx::query(
                 "SELECT delivery_id, attempt, at, micros, status, error FROM delivery_attempts
                  WHERE delivery_id = ? ORDER BY attempt",
@@ -365,19 +360,7 @@ impl Sqlite {
             .bind(d.id)
             .fetch_all(&self.pool)
             .await?;
-            let attempts = attempts
-                .iter()
-                .map(|a| {
-                    Ok(AttemptRow {
-                        delivery_id: a.try_get(0)?,
-                        attempt: a.try_get(1)?,
-                        at: a.try_get(2)?,
-                        micros: a.try_get(3)?,
-                        status: a.try_get(4)?,
-                        error: a.try_get(5)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+            let attempts = attempts.iter().map(rows::attempt).collect::<Result<Vec<_>, StoreError>>()?;
             out.push((d, attempts));
         }
         Ok(out)
@@ -406,54 +389,4 @@ async fn release_hold(conn: &mut Conn, row: &ApprovalRow, to: &str, now: i64) ->
         resolve_in(conn, &[r]).await?;
     }
     Ok(())
-}
-
-fn approval_row(r: &SqliteRow) -> Result<ApprovalRow, StoreError> {
-    Ok(ApprovalRow {
-        id: r.try_get(0)?,
-        org: r.try_get(1)?,
-        principal: r.try_get(2)?,
-        principal_label: r.try_get(3)?,
-        team: r.try_get(4)?,
-        tool: r.try_get(5)?,
-        upstream: r.try_get(6)?,
-        arguments: r.try_get(7)?,
-        arguments_redacted: r.try_get(8)?,
-        digest: r.try_get(9)?,
-        tool_hash: r.try_get(10)?,
-        grant_id: r.try_get(11)?,
-        route: r.try_get(12)?,
-        reason: r.try_get(13)?,
-        risk: r.try_get(14)?,
-        cost: r.try_get(15)?,
-        hold_id: r.try_get(16)?,
-        call_id: r.try_get(17)?,
-        mode: r.try_get(18)?,
-        status: r.try_get(19)?,
-        created_at: r.try_get(20)?,
-        expires_at: r.try_get(21)?,
-        decided_at: r.try_get(22)?,
-        decided_by: r.try_get(23)?,
-        decision_reason: r.try_get(24)?,
-        execution: r.try_get(25)?,
-        claimed_by: r.try_get(26)?,
-        result: r.try_get(27)?,
-        reported: r.try_get(28)?,
-        rev: r.try_get(29)?,
-        updated_at: r.try_get(30)?,
-    })
-}
-
-fn delivery_row(r: &SqliteRow) -> Result<DeliveryRow, StoreError> {
-    Ok(DeliveryRow {
-        id: r.try_get(0)?,
-        approval_id: r.try_get(1)?,
-        route: r.try_get(2)?,
-        url: r.try_get(3)?,
-        state: r.try_get(4)?,
-        attempts: r.try_get(5)?,
-        next_at: r.try_get(6)?,
-        created_at: r.try_get(7)?,
-        updated_at: r.try_get(8)?,
-    })
 }

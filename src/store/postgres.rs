@@ -1,0 +1,351 @@
+//! The PostgreSQL backend: several gateway processes (replicas) on one
+//! database.
+//!
+//! Writers are serialised as SQLite's `BEGIN IMMEDIATE` serialises them:
+//! every write transaction first takes one transaction-scoped advisory lock
+//! ([`WRITE_LOCK`]). That keeps the audit chain one chain, budget admission
+//! exact across replicas (a hold reads and writes the totals under the lock)
+//! and the approvals' change counter in commit order. The lock lives only as
+//! long as a short transaction, and the journal's group commit shares one
+//! transaction among every call waiting in a process.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+
+mod admin;
+mod approvals;
+
+use super::rows;
+use super::{
+    Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, KeyRow,
+    Resolution, ReusedKey, StoreError, UsageRow,
+};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "keys and audit", include_str!("migrations/postgres/0001_keys_and_audit.sql")),
+    (2, "budgets", include_str!("migrations/postgres/0002_budgets.sql")),
+    (3, "approvals", include_str!("migrations/postgres/0003_approvals.sql")),
+    (4, "admin", include_str!("migrations/postgres/0004_admin.sql")),
+];
+
+/// The advisory lock every write transaction takes first ("tollgate" in ASCII).
+const WRITE_LOCK: i64 = 0x746f_6c6c_6761_7465;
+
+type Conn = sqlx::PgConnection;
+
+super::sql::ledger_statements!(sqlx::Postgres, sqlx::PgConnection);
+
+#[derive(Clone, Debug)]
+pub struct Postgres {
+    pool: PgPool,
+}
+
+/// Takes the write lock inside the transaction `conn` is in.
+async fn lock(conn: &mut Conn) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *conn).await?;
+    Ok(())
+}
+
+impl Postgres {
+    pub async fn open(url: &str) -> Result<Postgres, StoreError> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|e| StoreError::Invalid(format!("store `{}`: {e}", super::scrub(url))))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", super::scrub(url))))?;
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect::<Vec<_>>();
+        // sqlx's migrator holds an advisory lock while it runs: replicas
+        // starting together migrate once.
+        let migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
+        migrator.run(&pool).await?;
+        Ok(Postgres { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction holding the write lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        Ok(tx)
+    }
+
+    pub async fn insert_key(&self, k: &KeyRow) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            rows::KEY_COLUMNS
+        )))
+        .bind(&k.id)
+        .bind(&k.secret_hash)
+        .bind(&k.org)
+        .bind(&k.team)
+        .bind(&k.role)
+        .bind(&k.label)
+        .bind(k.created_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE secret_hash = $1", rows::KEY_COLUMNS)))
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::key(&r)).transpose()
+    }
+
+    pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE id = $1", rows::KEY_COLUMNS)))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::key(&r)).transpose()
+    }
+
+    pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM keys WHERE ($1::text IS NULL OR org = $1) ORDER BY created_at, id",
+            rows::KEY_COLUMNS
+        )))
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::key).collect()
+    }
+
+    pub async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        append_in(&mut tx, drafts, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn change_budget<E: From<ReusedKey> + Send>(
+        &self,
+        id: &str,
+        idem: Option<Idempotency>,
+        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
+    ) -> Result<Result<Applied, E>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let Some(i) = &idem {
+            let seen = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = $1")
+                .bind(&i.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = seen {
+                let (hash, response): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                tx.rollback().await?;
+                return Ok(if hash == i.request_hash {
+                    Ok(Applied::Replayed(response))
+                } else {
+                    Err(ReusedKey(i.key.clone()).into())
+                });
+            }
+        }
+        let current = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM budgets WHERE id = $1", rows::BUDGET_COLUMNS)))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let current = current.map(|r| rows::budget(&r)).transpose()?;
+        let new = match change(current) {
+            Ok(row) => row,
+            Err(refused) => {
+                tx.rollback().await?;
+                return Ok(Err(refused));
+            }
+        };
+        upsert_budget(&mut tx, &new).await?;
+        let response = super::budget_response(&new);
+        if let Some(i) = &idem {
+            sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&i.key)
+                .bind(&i.request_hash)
+                .bind(&response)
+                .bind(new.updated_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(Applied::Now(response)))
+    }
+
+    pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM budgets WHERE source LIKE 'file:%'").execute(&mut *tx).await?;
+        for r in rows {
+            upsert_budget(&mut tx, r).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn budget_usage(
+        &self,
+        org: Option<&str>,
+        now: i64,
+        period_start: fn(&str, i64) -> Option<i64>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM budgets WHERE ($1::text IS NULL OR org IS NULL OR org = $1) ORDER BY id",
+            rows::BUDGET_COLUMNS
+        )))
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let budget = rows::budget(r)?;
+            let start = period_start(&budget.period, now).unwrap_or(0);
+            let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = $1 AND period_start = $2")
+                .bind(&budget.id)
+                .bind(start)
+                .fetch_optional(&self.pool)
+                .await?;
+            let (spent, held) = match usage {
+                Some(u) => (u.try_get(0)?, u.try_get(1)?),
+                None => (0, 0),
+            };
+            out.push(UsageRow { budget, period_start: start, spent, held });
+        }
+        Ok(out)
+    }
+
+    pub async fn stale_holds(&self, now: i64, dead_owners: &[String]) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM holds WHERE state = 'held' AND (expires_at <= $1 OR owner = ANY($2)) ORDER BY id",
+        )
+        .bind(now)
+        .bind(dead_owners)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
+    }
+
+    pub async fn hold_owners(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT owner FROM holds WHERE state = 'held'").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
+    }
+
+    pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM holds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get(0).map_err(StoreError::from)).transpose()
+    }
+
+    /// The journal's connection; every cycle is a locked transaction on it.
+    pub async fn writer(&self) -> Result<AuditWriter, StoreError> {
+        Ok(AuditWriter { conn: self.pool.acquire().await? })
+    }
+
+    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM audit
+             WHERE ($1::bigint IS NULL OR seq > $1) AND ($2::bigint IS NULL OR ts >= $2)
+               AND ($3::bigint IS NULL OR ts < $3) AND ($4::text IS NULL OR org = $4)
+               AND ($5::text IS NULL OR principal = $5) AND ($6::text IS NULL OR tool = $6)
+               AND ($7::text IS NULL OR decision = $7) AND ($8::text IS NULL OR kind = $8)
+               AND ($9::text IS NULL OR call_id = $9)
+             ORDER BY seq LIMIT $10",
+            rows::AUDIT_COLUMNS
+        )))
+        .bind(f.after_seq)
+        .bind(f.since_ts)
+        .bind(f.until_ts)
+        .bind(&f.org)
+        .bind(&f.principal)
+        .bind(&f.tool)
+        .bind(&f.decision)
+        .bind(&f.kind)
+        .bind(&f.call_id)
+        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::audit).collect()
+    }
+}
+
+/// The journal's connection. A cycle is one transaction under the write
+/// lock: hold resolutions, new holds, and the audit records, read against
+/// the chain's head as it stands under the lock.
+pub struct AuditWriter {
+    conn: PoolConnection<sqlx::Postgres>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter").finish_non_exhaustive()
+    }
+}
+
+impl AuditWriter {
+    pub async fn cycle(
+        &mut self,
+        resolves: &[Resolution],
+        holds: &[HoldRequest],
+        audits: &[AuditDraft],
+        period_start: fn(&str, i64) -> Option<i64>,
+        then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
+    ) -> Result<CycleOutcome, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        lock(&mut tx).await?;
+        let resolved = resolve_in(&mut tx, resolves).await?;
+        let held = hold_in(&mut tx, holds, period_start).await?;
+        let mut audits = audits.to_vec();
+        audits.extend(then(&resolved, &held));
+        append_in(&mut tx, &audits, None).await?;
+        tx.commit().await?;
+        Ok(CycleOutcome { resolved, held })
+    }
+}
+
+async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO budgets ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
+           limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
+           updated_at = excluded.updated_at",
+        rows::BUDGET_COLUMNS
+    )))
+    .bind(&b.id)
+    .bind(&b.scope)
+    .bind(&b.org)
+    .bind(&b.unit)
+    .bind(b.limit_amount)
+    .bind(&b.period)
+    .bind(&b.source)
+    .bind(b.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// `$from, $from+1, ...`: `n` placeholders.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}

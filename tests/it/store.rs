@@ -1,0 +1,381 @@
+//! One store test suite, run on both backends: the embedded SQLite file and
+//! the machine's PostgreSQL (a database of its own per test). Several writer
+//! connections stand in for several processes (replicas) on one store.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tollgate::calendar::period_start;
+use tollgate::store::*;
+
+use crate::pg;
+
+/// A store on one backend, with whatever keeps it alive.
+struct Under {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<pg::Database>,
+}
+
+async fn sqlite() -> Under {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("sqlite://t.db", dir.path(), Durability::Normal).await.unwrap();
+    Under { store, _dir: Some(dir), _db: None }
+}
+
+async fn postgres() -> Under {
+    let db = pg::Database::create().await;
+    let store = Store::open(&db.url, std::path::Path::new("."), Durability::Normal).await.unwrap();
+    Under { store, _dir: None, _db: Some(db) }
+}
+
+/// `sqlite_<name>` and `postgres_<name>` tests running `body` on each backend.
+macro_rules! both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(super::sqlite().await.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs postgres"]
+            async fn postgres() {
+                let under = super::postgres().await;
+                super::$body(under.store.clone()).await;
+            }
+        }
+    };
+}
+
+both!(keys, keys_are_stored_found_and_revoked_once);
+both!(audit_chain, concurrent_writers_make_one_verifiable_chain);
+both!(budget_admission, concurrent_holds_across_writers_never_overspend);
+both!(settle_once, a_hold_resolves_exactly_once);
+both!(budget_changes, budget_changes_are_idempotent_by_key);
+both!(approvals, approvals_move_once_and_execute_once);
+both!(deliveries, deliveries_are_leased_to_one_worker_at_a_time);
+both!(admin, grants_revisions_pins_and_the_change_counter);
+
+fn draft(n: usize, tag: &str) -> AuditDraft {
+    let mut fields = serde_json::Map::new();
+    fields.insert("n".into(), json!(n));
+    fields.insert("tag".into(), json!(tag));
+    // The indexed columns repeat fields of the sealed body.
+    fields.insert("call_id".into(), json!(format!("{tag}-{n}")));
+    fields.insert("org".into(), json!("acme"));
+    fields.insert("tool".into(), json!("t"));
+    AuditDraft {
+        id: uuid::Uuid::new_v4().to_string(),
+        ts: 1_000 + n as i64,
+        kind: "test".into(),
+        call_id: Some(format!("{tag}-{n}")),
+        org: Some("acme".into()),
+        principal: None,
+        tool: Some("t".into()),
+        decision: None,
+        fields,
+    }
+}
+
+async fn keys_are_stored_found_and_revoked_once(store: Store) {
+    let row = |id: &str, org: &str| KeyRow {
+        id: id.into(),
+        secret_hash: format!("hash-{id}"),
+        org: org.into(),
+        team: "eng".into(),
+        role: Some("admin".into()),
+        label: None,
+        created_at: 5,
+        revoked_at: None,
+    };
+    store.insert_key(&row("k1", "acme")).await.unwrap();
+    store.insert_key(&row("k2", "other")).await.unwrap();
+    assert_eq!(store.key_by_hash("hash-k1").await.unwrap(), Some(row("k1", "acme")));
+    assert_eq!(store.key_by_id("k2").await.unwrap().unwrap().org, "other");
+    assert_eq!(store.key_by_hash("nope").await.unwrap(), None);
+    assert_eq!(store.list_keys(Some("acme")).await.unwrap().len(), 1);
+    assert_eq!(store.list_keys(None).await.unwrap().len(), 2);
+    assert!(store.insert_key(&row("k1", "acme")).await.is_err(), "ids are unique");
+    assert!(store.revoke_key("k1", 9).await.unwrap());
+    assert!(!store.revoke_key("k1", 10).await.unwrap(), "revoked once");
+    assert_eq!(store.key_by_hash("hash-k1").await.unwrap().unwrap().revoked_at, Some(9));
+}
+
+async fn concurrent_writers_make_one_verifiable_chain(store: Store) {
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut writer = s.writer().await.unwrap();
+            for batch in 0..10 {
+                let drafts: Vec<_> = (0..5).map(|i| draft(batch * 5 + i, &format!("w{w}"))).collect();
+                writer.cycle(&[], &[], &drafts, period_start, |_, _| Vec::new()).await.unwrap();
+            }
+        }));
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                store.append_audit(&[draft(i, &format!("a{w}"))]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(tollgate::audit::verify::verify(&store).await.unwrap(), Ok(240));
+    let rows = store.audit(&AuditFilter { call_id: Some("w2-7".into()), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let seqs: Vec<i64> = store.audit(&AuditFilter::default()).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=240).collect::<Vec<_>>(), "no gaps, no forks");
+}
+
+fn budget(id: &str, limit: i64) -> BudgetRow {
+    BudgetRow {
+        id: id.into(),
+        scope: "team:eng".into(),
+        org: None,
+        unit: "money".into(),
+        limit_amount: limit,
+        period: "none".into(),
+        source: "api".into(),
+        updated_at: 0,
+    }
+}
+
+fn hold(id: String, money: i64) -> HoldRequest {
+    HoldRequest {
+        hold_id: id.clone(),
+        owner: "test".into(),
+        call_id: id,
+        principal: "k".into(),
+        tool: "t".into(),
+        org: "acme".into(),
+        scopes: vec!["team:eng".into()],
+        money,
+        tokens: 0,
+        now: 1,
+        expires_at: i64::MAX,
+    }
+}
+
+async fn concurrent_holds_across_writers_never_overspend(store: Store) {
+    let b = budget("b", 100);
+    store.change_budget("b", None, move |_| Ok::<_, String>(b)).await.unwrap().unwrap();
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..5 {
+        let (store, held) = (store.clone(), held.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut writer = store.writer().await.unwrap();
+            for batch in 0..10 {
+                let reqs: Vec<_> = (0..6).map(|i| hold(format!("h{w}-{batch}-{i}"), 1)).collect();
+                let out = writer.cycle(&[], &reqs, &[], period_start, |_, _| Vec::new()).await.unwrap();
+                let n = out.held.iter().filter(|h| matches!(h, HoldOutcome::Held(l) if !l.is_empty())).count();
+                held.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(held.load(std::sync::atomic::Ordering::SeqCst), 100, "300 asked for 1 each; the budget has 100");
+    let u = store.budget_usage(None, 1, period_start).await.unwrap();
+    assert_eq!((u[0].spent, u[0].held), (0, 100));
+}
+
+async fn a_hold_resolves_exactly_once(store: Store) {
+    let b = budget("b", 1_000);
+    store.change_budget("b", None, move |_| Ok::<_, String>(b)).await.unwrap().unwrap();
+    let mut w = store.writer().await.unwrap();
+    w.cycle(&[], &[hold("h".into(), 600)], &[], period_start, |_, _| Vec::new()).await.unwrap();
+    assert_eq!(store.hold_state("h").await.unwrap().as_deref(), Some("held"));
+    assert_eq!(store.hold_owners().await.unwrap(), vec!["test".to_string()]);
+    let settle = |charged| Resolution { hold_id: "h".into(), state: "settled", charged, charged_tokens: 0, now: 2 };
+    // Two resolutions of one hold in one cycle, then a third in another writer.
+    let out = w.cycle(&[settle(400), settle(500)], &[], &[], period_start, |_, _| Vec::new()).await.unwrap();
+    assert_eq!(out.resolved, vec![true, false]);
+    let mut w2 = store.writer().await.unwrap();
+    let out = w2.cycle(&[settle(100)], &[], &[], period_start, |_, _| Vec::new()).await.unwrap();
+    assert_eq!(out.resolved, vec![false]);
+    let u = store.budget_usage(None, 1, period_start).await.unwrap();
+    assert_eq!((u[0].spent, u[0].held), (400, 0));
+    assert_eq!(store.hold_state("h").await.unwrap().as_deref(), Some("settled"));
+    // Expiry and dead owners.
+    w.cycle(&[], &[HoldRequest { expires_at: 5, ..hold("x".into(), 1) }], &[], period_start, |_, _| Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.stale_holds(4, &[]).await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.stale_holds(5, &[]).await.unwrap(), vec!["x".to_string()]);
+    assert_eq!(store.stale_holds(0, &["test".into()]).await.unwrap(), vec!["x".to_string()]);
+}
+
+async fn budget_changes_are_idempotent_by_key(store: Store) {
+    let idem = |hash: &str| Some(Idempotency { key: "k1".into(), request_hash: hash.into() });
+    let first = store.change_budget("b", idem("r1"), |_| Ok::<_, String>(budget("b", 5))).await.unwrap().unwrap();
+    assert!(matches!(first, Applied::Now(_)));
+    let again = store.change_budget("b", idem("r1"), |_| Ok::<_, String>(budget("b", 9))).await.unwrap().unwrap();
+    assert!(matches!(again, Applied::Replayed(_)));
+    let reused = store.change_budget("b", idem("r2"), |_| Ok::<_, String>(budget("b", 9))).await.unwrap();
+    assert!(reused.is_err(), "a key reused for another request is refused");
+    let refused =
+        store.change_budget("b", None, |cur| Err::<BudgetRow, _>(format!("{:?}", cur.map(|c| c.limit_amount))));
+    assert_eq!(refused.await.unwrap(), Err("Some(5)".to_string()), "the change sees the current row");
+    store.sync_file_budgets(&[BudgetRow { source: "file:p.toml".into(), ..budget("f", 3) }]).await.unwrap();
+    store.sync_file_budgets(&[BudgetRow { source: "file:p.toml".into(), ..budget("g", 3) }]).await.unwrap();
+    let ids: Vec<String> =
+        store.budget_usage(None, 1, period_start).await.unwrap().into_iter().map(|u| u.budget.id).collect();
+    assert_eq!(ids, vec!["b", "g"], "file budgets are replaced, API budgets kept");
+}
+
+fn approval(id: &str, digest: &str) -> ApprovalRow {
+    ApprovalRow {
+        id: id.into(),
+        org: "acme".into(),
+        principal: "k".into(),
+        principal_label: "key:k".into(),
+        team: "eng".into(),
+        tool: "fs__write".into(),
+        upstream: Some("fs".into()),
+        arguments: Some("{\"a\":1}".into()),
+        arguments_redacted: "{\"a\":1}".into(),
+        digest: digest.into(),
+        tool_hash: "th".into(),
+        grant_id: Some("g".into()),
+        route: "default".into(),
+        reason: "r".into(),
+        risk: None,
+        cost: 0,
+        hold_id: None,
+        call_id: format!("call-{id}"),
+        mode: "wait".into(),
+        status: "pending".into(),
+        created_at: 10,
+        expires_at: 100,
+        decided_at: None,
+        decided_by: None,
+        decision_reason: None,
+        execution: "none".into(),
+        claimed_by: None,
+        result: None,
+        reported: false,
+        rev: 0,
+        updated_at: 10,
+    }
+}
+
+async fn approvals_move_once_and_execute_once(store: Store) {
+    let hooks = vec!["http://127.0.0.1:9/hook".to_string()];
+    let a = store.create_approval(&approval("a1", "d1"), 100, &hooks, draft(0, "ap")).await.unwrap().unwrap();
+    assert!(a.rev > 0);
+    assert!(
+        store.create_approval(&approval("a2", "d1"), 100, &[], draft(1, "ap")).await.unwrap().is_none(),
+        "one open action per exact call"
+    );
+    let b = store.create_approval(&approval("b1", "d2"), 100, &[], draft(2, "ap")).await.unwrap().unwrap();
+    assert!(b.rev > a.rev);
+    assert_eq!(store.approval_for_call("k", "fs__write", "d1", "th", 0).await.unwrap().unwrap().id, "a1");
+    assert_eq!(store.approvals(Some("acme"), Some("pending"), 10).await.unwrap().len(), 2);
+    assert_eq!(store.approvals(Some("other"), None, 10).await.unwrap().len(), 0);
+
+    // Two approvers decide at once: one decision stands.
+    let t = |to: &'static str, by: &str| Transition { id: "a1".into(), to, by: Some(by.into()), reason: None, now: 20 };
+    let (approve, deny) = (t("approved", "alice"), t("denied", "bob"));
+    let (x, y) = tokio::join!(
+        store.transition_approval(&approve, |_| draft(3, "ap")),
+        store.transition_approval(&deny, |_| draft(4, "ap"))
+    );
+    let done = [&x, &y].iter().filter(|r| matches!(r, Ok(Transitioned::Done(_)))).count();
+    assert_eq!(done, 1, "{x:?} {y:?}");
+    let winner = store.approval("a1").await.unwrap().unwrap();
+    if winner.status == "approved" {
+        // Replicas race to run it: exactly one claims it.
+        let claims = futures::future::join_all((0..6).map(|i| {
+            let store = store.clone();
+            async move { store.claim_execution("a1", &format!("p{i}"), 30).await.unwrap() }
+        }))
+        .await;
+        assert_eq!(claims.iter().filter(|c| c.is_some()).count(), 1);
+        let f = store.finish_execution("a1", "{\"ok\":true}", false, 40).await.unwrap().unwrap();
+        assert_eq!((f.execution.as_str(), f.arguments.as_deref(), f.reported), ("done", None, false));
+        store.mark_reported("a1", 50).await.unwrap();
+        assert!(store.approval("a1").await.unwrap().unwrap().reported);
+    }
+    let expired = store.expire_approvals(100, |_| draft(5, "ap")).await.unwrap();
+    assert_eq!(expired.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["b1"]);
+    let changes = store.approvals_since(0, 100).await.unwrap();
+    let revs: Vec<i64> = changes.iter().map(|r| r.rev).collect();
+    assert!(revs.windows(2).all(|w| w[0] < w[1]), "{revs:?}");
+    assert_eq!(store.approvals_rev().await.unwrap(), *revs.last().unwrap());
+    assert!(store.use_signature("sig", 1, 0).await.unwrap());
+    assert!(!store.use_signature("sig", 2, 0).await.unwrap(), "a replayed signature is refused");
+    // Two creations, one decision, one expiry: what did not happen left no record.
+    assert_eq!(tollgate::audit::verify::verify(&store).await.unwrap(), Ok(4));
+}
+
+async fn deliveries_are_leased_to_one_worker_at_a_time(store: Store) {
+    let hooks: Vec<String> = (0..20).map(|i| format!("http://127.0.0.1:9/h{i}")).collect();
+    store.create_approval(&approval("a", "d"), 100, &hooks, draft(0, "d")).await.unwrap().unwrap();
+    let leased = futures::future::join_all((0..4).map(|_| {
+        let store = store.clone();
+        async move { store.due_deliveries(10, 1_000, 8).await.unwrap() }
+    }))
+    .await;
+    let mut ids: Vec<i64> = leased.iter().flatten().map(|d| d.id).collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no delivery leased twice");
+    assert_eq!(n, 20);
+    assert!(store.due_deliveries(10, 1_000, 8).await.unwrap().is_empty(), "all leased");
+    let d = ids[0];
+    let attempt = AttemptRow { delivery_id: d, attempt: 1, at: 11, micros: 5, status: Some(500), error: None };
+    store.record_attempt(&attempt, "pending", 20).await.unwrap();
+    let all = store.deliveries("a").await.unwrap();
+    let (row, attempts) = all.iter().find(|(r, _)| r.id == d).unwrap();
+    assert_eq!((row.attempts, row.next_at, attempts.len()), (1, 20, 1));
+}
+
+async fn grants_revisions_pins_and_the_change_counter(store: Store) {
+    let before = store.admin_changes().await.unwrap();
+    let put = |rev: i64, spec: &str| {
+        let spec = spec.to_string();
+        move |cur: Option<&GrantRow>, next: i64| {
+            assert_eq!(cur.map(|c| c.revision), if next == 1 { None } else { Some(rev) });
+            let row = GrantRow {
+                id: "g".into(),
+                org: "acme".into(),
+                spec: spec.clone(),
+                revision: next,
+                created_at: 1,
+                created_by: "a".into(),
+                updated_at: next,
+                updated_by: "a".into(),
+            };
+            let revision = GrantRevisionRow {
+                grant_id: "g".into(),
+                revision: next,
+                org: "acme".into(),
+                at: next,
+                actor: "a".into(),
+                action: if next == 1 { "create" } else { "update" }.into(),
+                spec: Some(spec),
+                diff: "{}".into(),
+            };
+            Ok::<_, String>(GrantEdit::Put { row, revision, record: draft(next as usize, "g") })
+        }
+    };
+    store.change_grant("g", put(0, "{\"v\":1}")).await.unwrap().unwrap();
+    store.change_grant("g", put(1, "{\"v\":2}")).await.unwrap().unwrap();
+    assert_eq!(store.grant("g").await.unwrap().unwrap().spec, "{\"v\":2}");
+    assert_eq!(store.grants(Some("acme")).await.unwrap().len(), 1);
+    assert_eq!(store.grants(Some("other")).await.unwrap().len(), 0);
+    let refused = store.change_grant("g", |_, _| Err::<GrantEdit, _>("stale".to_string())).await.unwrap();
+    assert_eq!(refused.unwrap_err(), "stale");
+    assert_eq!(store.grant_revisions("g").await.unwrap().iter().map(|r| r.revision).collect::<Vec<_>>(), vec![1, 2]);
+    let pin = PinRow { upstream: "fs".into(), tool: "echo".into(), hash: None, updated_at: 3, updated_by: "a".into() };
+    store.set_pin(&pin, draft(9, "p")).await.unwrap();
+    assert_eq!(store.pins().await.unwrap(), vec![pin]);
+    assert!(store.admin_changes().await.unwrap() > before);
+    assert_eq!(tollgate::audit::verify::verify(&store).await.unwrap(), Ok(3));
+}

@@ -43,8 +43,7 @@ pub(super) fn compile(raw: raw::LlmManifest, file: &Path, env: Lookup<'_>, sink:
         Some(u) => match secret::resolve(u.get_ref(), env) {
             Ok(s) => {
                 let text = s.expose();
-                if !(text.starts_with("http://") || text.starts_with("https://")) || reqwest::Url::parse(text).is_err()
-                {
+                if !super::load::is_http_url(text) {
                     sink.at(Some(u.span()), "base_url", "must be an http:// or https:// URL");
                 }
                 s

@@ -167,16 +167,14 @@ fn compile_telemetry(raw: raw::Telemetry, env: Lookup<'_>, sink: &mut Sink<'_>) 
     let endpoint = match &raw.otlp_endpoint {
         Some(e) => {
             let text = e.get_ref().trim();
-            let valid =
-                (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok();
-            if !valid {
+            if !is_http_url(text) {
                 sink.at(Some(e.span()), "telemetry.otlp_endpoint", "must be an http:// or https:// URL");
                 return super::TelemetrySettings { metrics, otlp: None };
             }
             Some(text.to_string())
         }
         None => from_env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| {
-            let ok = reqwest::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            let ok = is_http_url(e);
             if !ok {
                 sink.at(
                     None,
@@ -220,11 +218,16 @@ fn compile_telemetry(raw: raw::Telemetry, env: Lookup<'_>, sink: &mut Sink<'_>) 
     super::TelemetrySettings { metrics, otlp }
 }
 
+/// An absolute `http://` or `https://` URL.
+pub(super) fn is_http_url(text: &str) -> bool {
+    (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok()
+}
+
 fn compile_approval(raw: &raw::Approval, sink: &mut Sink<'_>) -> super::ApprovalSettings {
     let d = super::ApprovalSettings::default();
     let public_url = raw.public_url.as_ref().and_then(|u| {
         let text = u.get_ref().trim_end_matches('/');
-        if (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok() {
+        if is_http_url(text) {
             Some(text.to_string())
         } else {
             sink.at(Some(u.span()), "approval.public_url", "must be an http:// or https:// URL");

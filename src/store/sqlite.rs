@@ -201,30 +201,26 @@ impl Sqlite {
     }
 
     async fn key_by_hash_uncached(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, secret_hash, org, team, role, label, created_at, revoked_at FROM keys WHERE secret_hash = ?",
-        )
-        .bind(secret_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE secret_hash = ?", rows::KEY_COLUMNS)))
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| rows::key(&r)).transpose()
     }
 
     pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, secret_hash, org, team, role, label, created_at, revoked_at FROM keys WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE id = ?", rows::KEY_COLUMNS)))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| rows::key(&r)).transpose()
     }
 
     pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, secret_hash, org, team, role, label, created_at, revoked_at FROM keys
-             WHERE (?1 IS NULL OR org = ?1) ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM keys WHERE (?1 IS NULL OR org = ?1) ORDER BY created_at, id",
+            rows::KEY_COLUMNS
+        )))
         .bind(org)
         .fetch_all(&self.pool)
         .await?;
@@ -388,13 +384,14 @@ impl Sqlite {
     }
 
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash FROM audit
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM audit
              WHERE (?1 IS NULL OR seq > ?1) AND (?2 IS NULL OR ts >= ?2) AND (?3 IS NULL OR ts < ?3)
                AND (?4 IS NULL OR org = ?4) AND (?5 IS NULL OR principal = ?5) AND (?6 IS NULL OR tool = ?6)
                AND (?7 IS NULL OR decision = ?7) AND (?8 IS NULL OR kind = ?8) AND (?9 IS NULL OR call_id = ?9)
              ORDER BY seq LIMIT ?10",
-        )
+            rows::AUDIT_COLUMNS
+        )))
         .bind(f.after_seq)
         .bind(f.since_ts)
         .bind(f.until_ts)

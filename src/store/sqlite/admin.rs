@@ -1,16 +1,16 @@
 //! Grants made through the admin API, their revisions, tool pins set by
 //! admins, and the change counter other processes follow.
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Sqlite, append_in};
 use crate::store::{AuditDraft, GrantEdit, GrantRevisionRow, GrantRow, PinRow, StoreError};
 
-use crate::store::rows::{self, GRANT_COLUMNS};
+use crate::store::rows::{self, GRANT_COLUMNS, PIN_COLUMNS, REVISION_COLUMNS};
 
 impl Sqlite {
     pub async fn grants(&self, org: Option<&str>) -> Result<Vec<GrantRow>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {GRANT_COLUMNS} FROM grants WHERE (?1 IS NULL OR org = ?1) ORDER BY created_at, id"
         )))
         .bind(org)
@@ -20,7 +20,7 @@ impl Sqlite {
     }
 
     pub async fn grant(&self, id: &str) -> Result<Option<GrantRow>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?")))
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -33,7 +33,7 @@ impl Sqlite {
         decide: impl FnOnce(Option<&GrantRow>, i64) -> Result<GrantEdit, E> + Send,
     ) -> Result<Result<GrantRevisionRow, E>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let current = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?")))
+        let current = sqlx::query(AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?")))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
@@ -55,7 +55,7 @@ impl Sqlite {
         };
         let (revision, record): (GrantRevisionRow, AuditDraft) = match edit {
             GrantEdit::Put { row, revision, record } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
+                sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (id) DO UPDATE SET org = excluded.org, spec = excluded.spec,
                        revision = excluded.revision, updated_at = excluded.updated_at, updated_by = excluded.updated_by"
@@ -98,10 +98,9 @@ impl Sqlite {
     }
 
     pub async fn grant_revisions(&self, id: &str) -> Result<Vec<GrantRevisionRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT grant_id, revision, org, at, actor, action, spec, diff FROM grant_revisions
-             WHERE grant_id = ? ORDER BY revision",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REVISION_COLUMNS} FROM grant_revisions WHERE grant_id = ? ORDER BY revision"
+        )))
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
@@ -109,10 +108,9 @@ impl Sqlite {
     }
 
     pub async fn pins(&self) -> Result<Vec<PinRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT upstream, tool, hash, updated_at, updated_by FROM tool_pins ORDER BY upstream, tool")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {PIN_COLUMNS} FROM tool_pins ORDER BY upstream, tool")))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(rows::pin).collect()
     }
 

@@ -7,7 +7,7 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, Sqlite, append_in, resolve_in};
-use crate::store::rows;
+use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::{
     ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, HOLD_OWNER_PREFIX, Resolution, StoreError, Transition,
     Transitioned,
@@ -304,11 +304,11 @@ impl Sqlite {
         }
         // The lease moves `next_at` forward: a second worker (another
         // process) does not take the same delivery while this one tries it.
-        let rows = sqlx::query(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE approval_deliveries SET next_at = ?1 WHERE id IN
                (SELECT id FROM approval_deliveries WHERE state = 'pending' AND next_at <= ?2 ORDER BY next_at LIMIT ?3)
-             RETURNING id, approval_id, route, url, state, attempts, next_at, created_at, updated_at",
-        )
+             RETURNING {DELIVERY_COLUMNS}"
+        )))
         .bind(lease_until)
         .bind(now)
         .bind(limit)
@@ -319,9 +319,9 @@ impl Sqlite {
 
     pub async fn record_attempt(&self, a: &AttemptRow, state: &str, next_at: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, at, micros, status, error) VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        )))
         .bind(a.delivery_id)
         .bind(a.attempt)
         .bind(a.at)
@@ -343,20 +343,18 @@ impl Sqlite {
     }
 
     pub async fn deliveries(&self, approval_id: &str) -> Result<Vec<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, approval_id, route, url, state, attempts, next_at, created_at, updated_at
-             FROM approval_deliveries WHERE approval_id = ? ORDER BY id",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM approval_deliveries WHERE approval_id = ? ORDER BY id"
+        )))
         .bind(approval_id)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::new();
         for r in &rows {
             let d = rows::delivery(r)?;
-            let attempts = sqlx::query(
-                "SELECT delivery_id, attempt, at, micros, status, error FROM delivery_attempts
-                 WHERE delivery_id = ? ORDER BY attempt",
-            )
+            let attempts = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt"
+            )))
             .bind(d.id)
             .fetch_all(&self.pool)
             .await?;

@@ -7,18 +7,17 @@
 //! expired. Holds of a process that died are released by the next process
 //! to start on the store, or by any process's sweeper once they expire.
 //!
-//! Liveness on one machine is a lock file per process (`<db>-owners/<id>`),
-//! held for the process's life: a lock that can be taken belongs to a dead
-//! process. The OS releases it on `kill -9`.
+//! Whether a process is alive is the store's to tell (`store::liveness`: a
+//! lock file per process on SQLite, a session advisory lock per replica on
+//! PostgreSQL; both released when the process dies, `kill -9` included).
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::identity::Principal;
 use crate::journal::{Journal, WithHold, WithResolution};
 use crate::money::Micros;
+use crate::store::liveness::Liveness;
 use crate::store::{HoldLine, HoldOutcome, HoldRequest, Resolution, Store, StoreError};
 
 /// What a budget counts.
@@ -83,74 +82,16 @@ pub fn scopes_of(p: &Principal) -> Vec<String> {
 /// This process, as the owner of its holds.
 pub struct Owner {
     pub id: String,
-    dir: Option<PathBuf>,
-    /// Held locked for the life of the process.
-    _lock: Option<File>,
+    /// Held for the life of the process (see `store::liveness`).
+    liveness: Liveness,
 }
 
 impl Owner {
-    /// Registers this process: takes its lock file.
-    pub fn register(store: &Store) -> Owner {
+    /// Registers this process as alive on the store.
+    pub async fn register(store: &Store) -> Owner {
         let id = uuid::Uuid::new_v4().to_string();
-        let dir = store.owners_dir();
-        let lock = dir.as_ref().and_then(|d| {
-            std::fs::create_dir_all(d).ok()?;
-            let f = File::create(d.join(&id)).ok()?;
-            f.try_lock().ok()?;
-            Some(f)
-        });
-        if dir.is_some() && lock.is_none() {
-            tracing::warn!("cannot take a liveness lock; this process's holds will only expire by time");
-        }
-        Owner { id, dir, _lock: lock }
-    }
-
-    /// Of `owners`, those whose process is gone.
-    pub fn dead(&self, owners: &[String]) -> Vec<String> {
-        let Some(dir) = &self.dir else { return Vec::new() };
-        owners
-            .iter()
-            .filter(|o| **o != self.id && !o.contains(['/', '\\', '.']))
-            // Holds of pending actions belong to no process: they outlive restarts.
-            .filter(|o| !o.starts_with(crate::store::HOLD_OWNER_PREFIX))
-            .filter(|o| {
-                let path = dir.join(o);
-                match File::open(&path) {
-                    // Nobody holds the lock: its process is gone.
-                    Ok(f) => f.try_lock().is_ok(),
-                    Err(_) => true,
-                }
-            })
-            .cloned()
-            .collect()
-    }
-
-    fn forget(&self, owners: &[String]) {
-        if let Some(dir) = &self.dir {
-            for o in owners {
-                let _ = std::fs::remove_file(dir.join(o));
-            }
-        }
-    }
-
-    /// Removes the lock files of processes that are gone (with or without
-    /// holds), so the folder does not grow with every process ever started.
-    fn tidy(&self) {
-        let Some(dir) = &self.dir else { return };
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        let names: Vec<String> =
-            entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
-        self.forget(&self.dead(&names));
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        // A clean exit leaves no lock file behind (its holds were settled or
-        // are released by the next sweep as expired).
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_file(dir.join(&self.id));
-        }
+        let liveness = store.register_owner(&id).await;
+        Owner { id, liveness }
     }
 }
 
@@ -287,7 +228,7 @@ impl Ledger {
     /// Returns how many were released.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
         let owners = self.store.hold_owners().await?;
-        let dead = self.owner.dead(&owners);
+        let dead = self.owner.liveness.dead(&owners).await?;
         let stale = self.store.stale_holds(self.now(), &dead).await?;
         let mut released = 0;
         for id in stale {
@@ -295,8 +236,7 @@ impl Ledger {
                 released += 1;
             }
         }
-        self.owner.forget(&dead);
-        self.owner.tidy();
+        self.owner.liveness.forget(&dead).await;
         Ok(released)
     }
 

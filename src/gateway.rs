@@ -66,6 +66,8 @@ impl Gateway {
                 Err(e) => return Err(format!("cannot store the bootstrap admin key: {e}")),
             }
         }
+        // Other replicas' changes are heard from here on (PostgreSQL).
+        store.listen(shutdown.clone());
         let digest = crate::policy::watch::folder_digest(&config.policies_dir);
         let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
         let journal = Journal::start(store.clone());
@@ -81,7 +83,8 @@ impl Gateway {
             .await
             .map_err(|e| e.to_string())?;
         sync_budgets(&store, &policy).await?;
-        let ledger = crate::budget::Ledger::new(journal.clone(), store.clone(), crate::budget::Owner::register(&store));
+        let ledger =
+            crate::budget::Ledger::new(journal.clone(), store.clone(), crate::budget::Owner::register(&store).await);
         // Holds left by processes that died (kill -9) are released before serving.
         match ledger.sweep().await {
             Ok(0) => {}
@@ -182,8 +185,9 @@ const APPROVAL_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often approval changes by other processes are looked for.
 const APPROVAL_FEED: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// How often expired holds and holds of stopped processes are released.
-const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often expired holds and holds of stopped processes are released
+/// (a dead process's holds block budget until then).
+const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Puts the policy files' budgets in the store, where holds read their limits.
 async fn sync_budgets(store: &Store, policy: &crate::policy::Policy) -> Result<(), String> {

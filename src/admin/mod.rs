@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::gateway::Gateway;
 use crate::policy::spec::FieldError;
 use crate::store::StoreError;
+use crate::store::changes::Topic;
 
 pub use pins::pins_of;
 
@@ -96,25 +97,28 @@ pub async fn reload(gw: &Gateway) -> Result<(), StoreError> {
 }
 
 /// How often the store's change counter is read for changes made by other
-/// processes (a CLI, another replica).
+/// processes (a CLI, another gateway) where the store cannot notify (SQLite).
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
-/// Follows changes made by other processes on the same store.
+/// Follows changes made by other processes on the same store: on a
+/// notification (PostgreSQL), else by reading the change counter.
 pub async fn follow(gw: Gateway) {
-    crate::periodic::every(FOLLOW_EVERY, gw.shutdown.clone(), || {
-        let gw = gw.clone();
-        async move {
-            let last = *gw.admin.seen.lock().await;
-            match gw.store.admin_changes().await {
-                Ok(now) if Some(now) == last => {}
-                Ok(_) => {
-                    if let Err(e) = reload(&gw).await {
-                        tracing::error!("cannot reload admin changes: {e}");
-                    }
+    // Subscribed before the first look: a change committed after it is heard.
+    let mut changes = gw.store.changes(Topic::Admin, FOLLOW_EVERY);
+    loop {
+        let last = *gw.admin.seen.lock().await;
+        match gw.store.admin_changes().await {
+            Ok(now) if Some(now) == last => {}
+            Ok(_) => {
+                if let Err(e) = reload(&gw).await {
+                    tracing::error!("cannot reload admin changes: {e}");
                 }
-                Err(e) => tracing::warn!("cannot read the admin change counter: {e}"),
             }
+            Err(e) => tracing::warn!("cannot read the admin change counter: {e}"),
         }
-    })
-    .await;
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            _ = changes.next() => {}
+        }
+    }
 }

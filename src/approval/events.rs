@@ -2,9 +2,10 @@
 //! for a decision and the task executor all listen here.
 //!
 //! Changes made by this process are published as they commit. Changes made
-//! by other processes on the same store (the CLI, another gateway) are found
+//! by other processes on the same store (the CLI, another replica) are found
 //! by [`Events::follow`], which reads rows whose `rev` is past the last one
-//! seen. Each (action, rev) is published once.
+//! seen when the store notifies a change (PostgreSQL) or on a timer
+//! (SQLite). Each (action, rev) is published once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,13 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::store::changes::Topic;
 use crate::store::{ApprovalRow, Store};
 
 /// Changes buffered per listener before a slow one lags (and re-reads).
 const CAPACITY: usize = 1024;
+/// Changes read per query when catching up.
+const PAGE: i64 = 512;
 /// Most actions remembered for de-duplication.
 const REMEMBERED: usize = 10_000;
 
@@ -55,32 +59,42 @@ impl Events {
         let _ = self.tx.send(row);
     }
 
-    /// Publishes changes committed by other processes, checking every `every`.
+    /// Publishes changes committed by other processes: when the store
+    /// notifies (PostgreSQL), else checking every `every` (SQLite).
     pub async fn follow(self: Arc<Self>, store: Store, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let last = match store.approvals_rev().await {
+        // Subscribed before the first read: a change committed after it is heard.
+        let mut changes = store.changes(Topic::Approvals, every);
+        let mut last = match store.approvals_rev().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("approval feed: {e}");
                 0
             }
         };
-        // The newest rev seen, carried from one run to the next.
-        let last = Arc::new(std::sync::atomic::AtomicI64::new(last));
-        crate::periodic::every(every, shutdown, || {
-            let (events, store, last) = (self.clone(), store.clone(), last.clone());
-            async move {
-                let since = last.load(std::sync::atomic::Ordering::Relaxed);
-                match store.approvals_since(since, 512).await {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = changes.next() => {}
+            }
+            // More than a page may have changed: read until caught up.
+            loop {
+                match store.approvals_since(last, PAGE).await {
                     Ok(rows) => {
+                        let full = rows.len() as i64 == PAGE;
                         for row in rows {
-                            last.fetch_max(row.rev, std::sync::atomic::Ordering::Relaxed);
-                            events.publish(Arc::new(row));
+                            last = last.max(row.rev);
+                            self.publish(Arc::new(row));
+                        }
+                        if !full {
+                            break;
                         }
                     }
-                    Err(e) => tracing::warn!("approval feed: {e}"),
+                    Err(e) => {
+                        tracing::warn!("approval feed: {e}");
+                        break;
+                    }
                 }
             }
-        })
-        .await;
+        }
     }
 }

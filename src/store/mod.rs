@@ -8,7 +8,10 @@
 //! also survives power loss.
 
 pub mod chain;
+pub mod changes;
 mod holds;
+mod keycache;
+pub mod liveness;
 mod postgres;
 mod rows;
 mod sql;
@@ -491,13 +494,23 @@ impl Store {
         on!(self, b => b.audit(filter).await)
     }
 
-    /// Where processes sharing this store on one machine keep their liveness
-    /// locks (see `budget::Owner`). `None` for stores shared across machines.
-    pub fn owners_dir(&self) -> Option<std::path::PathBuf> {
-        match &self.backend {
-            Backend::Sqlite(b) => Some(b.sidecar("owners")),
-            Backend::Postgres(_) => None,
+    /// Starts hearing what other processes commit, where the backend can
+    /// tell (PostgreSQL's LISTEN/NOTIFY; nothing to start on SQLite). For a
+    /// long-running process; until `shutdown`.
+    pub fn listen(&self, shutdown: tokio_util::sync::CancellationToken) {
+        if let Backend::Postgres(b) = &self.backend {
+            b.listen(shutdown);
         }
+    }
+
+    /// Changes of `topic` committed by any process: notified where the
+    /// backend tells (after [`Store::listen`]), else every `poll`.
+    pub fn changes(&self, topic: changes::Topic, poll: std::time::Duration) -> changes::Changes {
+        let feed = match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.feed()),
+        };
+        changes::Changes::new(topic, poll, feed)
     }
 
     /// Stores a new pending action, its deliveries (one per webhook URL) and

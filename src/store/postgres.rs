@@ -10,6 +10,7 @@
 //! transaction among every call waiting in a process.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -19,7 +20,11 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 mod admin;
 mod approvals;
+pub mod listen;
+pub mod owners;
 
+use super::changes::Feed;
+use super::keycache::KeyCache;
 use super::rows;
 use super::{
     Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, KeyRow,
@@ -31,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "budgets", include_str!("migrations/postgres/0002_budgets.sql")),
     (3, "approvals", include_str!("migrations/postgres/0003_approvals.sql")),
     (4, "admin", include_str!("migrations/postgres/0004_admin.sql")),
+    (5, "notify", include_str!("migrations/postgres/0005_notify.sql")),
 ];
 
 /// The advisory lock every write transaction takes first ("tollgate" in ASCII).
@@ -43,6 +49,9 @@ super::sql::ledger_statements!(sqlx::Postgres, sqlx::PgConnection);
 #[derive(Clone, Debug)]
 pub struct Postgres {
     pool: PgPool,
+    /// What the listener hears (see `listen`); it also dates the key cache.
+    feed: Arc<Feed>,
+    keys: Arc<KeyCache<u64>>,
 }
 
 /// Takes the write lock inside the transaction `conn` is in.
@@ -55,8 +64,9 @@ impl Postgres {
     pub async fn open(url: &str) -> Result<Postgres, StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| StoreError::Invalid(format!("store `{}`: {e}", super::scrub(url))))?;
+        // The listener keeps one of these connections for itself.
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(10)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
@@ -72,7 +82,16 @@ impl Postgres {
         // starting together migrate once.
         let migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
         migrator.run(&pool).await?;
-        Ok(Postgres { pool })
+        Ok(Postgres { pool, feed: Arc::default(), keys: Arc::default() })
+    }
+
+    /// Listens for other replicas' changes until `shutdown` (a task).
+    pub fn listen(&self, shutdown: tokio_util::sync::CancellationToken) {
+        tokio::spawn(listen::run(self.pool.clone(), self.feed.clone(), shutdown));
+    }
+
+    pub fn feed(&self) -> Arc<Feed> {
+        self.feed.clone()
     }
 
     pub async fn close(&self) {
@@ -104,7 +123,20 @@ impl Postgres {
         Ok(())
     }
 
+    /// Served from the cache only while the listener hears key changes.
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
+        let epoch = self.feed.keys_epoch();
+        if let Some(row) = epoch.and_then(|e| self.keys.get(e, secret_hash)) {
+            return Ok(Some(row));
+        }
+        let found = self.key_by_hash_uncached(secret_hash).await?;
+        if let (Some(e), Some(row)) = (epoch, &found) {
+            self.keys.put(e, row.clone());
+        }
+        Ok(found)
+    }
+
+    async fn key_by_hash_uncached(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE secret_hash = $1", rows::KEY_COLUMNS)))
             .bind(secret_hash)
             .fetch_optional(&self.pool)
@@ -137,6 +169,9 @@ impl Postgres {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        // Here at once; other replicas when the notification reaches them.
+        self.feed.keys_changed_here();
+        self.keys.clear();
         Ok(done.rows_affected() == 1)
     }
 

@@ -13,6 +13,7 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 mod admin;
 mod approvals;
 
+use super::keycache::KeyCache;
 use super::rows;
 use super::{
     Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, Durability, HoldOutcome, HoldRequest,
@@ -29,29 +30,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     pool: SqlitePool,
-    keys: std::sync::Arc<KeyCache>,
+    keys: std::sync::Arc<Keys>,
     path: PathBuf,
 }
 
-/// Key lookups are on every request; they are served from memory while the
-/// keys have not changed. Every process that changes keys through a `Store`
-/// replaces a marker file next to the database (`<db>-keys`) after its
-/// commit; a changed marker (inode, mtime, length: one `stat`) empties the
-/// cache. Entries also expire after [`KEY_TTL`], a backstop for a process
-/// that died between its commit and the marker.
+/// The key cache's epoch on SQLite: every process that changes keys through
+/// a `Store` replaces a marker file next to the database (`<db>-keys`) after
+/// its commit; a changed marker (inode, mtime, length: one `stat`) is a new
+/// epoch.
 #[derive(Debug)]
-struct KeyCache {
+struct Keys {
     marker: PathBuf,
-    state: std::sync::RwLock<CacheState>,
+    cache: KeyCache<Option<Marker>>,
 }
-
-#[derive(Debug, Default)]
-struct CacheState {
-    epoch: Option<Marker>,
-    by_hash: std::collections::HashMap<String, (KeyRow, std::time::Instant)>,
-}
-
-const KEY_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Marker {
@@ -60,7 +51,7 @@ struct Marker {
     len: u64,
 }
 
-impl KeyCache {
+impl Keys {
     fn marker(&self) -> Option<Marker> {
         let m = std::fs::metadata(&self.marker).ok()?;
         #[cfg(unix)]
@@ -75,27 +66,6 @@ impl KeyCache {
         Some(Marker { inode, mtime_ns, len: m.len() })
     }
 
-    fn get(&self, secret_hash: &str) -> Option<KeyRow> {
-        let now = self.marker();
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        if state.epoch != now {
-            return None;
-        }
-        state.by_hash.get(secret_hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(row, _)| row.clone())
-    }
-
-    fn put(&self, epoch: Option<Marker>, row: KeyRow) {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if state.epoch != epoch {
-            state.by_hash.clear();
-            state.epoch = epoch;
-        }
-        if state.by_hash.len() > 100_000 {
-            state.by_hash.clear();
-        }
-        state.by_hash.insert(row.secret_hash.clone(), (row, std::time::Instant::now()));
-    }
-
     /// Tells every process sharing the database that keys changed.
     fn bump(&self) {
         let tmp = self.marker.with_extension(format!("tmp{}", std::process::id()));
@@ -104,7 +74,7 @@ impl KeyCache {
         if let Err(e) = result {
             tracing::error!("cannot update the key-change marker {}: {e}", self.marker.display());
         }
-        self.state.write().unwrap_or_else(|p| p.into_inner()).by_hash.clear();
+        self.cache.clear();
     }
 }
 
@@ -152,7 +122,7 @@ impl Sqlite {
         migrator.run(&pool).await?;
         let mut marker = path.clone().into_os_string();
         marker.push("-keys");
-        let keys = KeyCache { marker: PathBuf::from(marker), state: Default::default() };
+        let keys = Keys { marker: PathBuf::from(marker), cache: KeyCache::default() };
         Ok(Sqlite { pool, keys: std::sync::Arc::new(keys), path })
     }
 
@@ -187,15 +157,13 @@ impl Sqlite {
     }
 
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
-        if let Some(row) = self.keys.get(secret_hash) {
+        let epoch = self.keys.marker();
+        if let Some(row) = self.keys.cache.get(epoch, secret_hash) {
             return Ok(Some(row));
         }
-        // The marker is read before the lookup: a change made meanwhile
-        // leaves the entry under an old epoch, and it is not served.
-        let epoch = self.keys.marker();
         let found = self.key_by_hash_uncached(secret_hash).await?;
         if let Some(row) = &found {
-            self.keys.put(epoch, row.clone());
+            self.keys.cache.put(epoch, row.clone());
         }
         Ok(found)
     }

@@ -342,7 +342,7 @@ async fn periods_reset_on_the_calendar_by_an_injected_clock() {
     ));
     let journal = tollgate::journal::Journal::start(store.clone());
     let c = clock.clone();
-    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store))
+    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store).await)
         .with_clock(move || c.load(Ordering::Relaxed));
     let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
     use tollgate::budget::Held;
@@ -495,7 +495,7 @@ async fn a_hold_settled_twice_at_once_is_charged_once() {
     };
     store.change_budget("b", None, move |_| Ok::<_, String>(row)).await.unwrap().unwrap();
     let journal = tollgate::journal::Journal::start(store.clone());
-    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store));
+    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store).await);
     let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
     let mut expected_spent = 0;
     for _ in 0..50 {
@@ -531,7 +531,7 @@ async fn token_budgets_hold_tokens_and_money_budgets_hold_money() {
         store.change_budget(id, None, move |_| Ok::<_, String>(row)).await.unwrap().unwrap();
     }
     let journal = tollgate::journal::Journal::start(store.clone());
-    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store));
+    let ledger = tollgate::budget::Ledger::new(journal, store.clone(), tollgate::budget::Owner::register(&store).await);
     let who = tollgate::identity::Principal { key_id: "k".into(), org: "acme".into(), team: "eng".into(), role: None };
     use tollgate::budget::{Ask, Held};
     let ask = |money, tokens| Ask { tokens, ..ask(&who, money) };

@@ -29,6 +29,38 @@ async fn postgres() -> Under {
     Under { store, _dir: None, _db: Some(db) }
 }
 
+impl Under {
+    /// A second store on the same database: another process, as far as
+    /// the store can tell.
+    async fn another(&self) -> Store {
+        match (&self._dir, &self._db) {
+            (Some(dir), _) => Store::open("sqlite://t.db", dir.path(), Durability::Normal).await.unwrap(),
+            (_, Some(db)) => Store::open(&db.url, std::path::Path::new("."), Durability::Normal).await.unwrap(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Like `both!`, for bodies that take two stores on one database.
+macro_rules! both_pair {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let under = super::sqlite().await;
+                super::$body(under.store.clone(), under.another().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs postgres"]
+            async fn postgres() {
+                let under = super::postgres().await;
+                super::$body(under.store.clone(), under.another().await).await;
+            }
+        }
+    };
+}
+
 /// `sqlite_<name>` and `postgres_<name>` tests running `body` on each backend.
 macro_rules! both {
     ($name:ident, $body:ident) => {
@@ -56,6 +88,7 @@ both!(budget_changes, budget_changes_are_idempotent_by_key);
 both!(approvals, approvals_move_once_and_execute_once);
 both!(deliveries, deliveries_are_leased_to_one_worker_at_a_time);
 both!(admin, grants_revisions_pins_and_the_change_counter);
+both_pair!(liveness, a_process_tells_a_dead_owner_from_a_live_one);
 
 fn draft(n: usize, tag: &str) -> AuditDraft {
     let mut fields = serde_json::Map::new();
@@ -378,4 +411,98 @@ async fn grants_revisions_pins_and_the_change_counter(store: Store) {
     assert_eq!(store.pins().await.unwrap(), vec![pin]);
     assert!(store.admin_changes().await.unwrap() > before);
     assert_eq!(tollgate::audit::verify::verify(&store).await.unwrap(), Ok(3));
+}
+
+/// Waits (bounded) until `cond` holds; `what` names it in the failure.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_process_tells_a_dead_owner_from_a_live_one(a: Store, b: Store) {
+    let alive = a.register_owner("owner-a").await;
+    let me = b.register_owner("owner-b").await;
+    let owners = vec!["owner-a".to_string(), "owner-b".to_string(), "owner-never-seen".to_string()];
+    assert_eq!(
+        me.dead(&owners).await.unwrap(),
+        vec!["owner-never-seen".to_string()],
+        "itself and a live one are alive"
+    );
+    let pending = format!("{}x", tollgate::store::HOLD_OWNER_PREFIX);
+    assert!(me.dead(std::slice::from_ref(&pending)).await.unwrap().is_empty(), "a pending action is no process");
+    // The process ends: its lock goes with it (file closed; session closed).
+    drop(alive);
+    let gone = vec!["owner-a".to_string()];
+    eventually("owner-a is dead", || {
+        let (me, gone) = (&me, &gone);
+        async move { me.dead(gone).await.unwrap() == *gone }
+    })
+    .await;
+    // Asking did not take the lock for good: it stays free for the next to ask.
+    let other = a.register_owner("owner-c").await;
+    assert_eq!(other.dead(&gone).await.unwrap(), gone);
+    assert_eq!(me.dead(&gone).await.unwrap(), gone);
+}
+
+/// Two PostgreSQL stores on one database, the first listening, once its
+/// listener is connected.
+async fn listening_pair() -> (pg::Database, Store, Store, tokio_util::sync::CancellationToken) {
+    let db = pg::Database::create().await;
+    let a = Store::open(&db.url, std::path::Path::new("."), Durability::Normal).await.unwrap();
+    let b = Store::open(&db.url, std::path::Path::new("."), Durability::Normal).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    a.listen(stop.clone());
+    eventually("the listener is connected", || {
+        let a = a.clone();
+        async move { a.changes(changes::Topic::Keys, std::time::Duration::from_secs(3600)).notified() }
+    })
+    .await;
+    (db, a, b, stop)
+}
+
+/// A follower that would otherwise look once an hour wakes when another
+/// process commits: the notification is the mechanism.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn postgres_notifies_other_processes_of_approval_and_admin_commits() {
+    let (_db, a, b, _stop) = listening_pair().await;
+    let hour = std::time::Duration::from_secs(3600);
+    let mut approvals = a.changes(changes::Topic::Approvals, hour);
+    let mut admin = a.changes(changes::Topic::Admin, hour);
+    b.create_approval(&approval("n1", "dn"), 100, &[], draft(0, "n")).await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), approvals.next()).await.expect("approval change heard");
+    let pin = PinRow { upstream: "fs".into(), tool: "echo".into(), hash: None, updated_at: 3, updated_by: "a".into() };
+    b.set_pin(&pin, draft(1, "n")).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), admin.next()).await.expect("admin change heard");
+    // The change itself is there to read when the notification arrives.
+    assert_eq!(a.approvals_since(0, 10).await.unwrap().len(), 1);
+    assert_eq!(a.pins().await.unwrap(), vec![pin]);
+}
+
+/// A key revoked through one process is refused by another's cache as soon
+/// as the notification arrives, not when the cache entry would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn postgres_key_cache_forgets_a_key_revoked_by_another_process() {
+    let (_db, a, b, _stop) = listening_pair().await;
+    let key = KeyRow {
+        id: "k1".into(),
+        secret_hash: "hash-k1".into(),
+        org: "acme".into(),
+        team: "eng".into(),
+        role: None,
+        label: None,
+        created_at: 5,
+        revoked_at: None,
+    };
+    let mut keys = a.changes(changes::Topic::Keys, std::time::Duration::from_secs(3600));
+    b.insert_key(&key).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), keys.next()).await.expect("insert heard");
+    assert_eq!(a.key_by_hash("hash-k1").await.unwrap().unwrap().revoked_at, None, "cached now");
+    assert!(b.revoke_key("k1", 9).await.unwrap());
+    tokio::time::timeout(std::time::Duration::from_secs(5), keys.next()).await.expect("revocation heard");
+    assert_eq!(a.key_by_hash("hash-k1").await.unwrap().unwrap().revoked_at, Some(9));
 }

@@ -37,6 +37,8 @@ pub struct Gateway {
     pub llm: Arc<crate::llm::Llm>,
     /// Serialises reloads of admin changes (grants, pins) in this process.
     pub admin: Arc<crate::admin::Reloads>,
+    /// Read-your-writes across replicas for keys and grants.
+    pub freshness: Arc<crate::freshness::Freshness>,
     /// Orgs whose admins manage what every org shares (`[admin] operator_orgs`).
     pub operators: Arc<Vec<String>>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -124,6 +126,7 @@ impl Gateway {
             approvals,
             llm,
             admin: Arc::default(),
+            freshness: Arc::default(),
             operators: Arc::new(config.admin.operator_orgs.clone()),
             metrics: Arc::default(),
             serve_metrics: config.telemetry.metrics,
@@ -177,6 +180,24 @@ impl Gateway {
         tokio::spawn(crate::pipeline::approve::executor(gw.clone()));
         tokio::spawn(gw.parked.clone().sweeper(std::time::Duration::from_secs(15), gw.shutdown.clone()));
         Ok(gw)
+    }
+}
+
+impl Gateway {
+    /// The principal of `secret`, decided against every key and grant change
+    /// committed before the request (by any replica).
+    pub async fn authenticate(&self, secret: &str) -> Result<crate::identity::Principal, crate::identity::AuthError> {
+        self.freshness.ensure(self).await;
+        crate::identity::authenticate(&self.store, secret).await
+    }
+
+    /// Re-checks a session's principal before a request, as `authenticate`.
+    pub async fn reverify(
+        &self,
+        principal: &crate::identity::Principal,
+    ) -> Result<crate::identity::Principal, crate::identity::AuthError> {
+        self.freshness.ensure(self).await;
+        crate::identity::reverify(&self.store, principal).await
     }
 }
 

@@ -38,6 +38,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod freshness;
 pub mod gateway;
 pub mod identity;
 pub mod journal;

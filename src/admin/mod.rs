@@ -80,6 +80,13 @@ pub struct Reloads {
     seen: tokio::sync::Mutex<Option<i64>>,
 }
 
+impl Reloads {
+    /// The admin change counter last put in force.
+    pub async fn applied(&self) -> Option<i64> {
+        *self.seen.lock().await
+    }
+}
+
 /// Reads the store's API grants and admin pins and puts them in force when
 /// they differ from what is. A stored grant that no longer compiles keeps
 /// every stored grant as it was (a policy never fails open); the error is

@@ -56,7 +56,7 @@ impl Session {
         }
         match &self.fixed {
             Some(p) => {
-                let principal = identity::reverify(&self.gw.store, p).await?;
+                let principal = self.gw.reverify(p).await?;
                 Ok(Caller { principal, session: self.id.clone(), auth_micros: 0 })
             }
             None => Err(AuthError::Missing),

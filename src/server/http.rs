@@ -271,7 +271,7 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
 async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Response> {
     let secret = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(identity::bearer);
     let result = match secret {
-        Some(s) => identity::authenticate(&gw.store, s).await,
+        Some(s) => gw.authenticate(s).await,
         None => Err(AuthError::Missing),
     };
     result.map_err(|e| {
@@ -295,6 +295,7 @@ async fn readyz(State(edge): State<Edge>) -> Response {
         "ready": ready,
         "upstreams": upstreams,
         "policy": {"version": policy.version, "last_error": policy.last_error},
+        "store": edge.gw.store.status(),
     });
     (status, Json(body)).into_response()
 }

@@ -57,7 +57,7 @@ async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
 async fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<crate::identity::Principal, Box<Response>> {
     let secret = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(identity::bearer);
     let principal = match secret {
-        Some(s) => identity::authenticate(&gw.store, s).await,
+        Some(s) => gw.authenticate(s).await,
         None => Err(AuthError::Missing),
     };
     principal.map_err(|e| {

@@ -19,9 +19,23 @@ pub fn hash(prev_hash: &str, body: &str) -> String {
 }
 
 /// Seals `draft` as record number `seq` after `prev_hash`. The body carries
-/// the sequence number, so a reordered or renumbered row breaks the chain.
+/// the sequence number, so a reordered or renumbered row breaks the chain,
+/// and every indexed column the draft sets, so the columns a query filters
+/// on are sealed too (verification checks that they agree).
 pub fn seal(draft: &AuditDraft, seq: i64, prev_hash: &str) -> AuditRow {
     let mut fields = draft.fields.clone();
+    let columns = [
+        ("call_id", &draft.call_id),
+        ("org", &draft.org),
+        ("principal", &draft.principal),
+        ("tool", &draft.tool),
+        ("decision", &draft.decision),
+    ];
+    for (name, value) in columns {
+        if let Some(v) = value {
+            fields.insert(name.into(), Value::from(v.clone()));
+        }
+    }
     fields.insert("seq".into(), Value::from(seq));
     fields.insert("id".into(), Value::from(draft.id.clone()));
     fields.insert("kind".into(), Value::from(draft.kind.clone()));

@@ -503,6 +503,35 @@ impl Store {
         }
     }
 
+    /// For `/readyz`: the backend, and on PostgreSQL whether other replicas'
+    /// changes are being heard now (else followers poll until they are).
+    pub fn status(&self) -> serde_json::Value {
+        match &self.backend {
+            Backend::Sqlite(_) => serde_json::json!({"backend": "sqlite"}),
+            Backend::Postgres(b) => {
+                serde_json::json!({"backend": "postgres", "notifications": b.feed().listening()})
+            }
+        }
+    }
+
+    /// Whether several processes on several machines may share this store
+    /// (PostgreSQL), so that what they commit must be looked for.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// On a shared store: brings this process's key cache up to every key
+    /// change committed so far, by any process, and returns the admin change
+    /// counter (see [`Store::admin_changes`]) for the caller to compare with
+    /// the one it has applied. One short read. `None` on SQLite, whose key
+    /// cache checks its marker on every lookup.
+    pub async fn catch_up(&self) -> Result<Option<i64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(b) => b.catch_up().await.map(Some),
+        }
+    }
+
     /// Changes of `topic` committed by any process: notified where the
     /// backend tells (after [`Store::listen`]), else every `poll`.
     pub fn changes(&self, topic: changes::Topic, poll: std::time::Duration) -> changes::Changes {

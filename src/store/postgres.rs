@@ -52,6 +52,8 @@ pub struct Postgres {
     /// What the listener hears (see `listen`); it also dates the key cache.
     feed: Arc<Feed>,
     keys: Arc<KeyCache<u64>>,
+    /// The keys' generation last read by `catch_up`.
+    keys_generation: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Takes the write lock inside the transaction `conn` is in.
@@ -82,7 +84,7 @@ impl Postgres {
         // starting together migrate once.
         let migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
         migrator.run(&pool).await?;
-        Ok(Postgres { pool, feed: Arc::default(), keys: Arc::default() })
+        Ok(Postgres { pool, feed: Arc::default(), keys: Arc::default(), keys_generation: Arc::default() })
     }
 
     /// Listens for other replicas' changes until `shutdown` (a task).
@@ -92,6 +94,21 @@ impl Postgres {
 
     pub fn feed(&self) -> Arc<Feed> {
         self.feed.clone()
+    }
+
+    /// Brings the key cache up to every key change committed so far, by any
+    /// replica, and returns the admin change counter (see `Store::catch_up`).
+    pub async fn catch_up(&self) -> Result<i64, StoreError> {
+        let (keys, admin): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT n FROM generations WHERE topic = 'keys'),
+                    (SELECT COALESCE(MAX(seq), 0)::bigint FROM admin_changes)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if self.keys_generation.swap(keys, std::sync::atomic::Ordering::SeqCst) != keys {
+            self.feed.keys_changed_here();
+        }
+        Ok(admin)
     }
 
     pub async fn close(&self) {

@@ -241,6 +241,9 @@ async fn a_signed_webhook_decision_releases_the_waiting_call() {
     assert!(decided.body.contains("webhook:security (alice)"), "the decision is audited with who made it");
     let outcome = audit.iter().rfind(|r| r.kind == "call").unwrap();
     assert!(outcome.body.contains("\"approver\":\"webhook:security (alice)\""), "{}", outcome.body);
+    // The approval's records (requested, decided) are sealed like every other.
+    let verified = tollgate::audit::verify::verify(&tg.gw.store).await.unwrap();
+    assert!(verified.is_ok(), "{verified:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

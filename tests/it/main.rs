@@ -17,6 +17,7 @@ mod otlp;
 mod pg;
 mod provider;
 mod proxy;
+mod replicas;
 mod store;
 mod telemetry;
 mod thirdparty;

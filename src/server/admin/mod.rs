@@ -226,7 +226,7 @@ pub(super) async fn caller(gw: &Gateway, headers: &HeaderMap, roles: &[Role]) ->
 /// The holder of `secret`, if the key is live and has one of `roles`.
 pub(super) async fn caller_of(gw: &Gateway, secret: Option<&str>, roles: &[Role]) -> Result<Principal, Response> {
     let result = match secret {
-        Some(s) => identity::authenticate(&gw.store, s).await,
+        Some(s) => gw.authenticate(s).await,
         None => Err(AuthError::Missing),
     };
     match result {

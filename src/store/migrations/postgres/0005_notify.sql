@@ -3,8 +3,21 @@
 -- changed. Triggers rather than calls in the code, so every writer (a
 -- gateway, the CLI, an operator's SQL) is heard. PostgreSQL delivers a
 -- notification when its transaction commits, once per payload.
+--
+-- Each topic also has a generation, bumped in the same transaction: a
+-- replica reads it when a request arrives, so a key or grant change
+-- committed on another replica before the request is in force for it,
+-- whether or not the notification has arrived yet (read-your-writes across
+-- replicas; the notification is what pushes changes to idle replicas).
+CREATE TABLE generations (
+    topic TEXT PRIMARY KEY,
+    n     BIGINT NOT NULL
+);
+INSERT INTO generations (topic, n) VALUES ('admin', 0), ('keys', 0);
+
 CREATE FUNCTION tollgate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    UPDATE generations SET n = n + 1 WHERE topic = TG_ARGV[0];
     PERFORM pg_notify('tollgate', TG_ARGV[0]);
     RETURN NULL;
 END

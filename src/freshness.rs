@@ -1,0 +1,57 @@
+//! Read-your-writes across replicas. A request is decided against every key
+//! and grant change committed before it arrived, on whichever replica: when
+//! an admin's revocation through replica B has been answered, the next call
+//! through replica A is refused, even if A has not yet heard B's
+//! notification.
+//!
+//! On a shared store (PostgreSQL) each request first waits for a look at the
+//! store's change counters that *started after the request arrived*. Looks
+//! are coalesced: one is in flight at a time and serves every request that
+//! arrived before it started, so under load the cost is one short read per
+//! round of requests, not per request. SQLite needs none of this: its key
+//! cache checks a marker file on every lookup and admin changes are made
+//! through the gateway that serves them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::gateway::Gateway;
+
+#[derive(Default)]
+pub struct Freshness {
+    /// Looks started so far; a look's number is its place in this count.
+    started: AtomicU64,
+    /// The number of the last look finished.
+    finished: AtomicU64,
+    /// One look at a time.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Freshness {
+    /// Returns once this process is up to date with every change committed
+    /// before the call. A store that cannot be read is logged: the request's
+    /// own store access then fails with it.
+    pub async fn ensure(&self, gw: &Gateway) {
+        if !gw.store.is_shared() {
+            return;
+        }
+        let arrived = self.started.load(Ordering::SeqCst);
+        let _turn = self.turn.lock().await;
+        if self.finished.load(Ordering::SeqCst) > arrived {
+            // A look that started after this request arrived has finished.
+            return;
+        }
+        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        match gw.store.catch_up().await {
+            Ok(Some(admin)) => {
+                if gw.admin.applied().await != Some(admin)
+                    && let Err(e) = crate::admin::reload(gw).await
+                {
+                    tracing::error!("cannot reload admin changes: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot read the store's change counters: {e}"),
+        }
+        self.finished.store(n, Ordering::SeqCst);
+    }
+}

@@ -172,6 +172,17 @@ impl Gateway {
             }
         }));
         tokio::spawn(gw.ledger.clone().sweeper(HOLD_SWEEP, gw.shutdown.clone()));
+        if gw.store.is_shared() {
+            let store = gw.store.clone();
+            tokio::spawn(crate::periodic::every(RATE_PRUNE, gw.shutdown.clone(), move || {
+                let store = store.clone();
+                async move {
+                    if let Err(e) = store.prune_rates(crate::audit::now_micros()).await {
+                        tracing::warn!("cannot prune rate buckets: {e}");
+                    }
+                }
+            }));
+        }
         tokio::spawn(crate::server::fanout::run(gw.clone()));
         tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
         tokio::spawn(gw.approvals.clone().expirer(APPROVAL_SWEEP, gw.shutdown.clone()));
@@ -205,6 +216,9 @@ impl Gateway {
 const APPROVAL_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often approval changes by other processes are looked for.
 const APPROVAL_FEED: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often the shared rate buckets that are full again are forgotten.
+const RATE_PRUNE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often expired holds and holds of stopped processes are released
 /// (a dead process's holds block budget until then).

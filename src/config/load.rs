@@ -20,6 +20,19 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Whether a store URL carries a password written out rather than a
+/// `${env:NAME}` reference.
+fn inline_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else { return false };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    // The userinfo ends at the last `@` before the path (a reference has none).
+    let Some((userinfo, _)) = authority.rsplit_once('@') else { return false };
+    match userinfo.split_once(':') {
+        Some((_, password)) => !password.is_empty() && !password.contains("${env:"),
+        None => false,
+    }
+}
+
 /// Loads `tollgate.toml` and every manifest it points to, reading `${env:..}`
 /// references from the process environment.
 pub fn load(path: &Path) -> Result<Config, Errors> {
@@ -73,10 +86,24 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
     let manifests_dir = dir(&raw.manifests_dir, "tool-manifests");
     let policies_dir = dir(&raw.policies_dir, "policies");
     let store = raw.store.as_ref().map_or_else(|| "sqlite://tollgate.db".to_string(), |s| s.get_ref().clone());
+    let store_span = raw.store.as_ref().map(Spanned::span);
     if !(store.starts_with("sqlite:") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
-        let span = raw.store.as_ref().map(Spanned::span);
-        sink.at(span, "store", "must be a `sqlite://` or `postgres://` URL");
+        sink.at(store_span.clone(), "store", "must be a `sqlite://` or `postgres://` URL");
     }
+    if inline_password(&store) {
+        sink.at(
+            store_span.clone(),
+            "store",
+            "a password in the store URL must come from the environment: postgres://user:${env:NAME}@host/db",
+        );
+    }
+    let store = match super::secret::resolve(&store, env) {
+        Ok(s) => s.expose().to_string(),
+        Err(e) => {
+            sink.at(store_span, "store", e);
+            store
+        }
+    };
     let durability = match raw.durability.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
         None | Some(("normal", _)) => crate::store::Durability::Normal,
         Some(("full", _)) => crate::store::Durability::Full,

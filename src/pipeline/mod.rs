@@ -177,9 +177,21 @@ pub async fn call(
     rec.stage("validate");
 
     // limit
-    if let Some(rate) = grant.rate
-        && let Err(wait) = gw.policies.limiter().take(&grant.id, &principal.key_id, rate, std::time::Instant::now())
-    {
+    let limited = match grant.rate {
+        Some(rate) => {
+            match crate::policy::rate::take(&gw.store, gw.policies.limiter(), &grant.id, &principal.key_id, rate).await
+            {
+                Ok(taken) => taken.err().map(|wait| (rate, wait)),
+                Err(e) => {
+                    rec.stage("limit");
+                    let text = format!("the rate limit store is unavailable: {e}");
+                    return finish(gw, rec, Err(McpError::internal_error(text, None))).await;
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some((rate, wait)) = limited {
         rec.decision = decision::RATE_LIMITED;
         let text = format!(
             "rate limit of grant `{}` ({} calls per {:?}) reached; retry in {:.1}s",

@@ -1,7 +1,8 @@
 //! Rate limits of grants: `"60/min"`, `"10/s"`, `"500/hour"`, `"1000/day"`,
 //! or with a multiple, `"20/30s"`. Enforced per grant and principal with
 //! GCRA (a token bucket kept as one timestamp): bursts up to the count, then
-//! the steady rate. State is per process; see README ("Rate limits").
+//! the steady rate. On SQLite the buckets are this process's; on a shared
+//! store (PostgreSQL) every replica takes from the same bucket in the store.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,7 +38,7 @@ impl Rate {
         Ok(Rate { count, window: Duration::from_secs(multiple.saturating_mul(unit)) })
     }
 
-    fn interval(&self) -> Duration {
+    pub fn interval(&self) -> Duration {
         self.window / self.count
     }
 }
@@ -72,6 +73,26 @@ impl Limiter {
         }
         *entry = next;
         Ok(())
+    }
+}
+
+/// Takes one call of `grant` for `key` from the bucket every process on the
+/// store shares (PostgreSQL), or from this process's (SQLite). `Err(wait)`:
+/// refused until `wait` has passed.
+pub async fn take(
+    store: &crate::store::Store,
+    local: &Limiter,
+    grant: &str,
+    key: &str,
+    rate: Rate,
+) -> Result<Result<(), Duration>, crate::store::StoreError> {
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let now = crate::audit::now_micros();
+    match store.take_rate(grant, key, micros(rate.interval()), micros(rate.window), now).await {
+        None => Ok(local.take(grant, key, rate, Instant::now())),
+        Some(Ok(None)) => Ok(Ok(())),
+        Some(Ok(Some(wait))) => Ok(Err(Duration::from_micros(u64::try_from(wait).unwrap_or(0)))),
+        Some(Err(e)) => Err(e),
     }
 }
 

@@ -532,6 +532,32 @@ impl Store {
         }
     }
 
+    /// On a shared store: takes one call from the rate bucket of (`grant`,
+    /// `key`) that every replica shares (GCRA; times in µs). `Ok(None)`:
+    /// allowed; `Ok(Some(wait))`: refused, free again in `wait`. `None` on
+    /// SQLite, whose one gateway process keeps its buckets in memory.
+    pub async fn take_rate(
+        &self,
+        grant: &str,
+        key: &str,
+        interval: i64,
+        window: i64,
+        now: i64,
+    ) -> Option<Result<Option<i64>, StoreError>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.take_rate(grant, key, interval, window, now).await),
+        }
+    }
+
+    /// Forgets shared rate buckets that are full again.
+    pub async fn prune_rates(&self, now: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(b) => b.prune_rates(now).await,
+        }
+    }
+
     /// Changes of `topic` committed by any process: notified where the
     /// backend tells (after [`Store::listen`]), else every `poll`.
     pub fn changes(&self, topic: changes::Topic, poll: std::time::Duration) -> changes::Changes {

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "approvals", include_str!("migrations/postgres/0003_approvals.sql")),
     (4, "admin", include_str!("migrations/postgres/0004_admin.sql")),
     (5, "notify", include_str!("migrations/postgres/0005_notify.sql")),
+    (6, "rates", include_str!("migrations/postgres/0006_rates.sql")),
 ];
 
 /// The advisory lock every write transaction takes first ("tollgate" in ASCII).
@@ -85,6 +86,48 @@ impl Postgres {
         let migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
         migrator.run(&pool).await?;
         Ok(Postgres { pool, feed: Arc::default(), keys: Arc::default(), keys_generation: Arc::default() })
+    }
+
+    /// Takes one call from the GCRA bucket of (`grant`, `key`): `Ok(None)`
+    /// if allowed, else how long (µs) until one is free. One statement: the
+    /// row lock serialises replicas taking from the same bucket.
+    pub async fn take_rate(
+        &self,
+        grant: &str,
+        key: &str,
+        interval: i64,
+        window: i64,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let taken: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO rate_buckets (grant_id, key_id, tat) VALUES ($1, $2, $3 + $4)
+             ON CONFLICT (grant_id, key_id) DO UPDATE SET tat = GREATEST(rate_buckets.tat, $3) + $4
+               WHERE GREATEST(rate_buckets.tat, $3) + $4 - $3 <= $5
+             RETURNING tat",
+        )
+        .bind(grant)
+        .bind(key)
+        .bind(now)
+        .bind(interval)
+        .bind(window)
+        .fetch_optional(&self.pool)
+        .await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let tat: Option<(i64,)> = sqlx::query_as("SELECT tat FROM rate_buckets WHERE grant_id = $1 AND key_id = $2")
+            .bind(grant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let next = tat.map_or(now, |(t,)| t.max(now)) + interval;
+        Ok(Some((next - now - window).max(0)))
+    }
+
+    /// Forgets buckets that are full again (their time is past).
+    pub async fn prune_rates(&self, now: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM rate_buckets WHERE tat < $1").bind(now).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Listens for other replicas' changes until `shutdown` (a task).

@@ -119,6 +119,23 @@ fn telemetry_settings_are_checked() {
 }
 
 #[test]
+fn a_store_password_comes_from_the_environment_never_the_file() {
+    let e = load_errors("store = \"postgres://tg:hunter2@db:5432/tollgate\"\n", &[]);
+    assert!(e.contains("tollgate.toml:1: store: a password in the store URL must come from the environment"), "{e}");
+    assert!(!e.contains("hunter2"), "the error does not repeat the password: {e}");
+    let e = load_errors("store = \"postgres://tg:${env:NOT_SET_ANYWHERE}@db/tollgate\"\n", &[]);
+    assert!(e.contains("store: environment variable `NOT_SET_ANYWHERE` is not set"), "{e}");
+    assert_eq!(load_errors("store = \"postgres://tg@db/tollgate\"\n", &[]), "", "no password: trust or .pgpass");
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "tollgate.toml", "store = \"postgres://tg:${env:PGPASSWORD}@db:5432/tollgate\"\n");
+    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
+    let env = |n: &str| (n == "PGPASSWORD").then(|| "s3cret".to_string());
+    let c = tollgate::config::load_with_env(&dir.path().join("tollgate.toml"), &env).unwrap();
+    assert_eq!(c.store, "postgres://tg:s3cret@db:5432/tollgate");
+}
+
+#[test]
 fn duplicate_names_and_prefixes_are_refused_at_load() {
     let m = "name = \"dup\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n";
     let e = load_errors("", &[("a.toml", m), ("b.toml", m)]);

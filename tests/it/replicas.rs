@@ -347,11 +347,20 @@ async fn kill_9_of_one_replica_under_load_the_others_serve_its_holds_are_release
             }
         }));
     }
+    // What the victim answered before it died: each must be in the chain.
+    let victim_answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut victim_load = Vec::new();
-    for _ in 0..4 {
+    for a in 0..4 {
         let (agent, _) = http_agent_with(&victim.mcp_url(), Era::Legacy, None, Some(&key)).await;
+        let answered = victim_answered.clone();
         victim_load.push(tokio::spawn(async move {
-            while agent.peer().call_tool(call("fs__echo", json!({"message": "v"}))).await.is_ok() {}
+            for n in 0.. {
+                let message = format!("v{a}-{n}");
+                match agent.peer().call_tool(call("fs__echo", json!({"message": message}))).await {
+                    Ok(r) if text_of(&r) == format!("echo: {message}") => answered.lock().unwrap().push(message),
+                    _ => return,
+                }
+            }
         }));
     }
     eventually("load is flowing", || {
@@ -383,6 +392,20 @@ async fn kill_9_of_one_replica_under_load_the_others_serve_its_holds_are_release
         async move { (held(&store).await == 0).then_some(()) }
     })
     .await;
+    // Nothing committed is lost with the victim: every call it answered has
+    // its outcome record.
+    let outcomes =
+        store.audit(&tollgate::store::AuditFilter { kind: Some("call".into()), ..Default::default() }).await.unwrap();
+    let recorded: std::collections::HashSet<String> = outcomes
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+        .filter(|b| b["status"] == "ok")
+        .filter_map(|b| b["arguments"]["message"].as_str().map(str::to_string))
+        .collect();
+    let victim_answered = victim_answered.lock().unwrap().clone();
+    assert!(!victim_answered.is_empty(), "the victim answered calls before it died");
+    let lost: Vec<&String> = victim_answered.iter().filter(|m| !recorded.contains(*m)).collect();
+    assert!(lost.is_empty(), "answered by the victim but not recorded: {lost:?}");
     // Every call the victim dispatched is known: its intent is in the chain.
     let intents = store
         .audit(&tollgate::store::AuditFilter { kind: Some("call.intent".into()), ..Default::default() })
@@ -390,4 +413,57 @@ async fn kill_9_of_one_replica_under_load_the_others_serve_its_holds_are_release
         .unwrap();
     assert!(intents.iter().filter(|r| r.tool.as_deref() == Some("fs__hang")).count() >= 4);
     c.audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_rate_limit_holds_across_replicas() {
+    let policy = "[[grant]]\nid = \"echo-ten-a-minute\"\nprincipals = [\"team:eng\"]\ntools = [\"fs__echo\"]\neffect = \"allow\"\nrate = \"10/min\"\n";
+    let c = Cluster::start(2, policy).await;
+    let (key, _) = c.key("eng", None);
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        agents.push(Arc::new(http_agent_with(&c.url(i), Era::Modern, None, Some(&key)).await.0));
+    }
+    let calls = (0..30).map(|n| {
+        let agent = agents[n % 2].clone();
+        async move { agent.peer().call_tool(call("fs__echo", json!({"message": "x"}))).await.unwrap() }
+    });
+    let results = futures::future::join_all(calls).await;
+    let limited: Vec<_> = results.iter().filter(|r| r.is_error == Some(true)).collect();
+    assert_eq!(results.len() - limited.len(), 10, "ten calls a minute, whichever replica serves them");
+    assert!(limited.iter().all(|r| text_of(r).contains("rate limit of grant `echo-ten-a-minute`")));
+    assert_eq!(upstream_calls(&c.up.url, "echo").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_legacy_session_lives_on_its_replica_another_says_404_and_a_new_session_there_works() {
+    let c = Cluster::start(2, ALLOW_ALL).await;
+    let (key, _) = c.key("eng", None);
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let post = |url: String, body: &Value, session: Option<&str>| {
+        let mut req = http
+            .post(url)
+            .bearer_auth(&key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(body);
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    let opened = post(c.url(0), &init, None).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+    let elsewhere = post(c.url(1), &list, Some(&session)).await.unwrap();
+    assert_eq!(elsewhere.status(), 404, "the other replica does not know the session");
+    // The client starts over on the replica it reached: that works.
+    let (agent, _) = http_agent_with(&c.url(1), Era::Legacy, None, Some(&key)).await;
+    let r = agent.peer().call_tool(call("fs__echo", json!({"message": "again"}))).await.unwrap();
+    assert_eq!(text_of(&r), "echo: again");
 }

@@ -12,100 +12,16 @@
 //! call at concurrency 1 and calls per second at concurrency 16 and 64, with
 //! ratios. Paths are measured alternately in rounds so drift affects all alike.
 
+#[path = "common/mcp.rs"]
+mod mcp;
 #[path = "common/stages.rs"]
 mod stages;
 
-use std::process::Stdio;
+use std::time::Duration;
 
+use mcp::*;
+use rmcp::model::CallToolRequestParams;
 use stages::report_stages;
-use std::time::{Duration, Instant};
-
-use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientHandler, Peer, RoleClient};
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-#[derive(Clone)]
-struct Quiet;
-impl ClientHandler for Quiet {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(ClientCapabilities::default(), Implementation::new("bench", "1"))
-    }
-}
-
-async fn client(url: &str, key: Option<&str>) -> RunningService<RoleClient, Quiet> {
-    let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.to_string()).max_concurrent_requests(256);
-    if let Some(k) = key {
-        cfg = cfg.auth_header(k.to_string());
-    }
-    let t = StreamableHttpClientTransport::from_config(cfg);
-    let mode = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
-    Quiet.serve_with_lifecycle(t, mode).await.expect("client connects")
-}
-
-fn echo(name: &str) -> CallToolRequestParams {
-    let mut p = CallToolRequestParams::new(name.to_string());
-    p.arguments = json!({"message": "bench"}).as_object().cloned();
-    p
-}
-
-async fn latencies(peer: &Peer<RoleClient>, tool: &str, n: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        peer.call_tool(echo(tool)).await.expect("call");
-        out.push(t.elapsed());
-    }
-    out
-}
-
-async fn throughput(peer: &Peer<RoleClient>, tool: &str, concurrency: usize, total: usize) -> f64 {
-    let start = Instant::now();
-    let per = total / concurrency;
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let peer = peer.clone();
-        let tool = tool.to_string();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per {
-                peer.call_tool(echo(&tool)).await.expect("call");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    (per * concurrency) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// `BENCH_GATEWAY_THREADS=n` sets the gateway's `server.worker_threads`.
-fn gateway_config() -> String {
-    let mut c = "[server]\nlisten = \"127.0.0.1:0\"\n".to_string();
-    if let Ok(n) = std::env::var("BENCH_GATEWAY_THREADS") {
-        c.push_str(&format!("worker_threads = {n}\n"));
-    }
-    c
-}
-
-fn fixture_args(mode: &str) -> Vec<&'static str> {
-    let mut a = vec!["--name", "bench", "--http", "127.0.0.1:0"];
-    if mode == "json" {
-        a.push("--json");
-    }
-    a
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
 
 /// The ungoverned baseline: catalog and forwarding, nothing else.
 #[derive(Clone)]
@@ -174,62 +90,6 @@ async fn stage_report(path: &str, dir: &tempfile::TempDir) {
     report_stages(&format!("{path} all"), &rows);
 }
 
-/// Starts a server process and returns it with its base URL.
-async fn start_server(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let base = loop {
-        let line = lines.next_line().await.expect("read").expect("server exited");
-        if let Some(u) = line.strip_prefix("tollgate listening on ") {
-            break u.trim().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
-}
-
-/// Writes a gateway folder: config, the bench manifest, an allow grant, and
-/// with `budget`, a cost on `echo` and a budget that covers every call.
-fn gateway_dir(upstream_url: &str, budget: bool) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("dir");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
-    std::fs::write(dir.path().join("tollgate.toml"), gateway_config()).expect("write");
-    std::fs::write(
-        dir.path().join("tool-manifests/bench.toml"),
-        format!(
-            "name = \"bench\"\n[transport]\ntype = \"http\"\nurl = \"{upstream_url}\"\n{}",
-            if budget { "[tools.echo]\ncost = \"0.000001\"\n" } else { "" }
-        ),
-    )
-    .expect("write");
-    if budget {
-        std::fs::write(
-            dir.path().join("policies/budget.toml"),
-            "[[budget]]\nid = \"bench\"\nscope = \"team:bench\"\norg = \"bench\"\nlimit = \"1000000.00\"\nperiod = \"daily\"\n",
-        )
-        .expect("write");
-    }
-    std::fs::write(
-        dir.path().join("policies/bench.toml"),
-        "[[grant]]\nid = \"bench\"\nprincipals = [\"team:bench\"]\ntools = [\"bench__*\"]\neffect = \"allow\"\n",
-    )
-    .expect("write");
-    dir
-}
-
-async fn wait_for_tool(url: &str, key: Option<&str>) {
-    let probe = client(url, key).await;
-    for _ in 0..200 {
-        let tools = probe.peer().list_all_tools().await.expect("list");
-        if tools.iter().any(|t| t.name == "bench__echo") {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("bench__echo never appeared at {url}");
-}
-
 struct Path3 {
     name: &'static str,
     tool: &'static str,
@@ -254,42 +114,14 @@ async fn main() {
     // stream, rmcp's default) or json (plain JSON responses).
     let mode = std::env::var("BENCH_UPSTREAM").unwrap_or_else(|_| "sse".into());
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let mut fixture = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate-fixture"))
-        .args(fixture_args(&mode))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("fixture");
-    let mut lines = BufReader::new(fixture.stdout.take().expect("stdout")).lines();
-    let upstream_url = loop {
-        let line = lines.next_line().await.expect("read").expect("fixture exited");
-        if let Some(u) = line.strip_prefix("LISTENING ") {
-            break u.trim().to_string();
-        }
-    };
+    let (_fixture, upstream_url) = fixture(&mode).await;
 
     // Each server has its own folder and store.
-    let governed_dir = gateway_dir(&upstream_url, false);
-    let budgeted_dir = gateway_dir(&upstream_url, true);
-    let bare_dir = gateway_dir(&upstream_url, false);
-    let make_key = |dir: &tempfile::TempDir| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("--config")
-            .arg(dir.path().join("tollgate.toml"))
-            .args(["keys", "create", "--team", "bench", "--org", "bench", "--json"])
-            .output()
-            .expect("keys create");
-        let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("key JSON");
-        key["secret"].as_str().expect("secret").to_string()
-    };
+    let governed_dir = gateway_dir(&upstream_url, false, None);
+    let budgeted_dir = gateway_dir(&upstream_url, true, None);
+    let bare_dir = gateway_dir(&upstream_url, false, None);
     let key = make_key(&governed_dir);
     let budget_key = make_key(&budgeted_dir);
-    let serve = |dir: &tempfile::TempDir| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.arg("--config").arg(dir.path().join("tollgate.toml")).arg("serve").env("TOLLGATE_LOG", "warn");
-        cmd
-    };
     let (_governed, governed_base) = start_server(serve(&governed_dir)).await;
     let (_budgeted, budgeted_base) = start_server(serve(&budgeted_dir)).await;
     let budgeted_url = format!("{budgeted_base}/mcp");
@@ -324,7 +156,7 @@ async fn main() {
         }
         for conc in [16usize, 64] {
             for (c, p) in clients.iter().zip(paths.iter_mut()) {
-                let t = throughput(c.peer(), p.tool, conc, 4096).await;
+                let t = throughput(std::slice::from_ref(c.peer()), p.tool, conc, 4096).await;
                 p.tput.push((conc, t));
             }
         }

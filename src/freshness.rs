@@ -9,12 +9,13 @@
 //! are coalesced: one is in flight at a time and serves every request that
 //! arrived before it started, so under load the cost is one short read per
 //! round of requests, not per request. SQLite needs none of this: its key
-//! cache checks a marker file on every lookup and admin changes are made
-//! through the gateway that serves them.
+//! cache checks a marker file on every lookup, and admin changes made
+//! beside the gateway (the CLI on the same file) are followed within 250 ms.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::gateway::Gateway;
+use crate::store::StoreError;
 
 #[derive(Default)]
 pub struct Freshness {
@@ -28,30 +29,30 @@ pub struct Freshness {
 
 impl Freshness {
     /// Returns once this process is up to date with every change committed
-    /// before the call. A store that cannot be read is logged: the request's
-    /// own store access then fails with it.
-    pub async fn ensure(&self, gw: &Gateway) {
+    /// before the call. Fails closed: when the store cannot be read, the
+    /// request is refused (the caller answers 503), never decided on what
+    /// this process happened to know.
+    pub async fn ensure(&self, gw: &Gateway) -> Result<(), StoreError> {
         if !gw.store.is_shared() {
-            return;
+            return Ok(());
         }
         let arrived = self.started.load(Ordering::SeqCst);
         let _turn = self.turn.lock().await;
         if self.finished.load(Ordering::SeqCst) > arrived {
             // A look that started after this request arrived has finished.
-            return;
+            return Ok(());
         }
         let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        match gw.store.catch_up().await {
-            Ok(Some(admin)) => {
-                if gw.admin.applied().await != Some(admin)
-                    && let Err(e) = crate::admin::reload(gw).await
-                {
-                    tracing::error!("cannot reload admin changes: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!("cannot read the store's change counters: {e}"),
+        if let Some(admin) = gw.store.catch_up().await?
+            && gw.admin.applied().await != Some(admin)
+        {
+            // On a task of its own: a request dropped mid-reload (its client
+            // went away) must not leave the reload half done.
+            let gw = gw.clone();
+            let reloaded = tokio::spawn(async move { crate::admin::reload(&gw).await }).await;
+            reloaded.map_err(|e| StoreError::Unavailable(format!("admin reload failed: {e}")))??;
         }
         self.finished.store(n, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -177,7 +177,7 @@ impl Gateway {
             tokio::spawn(crate::periodic::every(RATE_PRUNE, gw.shutdown.clone(), move || {
                 let store = store.clone();
                 async move {
-                    if let Err(e) = store.prune_rates(crate::audit::now_micros()).await {
+                    if let Err(e) = store.prune_rates().await {
                         tracing::warn!("cannot prune rate buckets: {e}");
                     }
                 }
@@ -198,7 +198,7 @@ impl Gateway {
     /// The principal of `secret`, decided against every key and grant change
     /// committed before the request (by any replica).
     pub async fn authenticate(&self, secret: &str) -> Result<crate::identity::Principal, crate::identity::AuthError> {
-        self.freshness.ensure(self).await;
+        self.freshness.ensure(self).await?;
         crate::identity::authenticate(&self.store, secret).await
     }
 
@@ -207,7 +207,7 @@ impl Gateway {
         &self,
         principal: &crate::identity::Principal,
     ) -> Result<crate::identity::Principal, crate::identity::AuthError> {
-        self.freshness.ensure(self).await;
+        self.freshness.ensure(self).await?;
         crate::identity::reverify(&self.store, principal).await
     }
 }
@@ -234,7 +234,7 @@ async fn sync_budgets(store: &Store, policy: &crate::policy::Policy) -> Result<(
 /// Opens the store the configuration names.
 pub async fn open_store(config: &Config) -> Result<Store, String> {
     let base = config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    Store::open(&config.store, &base, config.durability).await.map_err(|e| e.to_string())
+    Store::open(config.store.expose(), &base, config.durability).await.map_err(|e| e.to_string())
 }
 
 /// Legacy agent sessions that asked to hear about list changes.

@@ -20,6 +20,10 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// What a value placed into a URL keeps as it is: RFC 3986's unreserved set.
+const URL_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Whether a store URL carries a password written out rather than a
 /// `${env:NAME}` reference.
 fn inline_password(url: &str) -> bool {
@@ -97,13 +101,20 @@ pub fn load_with_env(path: &Path, env: Lookup<'_>) -> Result<Config, Errors> {
             "a password in the store URL must come from the environment: postgres://user:${env:NAME}@host/db",
         );
     }
-    let store = match super::secret::resolve(&store, env) {
-        Ok(s) => s.expose().to_string(),
-        Err(e) => {
-            sink.at(store_span, "store", e);
-            store
-        }
-    };
+    if store.contains("password=") {
+        sink.at(
+            store_span.clone(),
+            "store",
+            "a password in the store URL must come from the environment: postgres://user:${env:NAME}@host/db",
+        );
+    }
+    // A referenced value is URL-encoded where it lands: a password with `@`
+    // or `/` stays a password.
+    let encoded = |name: &str| env(name).map(|v| percent_encoding::utf8_percent_encode(&v, URL_VALUE).to_string());
+    let store = super::secret::resolve(&store, &encoded).unwrap_or_else(|e| {
+        sink.at(store_span, "store", e);
+        super::secret::Secret::plain(store)
+    });
     let durability = match raw.durability.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
         None | Some(("normal", _)) => crate::store::Durability::Normal,
         Some(("full", _)) => crate::store::Durability::Full,

@@ -26,7 +26,9 @@ use crate::money::Micros;
 pub struct Config {
     /// The file it came from; relative folders are resolved against its directory.
     pub path: PathBuf,
-    pub store: String,
+    /// The store URL, `${env:..}` references resolved (a password in it
+    /// must not reach a log: `Secret` has no `Debug`).
+    pub store: secret::Secret,
     pub manifests_dir: PathBuf,
     pub policies_dir: PathBuf,
     /// How hard store commits are pushed to disk.

@@ -19,6 +19,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A value with no reference to resolve (it is treated as secret all the same).
+    pub fn plain(value: String) -> Secret {
+        Secret(value)
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -87,8 +87,7 @@ pub async fn take(
     rate: Rate,
 ) -> Result<Result<(), Duration>, crate::store::StoreError> {
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-    let now = crate::audit::now_micros();
-    match store.take_rate(grant, key, micros(rate.interval()), micros(rate.window), now).await {
+    match store.take_rate(grant, key, micros(rate.interval()), micros(rate.window)).await {
         None => Ok(local.take(grant, key, rate, Instant::now())),
         Some(Ok(None)) => Ok(Ok(())),
         Some(Ok(Some(wait))) => Ok(Err(Duration::from_micros(u64::try_from(wait).unwrap_or(0)))),

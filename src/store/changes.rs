@@ -79,7 +79,10 @@ impl Feed {
     /// The listener lost its connection: nothing is heard until it resumes.
     pub fn lost(&self) {
         self.listening.store(false, Ordering::SeqCst);
-        self.keys.fetch_add(1, Ordering::SeqCst);
+        // Waiting followers look once more, then poll until it resumes.
+        for t in Topic::ALL {
+            self.heard(t);
+        }
     }
 
     pub fn listening(&self) -> bool {

@@ -7,12 +7,23 @@
 //! - PostgreSQL (replicas on several machines): a session advisory lock per
 //!   process, held on a connection of its own. PostgreSQL releases it when
 //!   the session ends, which it notices when the process dies (its socket
-//!   closes) or, for a machine that vanished, at TCP keepalive's timeout.
+//!   closes) or, for a machine that vanished, at TCP keepalive's timeout. A
+//!   lock must stay free for [`SESSION_GRACE`] before its owner counts as
+//!   dead.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{Backend, Store, StoreError, postgres};
+
+/// How long a PostgreSQL owner's lock must stay free before the owner is
+/// called dead: longer than a live replica takes to notice a lost
+/// connection and take its lock again (`postgres::owners`), so a network
+/// blip or a database restart never releases a live replica's holds.
+const SESSION_GRACE: Duration = Duration::from_secs(10);
 
 /// This process's claim to be alive, for as long as it is held.
 pub struct Liveness {
@@ -21,8 +32,17 @@ pub struct Liveness {
 }
 
 enum Inner {
-    Files { dir: PathBuf, _lock: Option<File> },
-    Session { store: postgres::Postgres, _session: postgres::owners::Session },
+    Files {
+        dir: PathBuf,
+        _lock: Option<File>,
+    },
+    Session {
+        store: postgres::Postgres,
+        _session: postgres::owners::Session,
+        /// Owners seen without their lock, and since when.
+        suspects: Mutex<HashMap<String, Instant>>,
+        grace: Duration,
+    },
 }
 
 impl Store {
@@ -41,13 +61,26 @@ impl Store {
                 }
                 Inner::Files { dir, _lock: lock }
             }
-            Backend::Postgres(b) => Inner::Session { store: b.clone(), _session: b.hold_session(id).await },
+            Backend::Postgres(b) => Inner::Session {
+                store: b.clone(),
+                _session: b.hold_session(id).await,
+                suspects: Mutex::default(),
+                grace: SESSION_GRACE,
+            },
         };
         Liveness { id: id.to_string(), inner }
     }
 }
 
 impl Liveness {
+    /// The same claim with another grace for PostgreSQL owners (tests).
+    pub fn with_grace(mut self, d: Duration) -> Liveness {
+        if let Inner::Session { grace, .. } = &mut self.inner {
+            *grace = d;
+        }
+        self
+    }
+
     /// Of `owners`, those whose process is gone (never this one, never an
     /// owner that is not a process).
     pub async fn dead(&self, owners: &[String]) -> Result<Vec<String>, StoreError> {
@@ -68,7 +101,17 @@ impl Liveness {
                 })
                 .cloned()
                 .collect()),
-            Inner::Session { store, .. } => store.dead_sessions(&candidates).await,
+            Inner::Session { store, suspects, grace, .. } => {
+                let free = store.dead_sessions(&candidates).await?;
+                let now = Instant::now();
+                let mut suspects = suspects.lock().unwrap_or_else(|p| p.into_inner());
+                // An owner whose lock is held again is no longer suspect.
+                suspects.retain(|o, _| free.contains(o));
+                Ok(free
+                    .into_iter()
+                    .filter(|o| now.duration_since(*suspects.entry(o.clone()).or_insert(now)) >= *grace)
+                    .collect())
+            }
         }
     }
 

@@ -533,28 +533,27 @@ impl Store {
     }
 
     /// On a shared store: takes one call from the rate bucket of (`grant`,
-    /// `key`) that every replica shares (GCRA; times in µs). `Ok(None)`:
-    /// allowed; `Ok(Some(wait))`: refused, free again in `wait`. `None` on
-    /// SQLite, whose one gateway process keeps its buckets in memory.
+    /// `key`) that every replica shares (GCRA on the database's clock; µs).
+    /// `Ok(None)`: allowed; `Ok(Some(wait))`: refused, free again in `wait`.
+    /// `None` on SQLite, whose one gateway process keeps its buckets in memory.
     pub async fn take_rate(
         &self,
         grant: &str,
         key: &str,
         interval: i64,
         window: i64,
-        now: i64,
     ) -> Option<Result<Option<i64>, StoreError>> {
         match &self.backend {
             Backend::Sqlite(_) => None,
-            Backend::Postgres(b) => Some(b.take_rate(grant, key, interval, window, now).await),
+            Backend::Postgres(b) => Some(b.take_rate(grant, key, interval, window).await),
         }
     }
 
     /// Forgets shared rate buckets that are full again.
-    pub async fn prune_rates(&self, now: i64) -> Result<(), StoreError> {
+    pub async fn prune_rates(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(b) => b.prune_rates(now).await,
+            Backend::Postgres(b) => b.prune_rates().await,
         }
     }
 

@@ -40,6 +40,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "rates", include_str!("migrations/postgres/0006_rates.sql")),
 ];
 
+/// The database's clock in Unix microseconds (shared by every replica).
+const NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint";
+
 /// The advisory lock every write transaction takes first ("tollgate" in ASCII).
 const WRITE_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
@@ -90,24 +93,25 @@ impl Postgres {
 
     /// Takes one call from the GCRA bucket of (`grant`, `key`): `Ok(None)`
     /// if allowed, else how long (µs) until one is free. One statement: the
-    /// row lock serialises replicas taking from the same bucket.
+    /// row lock serialises replicas taking from the same bucket. Time is the
+    /// database's, so replicas' clocks do not matter.
     pub async fn take_rate(
         &self,
         grant: &str,
         key: &str,
         interval: i64,
         window: i64,
-        now: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let taken: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO rate_buckets (grant_id, key_id, tat) VALUES ($1, $2, $3 + $4)
-             ON CONFLICT (grant_id, key_id) DO UPDATE SET tat = GREATEST(rate_buckets.tat, $3) + $4
-               WHERE GREATEST(rate_buckets.tat, $3) + $4 - $3 <= $5
-             RETURNING tat",
-        )
+        let taken: Option<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "WITH c AS (SELECT {NOW} AS now)
+             INSERT INTO rate_buckets (grant_id, key_id, tat) SELECT $1, $2, c.now + $3 FROM c
+             ON CONFLICT (grant_id, key_id) DO UPDATE
+               SET tat = GREATEST(rate_buckets.tat, (SELECT now FROM c)) + $3
+               WHERE GREATEST(rate_buckets.tat, (SELECT now FROM c)) + $3 - (SELECT now FROM c) <= $4
+             RETURNING tat"
+        )))
         .bind(grant)
         .bind(key)
-        .bind(now)
         .bind(interval)
         .bind(window)
         .fetch_optional(&self.pool)
@@ -115,18 +119,22 @@ impl Postgres {
         if taken.is_some() {
             return Ok(None);
         }
-        let tat: Option<(i64,)> = sqlx::query_as("SELECT tat FROM rate_buckets WHERE grant_id = $1 AND key_id = $2")
-            .bind(grant)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        let next = tat.map_or(now, |(t,)| t.max(now)) + interval;
-        Ok(Some((next - now - window).max(0)))
+        let wait: Option<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT GREATEST(GREATEST(tat, {NOW}) + $3 - {NOW} - $4, 0) FROM rate_buckets
+             WHERE grant_id = $1 AND key_id = $2"
+        )))
+        .bind(grant)
+        .bind(key)
+        .bind(interval)
+        .bind(window)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Some(wait.map_or(0, |(w,)| w)))
     }
 
     /// Forgets buckets that are full again (their time is past).
-    pub async fn prune_rates(&self, now: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM rate_buckets WHERE tat < $1").bind(now).execute(&self.pool).await?;
+    pub async fn prune_rates(&self) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM rate_buckets WHERE tat < {NOW}"))).execute(&self.pool).await?;
         Ok(())
     }
 

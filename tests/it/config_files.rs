@@ -132,7 +132,14 @@ fn a_store_password_comes_from_the_environment_never_the_file() {
     std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
     let env = |n: &str| (n == "PGPASSWORD").then(|| "s3cret".to_string());
     let c = tollgate::config::load_with_env(&dir.path().join("tollgate.toml"), &env).unwrap();
-    assert_eq!(c.store, "postgres://tg:s3cret@db:5432/tollgate");
+    assert_eq!(c.store.expose(), "postgres://tg:s3cret@db:5432/tollgate");
+    assert!(!format!("{c:?}").contains("s3cret"), "the resolved password is not in the config's Debug");
+    // A password with URL delimiters stays one password.
+    let env = |n: &str| (n == "PGPASSWORD").then(|| "p@ss/w:rd?".to_string());
+    let c = tollgate::config::load_with_env(&dir.path().join("tollgate.toml"), &env).unwrap();
+    assert_eq!(c.store.expose(), "postgres://tg:p%40ss%2Fw%3Ard%3F@db:5432/tollgate");
+    let e = load_errors("store = \"postgres://db/tollgate?user=tg&password=hunter2\"\n", &[]);
+    assert!(e.contains("store: a password in the store URL must come from the environment"), "{e}");
 }
 
 #[test]

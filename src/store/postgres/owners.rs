@@ -1,6 +1,8 @@
 //! Liveness of replicas: each process holds a session advisory lock keyed by
 //! its owner id on a connection of its own. A lock another session can take
-//! belongs to a process that is gone.
+//! belongs to a process that is gone, or to one that lost its connection and
+//! is taking the lock again: `store::liveness` only calls an owner dead when
+//! its lock stayed free for longer than a lost connection takes to recover.
 
 use std::time::Duration;
 
@@ -18,7 +20,10 @@ const OWNER_SPACE: i32 = 0x746f_6c6c;
 
 /// How often the session's connection is checked, so a lost one (and with
 /// it the lock) is taken again.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// A check that takes longer counts as a lost connection (a half-open
+/// socket would otherwise hang it for minutes).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The second key: 32 bits of the owner id's SHA-256. Two live owners
 /// sharing it would only make a dead one look alive (its holds then expire
@@ -47,9 +52,19 @@ impl Postgres {
         Session { _stop: stop.drop_guard() }
     }
 
+    /// A connection holding the lock. Never waits for the lock: another
+    /// replica's liveness look holds it for an instant, and a key shared
+    /// with a live owner (a 32-bit collision) would wait forever.
     async fn lock_session(&self, key: i32) -> Result<PgConnection, StoreError> {
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        sqlx::query("SELECT pg_advisory_lock($1, $2)").bind(OWNER_SPACE).bind(key).execute(&mut conn).await?;
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(OWNER_SPACE)
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+        if !taken {
+            return Err(StoreError::Unavailable("this replica's liveness lock is held by another session".into()));
+        }
         Ok(conn)
     }
 
@@ -91,8 +106,9 @@ async fn keep(store: Postgres, key: i32, mut conn: Option<PgConnection>, stop: C
         }
         match &mut conn {
             Some(c) => {
-                if let Err(e) = c.ping().await {
-                    tracing::warn!("liveness session lost ({e}); taking it again");
+                let checked = tokio::time::timeout(CHECK_TIMEOUT, c.ping()).await;
+                if !matches!(checked, Ok(Ok(()))) {
+                    tracing::warn!("liveness session lost; taking it again");
                     conn = None;
                 }
             }

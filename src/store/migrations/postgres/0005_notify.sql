@@ -1,8 +1,10 @@
 -- Replicas hear of each other's changes through `LISTEN tollgate`: a commit
 -- that changes approvals, admin grants and pins, or keys notifies with what
--- changed. Triggers rather than calls in the code, so every writer (a
--- gateway, the CLI, an operator's SQL) is heard. PostgreSQL delivers a
--- notification when its transaction commits, once per payload.
+-- changed. Triggers rather than calls in the code, so every writer through
+-- tollgate's store (a gateway, the CLI) is heard. Admin changes are heard
+-- through `admin_changes`, which every grant and pin change inserts into
+-- (an operator editing `grants` by hand must insert there too). PostgreSQL
+-- delivers a notification when its transaction commits, once per payload.
 --
 -- Each topic also has a generation, bumped in the same transaction: a
 -- replica reads it when a request arrives, so a key or grant change

@@ -476,3 +476,16 @@ pub async fn upstream_stats(url: &str) -> std::collections::BTreeMap<String, u64
 pub async fn upstream_calls(url: &str, tool: &str) -> u64 {
     upstream_stats(url).await.get(tool).copied().unwrap_or(0)
 }
+
+/// Waits (bounded by [`WAIT`]) until `f` returns `Some`, re-checking every
+/// 20 ms: a wait on a condition, not a sleep standing in for one.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -237,9 +237,8 @@ impl Postgres {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        // Here at once; other replicas when the notification reaches them.
+        // A new epoch here at once; other replicas when they catch up.
         self.feed.keys_changed_here();
-        self.keys.clear();
         Ok(done.rows_affected() == 1)
     }
 

@@ -6,16 +6,18 @@
 -- (an operator editing `grants` by hand must insert there too). PostgreSQL
 -- delivers a notification when its transaction commits, once per payload.
 --
--- Each topic also has a generation, bumped in the same transaction: a
--- replica reads it when a request arrives, so a key or grant change
+-- A topic with a row in `generations` has it bumped in the same
+-- transaction: a replica reads it when a request arrives, so a key change
 -- committed on another replica before the request is in force for it,
 -- whether or not the notification has arrived yet (read-your-writes across
--- replicas; the notification is what pushes changes to idle replicas).
+-- replicas; the notification is what pushes changes to idle replicas). Only
+-- keys need one: admin changes are counted by `admin_changes` itself, and
+-- approvals are followed by their `rev`.
 CREATE TABLE generations (
     topic TEXT PRIMARY KEY,
     n     BIGINT NOT NULL
 );
-INSERT INTO generations (topic, n) VALUES ('admin', 0), ('keys', 0);
+INSERT INTO generations (topic, n) VALUES ('keys', 0);
 
 CREATE FUNCTION tollgate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

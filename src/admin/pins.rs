@@ -122,7 +122,7 @@ pub async fn accept(gw: &Gateway, actor: &Actor, tool: &str, expected: Option<&s
     }
     let catalog = gw.upstreams.catalog();
     if let Some(q) = catalog.quarantined().iter().find(|q| q.name == tool)
-        && !matches!(q.reason, QuarantineReason::PinMismatch { .. })
+        && !matches!(q.reason, QuarantineReason::PinMismatch { .. } | QuarantineReason::Description(_))
     {
         return Err(AdminError::Conflict {
             message: format!("`{tool}` is quarantined for another reason: {}", q.reason),

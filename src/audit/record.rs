@@ -17,6 +17,8 @@ pub mod decision {
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const NEEDS_APPROVAL: &str = "needs_approval";
     pub const OVER_BUDGET: &str = "over_budget";
+    /// Refused by a content scan of its arguments (a secret, say).
+    pub const BLOCKED: &str = "blocked";
 }
 
 /// One governed call's record, filled in as it goes.
@@ -58,6 +60,8 @@ pub struct CallRecord {
     pub observer: Option<std::sync::Arc<std::sync::Mutex<Option<Concluded>>>>,
     /// The call's trace context and, when spans are exported, its spans.
     pub trace: crate::trace::CallTrace,
+    /// What the content scans found and did (masks stay stable for the call).
+    pub scan: crate::scan::CallScan,
     /// Microseconds the edge spent before the call began (see `add_to_stage`).
     before: u64,
 }
@@ -103,6 +107,7 @@ impl CallRecord {
             llm: None,
             observer: None,
             trace: crate::trace::CallTrace::default(),
+            scan: crate::scan::CallScan::new(tool),
             before: 0,
         }
     }
@@ -176,6 +181,9 @@ impl CallRecord {
         );
         if let Some(llm) = &self.llm {
             f.insert("llm".into(), llm.clone());
+        }
+        if !self.scan.findings.is_empty() {
+            f.insert("scans".into(), self.scan.audit());
         }
         f.insert("hold".into(), json!({"id": self.hold_id, "budgets": self.budgets}));
         f.insert("approval".into(), json!({"id": self.approval_id, "approver": self.approver}));

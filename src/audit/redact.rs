@@ -2,74 +2,41 @@
 //!
 //! Two nets: values under keys that name secrets (`password`, `token`,
 //! `api_key`, ...) or under the manifest's `redact` fields are replaced
-//! whole; in every other string, substrings shaped like well-known
-//! credentials (provider API keys, cloud keys, JWTs, private keys, bearer
-//! tokens, tollgate's own keys) are replaced. Redaction happens before the
+//! whole; in every other string, whatever the secrets scan finds
+//! (`scan::secrets`: provider API keys, cloud keys, JWTs, private keys,
+//! bearer tokens, credentials in URLs, tollgate's own keys) is replaced. Redaction happens before the
 //! audit hash is computed, so the chain never commits to a secret.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
-
-use regex::Regex;
 use serde_json::Value;
 
 pub const MARK: &str = "[REDACTED]";
 
-static SECRET_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(concat!(
-        r"tg_[0-9a-fA-F]{16,}",
-        r"|sk-[A-Za-z0-9_\-]{16,}",
-        r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}",
-        r"|gh[pousr]_[A-Za-z0-9]{20,}",
-        r"|github_pat_[A-Za-z0-9_]{20,}",
-        r"|glpat-[A-Za-z0-9_\-]{20,}",
-        r"|xox[abposr]-[A-Za-z0-9\-]{10,}",
-        r"|xapp-[A-Za-z0-9\-]{10,}",
-        r"|(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}",
-        r"|AIza[0-9A-Za-z_\-]{35}",
-        r"|npm_[A-Za-z0-9]{36}",
-        r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-        r"|-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)",
-        r"|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{16,}",
-        r"|(?i:basic)\s+[A-Za-z0-9+/=]{16,}",
-    ))
-    .expect("secret patterns compile")
-});
-
-/// Credentials inside URLs: `scheme://user:password@host`.
-static URL_CREDENTIALS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@").expect("URL pattern compiles"));
-
 /// Key names whose values are secrets whatever they look like.
 fn secret_key(name: &str) -> bool {
-    let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
-    const NAMES: &[&str] = &[
-        "password",
-        "passwd",
-        "pwd",
-        "secret",
-        "token",
-        "apikey",
-        "accesskey",
-        "privatekey",
-        "clientsecret",
-        "authorization",
-        "auth",
-        "credential",
-        "credentials",
-        "cookie",
-        "sessionid",
-        "passphrase",
-    ];
-    NAMES.iter().any(|k| n == *k || n.ends_with(k) && (k.len() >= 5 || n.len() == k.len()))
+    crate::scan::secrets::secret_name(name)
 }
 
 /// `text` with every credential-shaped substring replaced.
 pub fn text(text: &str) -> Cow<'_, str> {
-    match SECRET_SHAPES.replace_all(text, MARK) {
-        Cow::Borrowed(t) => URL_CREDENTIALS.replace_all(t, format!("${{1}}{MARK}@")),
-        Cow::Owned(t) => Cow::Owned(URL_CREDENTIALS.replace_all(&t, format!("${{1}}{MARK}@")).into_owned()),
+    let mut hits = Vec::new();
+    crate::scan::secrets::find(text, None, &mut hits);
+    if hits.is_empty() {
+        return Cow::Borrowed(text);
     }
+    hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for h in hits {
+        if h.start < at {
+            continue;
+        }
+        out.push_str(&text[at..h.start]);
+        out.push_str(MARK);
+        at = h.end;
+    }
+    out.push_str(&text[at..]);
+    Cow::Owned(out)
 }
 
 /// A copy of `v` with secrets removed. `fields` are the manifest's `redact`

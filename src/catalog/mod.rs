@@ -74,6 +74,11 @@ pub struct ToolEntry {
     /// Arguments must satisfy every one: the upstream's schema, then the manifest's tighter one.
     pub validators: Vec<Arc<Validator>>,
     pub settings: ToolOverride,
+    /// The manifest's `[scans]` for every tool of its upstream (the tool's
+    /// own are in `settings`).
+    pub upstream_scans: Option<Arc<crate::scan::Layer>>,
+    /// What the description scan found in a definition it let through.
+    pub flags: Vec<crate::scan::describe::Finding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +89,8 @@ pub enum QuarantineReason {
     Schema(String),
     /// Another entry would have the same exposed name.
     Collision(String),
+    /// The description scan found injection or shadowing in the definition.
+    Description(Vec<crate::scan::describe::Finding>),
 }
 
 impl std::fmt::Display for QuarantineReason {
@@ -94,6 +101,10 @@ impl std::fmt::Display for QuarantineReason {
             }
             QuarantineReason::Schema(e) => write!(f, "{e}"),
             QuarantineReason::Collision(other) => write!(f, "name collides with {other}"),
+            QuarantineReason::Description(found) => {
+                let list: Vec<String> = found.iter().map(ToString::to_string).collect();
+                write!(f, "its definition reads like an instruction to the agent ({}); an admin must accept it", list.join("; "))
+            }
         }
     }
 }
@@ -263,6 +274,22 @@ pub fn build(
     let mut tools: BTreeMap<String, Vec<ToolEntry>> = BTreeMap::new();
     let mut prompts: BTreeMap<String, Vec<PromptEntry>> = BTreeMap::new();
     let mut resources: BTreeMap<String, Vec<ResourceEntry>> = BTreeMap::new();
+    // Every tool by upstream, for the shadowing check of descriptions.
+    let named: Vec<(&str, String, &str)> = manifests
+        .iter()
+        .zip(listings)
+        .filter_map(|(m, l)| l.as_ref().map(|l| (m, l)))
+        .flat_map(|(m, l)| {
+            l.tools.iter().filter(|t| !m.tools.get(t.name.as_ref()).is_some_and(|o| o.hide)).map(move |t| {
+                let shown = m.tools.get(t.name.as_ref()).and_then(|o| o.rename.as_deref()).unwrap_or(t.name.as_ref());
+                (m.name.as_str(), exposed(&m.prefix, separator, shown), t.name.as_ref())
+            })
+        })
+        .collect();
+    let others: Vec<crate::scan::describe::Other<'_>> = named
+        .iter()
+        .map(|(upstream, exposed, own)| crate::scan::describe::Other { upstream, exposed, own })
+        .collect();
     for (i, (m, listing)) in manifests.iter().zip(listings).enumerate() {
         let Some(listing) = listing else { continue };
         let upstream_name: Arc<str> = Arc::from(m.name.as_str());
@@ -322,6 +349,21 @@ pub fn build(
             if let Some(tighter) = &settings.input_schema {
                 tool.input_schema = Arc::new(tighter.clone());
             }
+            // The definition agents will read, scanned; one an admin accepted
+            // (pinned to this very hash) is listed with its findings instead.
+            let (quarantine, flags) = describe(&tool, m, &settings, &others);
+            if !quarantine.is_empty() && settings.pin.as_deref() != Some(definition_hash.as_str()) {
+                tracing::warn!(tool = %name, upstream = %m.name, "tool definition reads like an injection: quarantined");
+                cat.quarantined.push(Quarantined {
+                    name,
+                    upstream_name: upstream_name.clone(),
+                    upstream_tool: t.name.to_string(),
+                    hash: definition_hash,
+                    reason: QuarantineReason::Description(quarantine),
+                });
+                continue;
+            }
+            let flags = quarantine.into_iter().chain(flags).collect();
             tools.entry(name.clone()).or_default().push(ToolEntry {
                 name,
                 target: Target::Mcp(i),
@@ -331,6 +373,8 @@ pub fn build(
                 hash: definition_hash,
                 validators,
                 settings,
+                upstream_scans: m.scans.clone(),
+                flags,
             });
         }
         for p in &listing.prompts {
@@ -364,6 +408,8 @@ pub fn build(
                 hash,
                 validators: vec![v],
                 settings: b.settings.clone(),
+                upstream_scans: None,
+                flags: Vec::new(),
             }),
             Err(e) => cat.quarantined.push(Quarantined {
                 name,
@@ -420,6 +466,37 @@ pub fn build(
     cat.templates.sort_by(|a, b| a.template.uri_template.cmp(&b.template.uri_template));
     cat.quarantined.sort_by(|a, b| a.name.cmp(&b.name));
     cat
+}
+
+/// The description scan of one tool's definition under its manifest's
+/// settings: (findings that quarantine, findings that flag).
+type Found = Vec<crate::scan::describe::Finding>;
+
+fn describe(
+    tool: &Tool,
+    m: &Manifest,
+    settings: &ToolOverride,
+    others: &[crate::scan::describe::Other<'_>],
+) -> (Found, Found) {
+    use crate::scan::DescriptionAction as A;
+    let d = crate::scan::Settings::resolve(&[m.scans.as_deref(), settings.scans.as_deref()]).descriptions;
+    if d.injection == A::Off && d.shadowing == A::Off {
+        return (Vec::new(), Vec::new());
+    }
+    let Ok(json) = serde_json::to_value(tool) else { return (Vec::new(), Vec::new()) };
+    let (mut quarantine, mut flag) = (Vec::new(), Vec::new());
+    let mut sort = |action: A, found: Found| match action {
+        A::Quarantine => quarantine.extend(found),
+        A::Flag => flag.extend(found),
+        A::Off => {}
+    };
+    if d.injection != A::Off {
+        sort(d.injection, crate::scan::describe::injection(&json));
+    }
+    if d.shadowing != A::Off {
+        sort(d.shadowing, crate::scan::describe::shadowing(&json, &m.name, others));
+    }
+    (quarantine, flag)
 }
 
 pub fn exposed(prefix: &str, separator: &str, name: &str) -> String {

@@ -38,7 +38,10 @@ pub async fn run(config: Config, a: ExplainArgs) -> Result<(), String> {
     };
     store.close().await;
     let principal = found.map_err(|e| format!("--key: {e}"))?;
-    let report = explain(&policy, &principal, &a.tool, &args);
+    let mut report = explain(&policy, &principal, &a.tool, &args);
+    let (upstream, tool) = manifest_layers(&config, &a.tool);
+    let grant = report["deciding_grant"].as_str().and_then(|id| policy.grant(id)).cloned();
+    report["scans"] = scans(&policy, upstream, tool, grant.as_deref());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
@@ -51,14 +54,15 @@ pub async fn run(config: Config, a: ExplainArgs) -> Result<(), String> {
 pub fn explain(policy: &Policy, principal: &Principal, tool: &str, args: &Value) -> Value {
     let visible = policy.visible(principal, tool);
     let d = policy.decide(principal, tool, args);
+    let mut deciding = None;
     let (decision, reason) = match d.effect {
         Effect::Deny if !visible => ("deny", format!("`{tool}` is hidden from this key (unknown tool): {}", d.reason)),
         Effect::Deny => ("deny", d.reason.clone()),
         e => match Policy::check_arguments(&d, args) {
-            ArgumentCheck::Holds(g) => (
-                if e == Effect::Approve { "approve" } else { "allow" },
-                format!("{} (deciding grant `{}`)", d.reason, g.id),
-            ),
+            ArgumentCheck::Holds(g) => {
+                deciding = Some(g.id.clone());
+                (if e == Effect::Approve { "approve" } else { "allow" }, format!("{} (deciding grant `{}`)", d.reason, g.id))
+            }
             ArgumentCheck::Fails(v) => ("invalid", format!("arguments violate the grant: {}", v.join("; "))),
         },
     };
@@ -89,8 +93,56 @@ pub fn explain(policy: &Policy, principal: &Principal, tool: &str, args: &Value)
         "visible": visible,
         "decision": decision,
         "reason": reason,
+        "deciding_grant": deciding,
         "grants": considered,
         "note": "the tool's own input schema is checked at call time, against the upstream's definition",
+    })
+}
+
+/// The manifest `[scans]` and the tool's override of the upstream that
+/// offers `tool` (by its exposed name), as far as the manifests say.
+fn manifest_layers<'a>(
+    config: &'a Config,
+    tool: &str,
+) -> (Option<&'a crate::config::Manifest>, Option<&'a crate::config::ToolOverride>) {
+    let sep = &config.catalog.separator;
+    for m in &config.manifests {
+        for (own, o) in &m.tools {
+            let shown = o.rename.as_deref().unwrap_or(own);
+            if crate::catalog::exposed(&m.prefix, sep, shown) == tool {
+                return (Some(m), Some(o));
+            }
+        }
+        let own = if m.prefix.is_empty() { Some(tool) } else { tool.strip_prefix(&format!("{}{sep}", m.prefix)) };
+        if let Some(own) = own
+            && !m.prefix.is_empty()
+        {
+            return (Some(m), m.tools.get(own));
+        }
+    }
+    (None, None)
+}
+
+/// The scan settings a call would run under, each with the layer it comes from.
+fn scans(
+    policy: &Policy,
+    upstream: Option<&crate::config::Manifest>,
+    tool: Option<&crate::config::ToolOverride>,
+    grant: Option<&crate::policy::Grant>,
+) -> Value {
+    let layers = [
+        ("policy [scans]".to_string(), policy.scans.as_deref()),
+        (
+            upstream.map_or_else(String::new, |m| format!("manifest `{}` [scans]", m.name)),
+            upstream.and_then(|m| m.scans.as_deref()),
+        ),
+        ("manifest tool scans".to_string(), tool.and_then(|o| o.scans.as_deref())),
+        (grant.map_or_else(String::new, |g| format!("grant `{}`", g.id)), grant.and_then(|g| g.scans.as_deref())),
+    ];
+    let only = layers.each_ref().map(|(_, l)| *l);
+    json!({
+        "in_force": crate::scan::Settings::resolve(&only).to_json(),
+        "explained": crate::scan::Settings::explain(&layers),
     })
 }
 
@@ -122,5 +174,9 @@ fn print_text(r: &Value) {
             s(&g["source"]),
             if g["applies"].as_bool() == Some(true) { "applies" } else { "does not apply" }
         );
+    }
+    println!("scans (setting, then the layer it comes from):");
+    for line in r["scans"]["explained"].as_array().cloned().unwrap_or_default() {
+        println!("  {}", s(&line));
     }
 }

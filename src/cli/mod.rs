@@ -296,7 +296,7 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         let tools: Vec<_> = catalog
             .tools()
             .iter()
-            .map(|t| serde_json::json!({"name": t.name, "upstream": &*t.upstream_name, "upstream_tool": t.upstream_tool, "hash": t.hash, "health": health_of(&t.upstream_name), "description": t.tool.description}))
+            .map(|t| serde_json::json!({"name": t.name, "upstream": &*t.upstream_name, "upstream_tool": t.upstream_tool, "hash": t.hash, "health": health_of(&t.upstream_name), "description": t.tool.description, "flags": t.flags.iter().map(ToString::to_string).collect::<Vec<_>>()}))
             .collect();
         let quarantined: Vec<_> = catalog
             .quarantined()
@@ -309,6 +309,9 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         println!("{:<40} {:<16} {:<10} HASH", "TOOL", "UPSTREAM", "HEALTH");
         for t in catalog.tools() {
             println!("{:<40} {:<16} {:<10} {}", t.name, t.upstream_name, health_of(&t.upstream_name), t.hash);
+            for f in &t.flags {
+                println!("    flagged by the description scan: {f}");
+            }
         }
         for q in catalog.quarantined() {
             println!("{:<40} {:<16} {:<10} {} (quarantined: {})", q.name, q.upstream_name, "blocked", q.hash, q.reason);

@@ -499,6 +499,7 @@ fn compile_manifest(
             .and_then(|r| opt_duration(&r.max_backoff, "restart.max_backoff", sink))
             .unwrap_or(Duration::from_secs(30)),
     };
+    let scans = raw.scans.and_then(|v| scans(v, "scans", sink));
     let mut tools = BTreeMap::new();
     let mut exposed: HashMap<String, String> = HashMap::new();
     for (tool, spanned) in raw.tools {
@@ -528,6 +529,7 @@ fn compile_manifest(
         connect_timeout,
         call_timeout,
         restart,
+        scans,
         tools,
     })
 }
@@ -670,6 +672,21 @@ fn compile_override(
         timeout,
         redact: o.redact,
         pin,
+        scans: o.scans.and_then(|v| scans(v, &field("scans"), sink)),
+    }
+}
+
+/// Compiles a manifest's `scans` table; each error names its field.
+fn scans(v: Spanned<serde_json::Value>, field: &str, sink: &mut Sink<'_>) -> Option<std::sync::Arc<crate::scan::Layer>> {
+    match crate::scan::settings::compile(v.get_ref(), crate::scan::Place::Manifest) {
+        Ok(l) => Some(std::sync::Arc::new(l)),
+        Err(errors) => {
+            for (f, m) in errors {
+                let at = if f.is_empty() { field.to_string() } else { format!("{field}.{f}") };
+                sink.at(Some(v.span()), at, m);
+            }
+            None
+        }
     }
 }
 

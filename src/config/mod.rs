@@ -248,6 +248,8 @@ pub struct Manifest {
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
     pub restart: Backoff,
+    /// Scan settings for every tool of this upstream (`[scans]`).
+    pub scans: Option<std::sync::Arc<crate::scan::Layer>>,
     /// Overrides by the upstream's own tool name.
     pub tools: BTreeMap<String, ToolOverride>,
 }
@@ -318,4 +320,6 @@ pub struct ToolOverride {
     pub redact: Vec<String>,
     /// `sha256:<hex>` of the definition the admin accepted.
     pub pin: Option<String>,
+    /// Scan settings for this tool (`[tools.<name>.scans]`).
+    pub scans: Option<std::sync::Arc<crate::scan::Layer>>,
 }

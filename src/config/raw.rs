@@ -101,6 +101,8 @@ pub struct Manifest {
     pub connect_timeout: Option<Spanned<String>>,
     pub call_timeout: Option<Spanned<String>>,
     pub restart: Option<Restart>,
+    /// Scan settings for every tool of this upstream (see `scan::settings`).
+    pub scans: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub tools: BTreeMap<String, Spanned<ToolOverride>>,
 }
@@ -142,6 +144,7 @@ pub struct ToolOverride {
     #[serde(default)]
     pub redact: Vec<String>,
     pub pin: Option<Spanned<String>>,
+    pub scans: Option<Spanned<serde_json::Value>>,
 }
 
 /// A manifest whose `kind = "llm"`: an LLM provider and its models.

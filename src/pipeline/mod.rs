@@ -11,6 +11,7 @@ mod bridge;
 mod forward;
 mod llm;
 pub mod park;
+mod scans;
 mod via;
 
 use rmcp::ErrorData as McpError;
@@ -26,9 +27,12 @@ use crate::identity::{AuthError, Principal};
 use crate::journal::{WithHold, WithResolution};
 use crate::money::Micros;
 use crate::policy::{ArgumentCheck, Effect, Policy};
+use crate::scan;
 use crate::store::HoldOutcome;
 
 pub use forward::forward_tool;
+pub use scans::{scan_layers, scan_resource, scan_settings};
+use scans::scan_result;
 pub use via::{Http, Via};
 
 /// A hold outlives its call's timeout by this much before the sweeper may
@@ -116,13 +120,7 @@ pub async fn call(
         rec.stage("resolve");
         return finish(gw, rec, Ok(tool_error(text))).await;
     }
-    rec.arguments = Some(match entry.target {
-        Target::Mcp(_) => redact::value(&arguments, &entry.settings.redact),
-        Target::Llm => crate::llm::chat::audit_arguments(
-            &arguments,
-            gw.llm.records_content(arguments.get("model").and_then(Value::as_str)),
-        ),
-    });
+    rec.arguments = Some(audit_arguments(gw, &entry, &arguments));
     rec.secrets = redact::whole_values(&arguments, &entry.settings.redact);
     rec.stage("resolve");
 
@@ -175,6 +173,30 @@ pub async fn call(
     };
     rec.grants = vec![grant.id.clone()];
     rec.stage("validate");
+
+    // scan the arguments: what the agent sends the tool, under the settings
+    // of the grant that decided the call (masks apply to what is forwarded,
+    // approved and audited).
+    let scans = scan_settings(&policy, &entry, Some(&grant));
+    if scans.active(scan::Direction::Arguments) {
+        scan::arguments(&mut arguments, &scans, &mut rec.scan);
+        if rec.scan.findings.iter().any(|f| f.direction == "arguments" && f.action == "mask") {
+            rec.arguments = Some(audit_arguments(gw, &entry, &arguments));
+        }
+        if rec.scan.blocked("arguments") {
+            rec.decision = decision::BLOCKED;
+            let text = format!(
+                "call to {} refused: its arguments contain what grant `{}` does not let through: {}",
+                entry.name,
+                grant.id,
+                rec.scan.block_reason("arguments")
+            );
+            rec.reason = Some(text.clone());
+            rec.stage("scan_arguments");
+            return finish(gw, rec, Ok(tool_error(text))).await;
+        }
+        rec.stage("scan_arguments");
+    }
 
     // limit
     let limited = match grant.rate {
@@ -315,6 +337,18 @@ pub async fn call(
     run(gw, rec, &entry, params, hold, cost, via).await
 }
 
+/// The arguments as the audit keeps them: redacted; an LLM call's message
+/// text replaced by sizes unless its provider records content.
+fn audit_arguments(gw: &Gateway, entry: &ToolEntry, arguments: &Value) -> Value {
+    match entry.target {
+        Target::Mcp(_) => redact::value(arguments, &entry.settings.redact),
+        Target::Llm => crate::llm::chat::audit_arguments(
+            arguments,
+            gw.llm.records_content(arguments.get("model").and_then(Value::as_str)),
+        ),
+    }
+}
+
 /// What a call holds: money (micro-units) and tokens. A tool's cost from its
 /// manifest; for the LLM tool, the worst case of its chat.
 fn estimate(gw: &Gateway, entry: &ToolEntry, arguments: &Value) -> Result<(i64, i64), String> {
@@ -358,6 +392,8 @@ async fn run(
 ) -> Result<CallToolResponse, McpError> {
     gw.tracing.enter_execute(&mut rec.trace, &entry.upstream_name);
     let trace = rec.trace.outgoing();
+    // `/v1/chat/completions` hands the text over as it arrives: no whole result to scan.
+    let streamed = matches!(via, Via::Http(_));
     let (outcome, charge) = match entry.target {
         Target::Mcp(i) => {
             let up = gw.upstreams.get(i).clone();
@@ -374,31 +410,38 @@ async fn run(
     };
     gw.tracing.exit_execute(&rec.trace);
     rec.stage("execute");
-    settle(gw, rec, entry, hold, charge, outcome).await
+    // Charged for what the tool did, whatever the scans then let through.
+    let charge = match charge {
+        Charge::Fixed(cost) => (fixed_charge(entry, cost, &outcome), 0),
+        Charge::Metered { money, tokens } => (money, tokens),
+    };
+    let outcome = if streamed { outcome } else { scan_result(gw, &mut rec, entry, outcome) };
+    rec.stage("scan_result");
+    settle(gw, rec, hold, charge, outcome).await
 }
 
-/// settle: the cost if the call succeeded, the failure cost (if any) if it
-/// failed, nothing for a call that only asked for input (its retry is a new
-/// call with its own hold). The outcome record commits with it; without a
-/// hold, the outcome is recorded alone.
+/// A fixed-cost tool's charge: its cost if it succeeded, its failure cost
+/// (if any) if it failed, nothing for a call that only asked for input (its
+/// retry is a new call with its own hold).
+fn fixed_charge(entry: &ToolEntry, cost: i64, outcome: &Result<CallToolResponse, McpError>) -> i64 {
+    match outcome {
+        Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => cost,
+        Ok(CallToolResponse::Complete(_)) | Err(_) => entry.settings.failure_cost.map_or(0, |m| m.0),
+        Ok(_) => 0,
+    }
+}
+
+/// settle: the charge `run` worked out (see `fixed_charge`). The outcome
+/// record commits with it; without a hold, the outcome is recorded alone.
 async fn settle(
     gw: &Gateway,
     mut rec: CallRecord,
-    entry: &ToolEntry,
     hold: Option<crate::budget::Hold>,
-    charge: Charge,
+    (charge, tokens): (i64, i64),
     outcome: Result<CallToolResponse, McpError>,
 ) -> Result<CallToolResponse, McpError> {
     let Some(h) = &hold else {
         return finish(gw, rec, outcome).await;
-    };
-    let (charge, tokens) = match (charge, &outcome) {
-        (Charge::Metered { money, tokens }, _) => (money, tokens),
-        (Charge::Fixed(cost), Ok(CallToolResponse::Complete(r))) if r.is_error != Some(true) => (cost, 0),
-        (Charge::Fixed(_), Ok(CallToolResponse::Complete(_)) | Err(_)) => {
-            (entry.settings.failure_cost.map_or(0, |m| m.0), 0)
-        }
-        (Charge::Fixed(_), Ok(_)) => (0, 0),
     };
     rec.cost_charged = charge.clamp(0, h.money);
     // A pending action's hold is rebuilt from its row, which keeps no token amount.
@@ -469,6 +512,7 @@ fn conclude_status(rec: &mut CallRecord, outcome: &Result<CallToolResponse, McpE
         Ok(CallToolResponse::Complete(r)) => {
             rec.status = Some(match (executed, r.is_error) {
                 _ if rec.decision == decision::NEEDS_APPROVAL => "pending",
+                _ if rec.scan.blocked("result") => "withheld",
                 (false, _) => "not_executed",
                 (true, Some(true)) => "tool_error",
                 (true, _) => "ok",

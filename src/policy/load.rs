@@ -28,6 +28,8 @@ struct RawFile {
     budget: Vec<Spanned<RawBudget>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+    /// Scan defaults for every call (at most one file of the folder).
+    scans: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +93,7 @@ struct RawGrant {
     max_cost_per_call: Option<Spanned<String>>,
     approve_above: Option<Spanned<String>>,
     approval: Option<Spanned<RawApproval>>,
+    scans: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +121,7 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
     let mut errors = Vec::new();
     let mut policy = Policy::default();
     let mut ids: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    let mut scans_file: Option<PathBuf> = None;
     for file in files {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
@@ -133,7 +137,16 @@ pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
         };
         policy.files.push((file.clone(), hex::encode(Sha256::digest(text.as_bytes()))));
         let mut sink = Sink::new(&file, &text, &mut errors);
-        let (grants, budgets, routes) = load_file(&text, &mut sink);
+        let (grants, budgets, routes, scans) = load_file(&text, &mut sink);
+        if let Some(s) = scans {
+            match &scans_file {
+                Some(other) => sink.at(None, "scans", format!("scan defaults are already set in {}", other.display())),
+                None => {
+                    policy.scans = Some(s);
+                    scans_file = Some(file.clone());
+                }
+            }
+        }
         for r in routes {
             if let Some(other) = policy.routes.iter().find(|o| o.id == r.id) {
                 sink.at(None, "route.id", format!("route id `{}` is already used at {}", r.id, other.source));
@@ -191,13 +204,17 @@ pub fn load_text(text: &str, sink: &mut Sink<'_>) -> Vec<Grant> {
     load_file(text, sink).0
 }
 
-/// Parses one file's grants, budgets and approval routes; errors go to `sink`.
-pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec>, Vec<Route>) {
+/// What one policy file defines.
+type FileParts = (Vec<Grant>, Vec<BudgetSpec>, Vec<Route>, Option<Arc<crate::scan::Layer>>);
+
+/// Parses one file's grants, budgets, approval routes and scan defaults;
+/// errors go to `sink`.
+pub fn load_file(text: &str, sink: &mut Sink<'_>) -> FileParts {
     let raw: RawFile = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
             sink.toml(&e);
-            return (Vec::new(), Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new(), None);
         }
     };
     let file_org = raw.org.as_ref().and_then(|o| name(o, "org", sink));
@@ -205,6 +222,13 @@ pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec
         name(&t.get_ref().name, &format!("team[{i}].name"), sink);
     }
     let file = sink.file().to_path_buf();
+    let file_scans = raw.scans.as_ref().and_then(|v| {
+        if raw.org.is_some() {
+            sink.at(Some(v.span()), "scans", "scan defaults apply to every org: put them in a file without `org`, or on grants");
+            return None;
+        }
+        scans(v, crate::scan::Place::Policy, "scans", sink)
+    });
     let budgets = load_budgets(&raw.budget, file_org.as_ref(), text, sink);
     let routes = load_routes(&raw.route, file_org.as_ref(), text, sink);
     let mut out = Vec::new();
@@ -287,6 +311,7 @@ pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec
             });
             ApprovalRoute { route: a.get_ref().route.clone(), timeout }
         });
+        let grant_scans = g.scans.as_ref().and_then(|v| scans(v, crate::scan::Place::Grant, &field("scans"), sink));
         if sink.count() > before {
             continue;
         }
@@ -303,10 +328,30 @@ pub fn load_file(text: &str, sink: &mut Sink<'_>) -> (Vec<Grant>, Vec<BudgetSpec
             max_cost_per_call,
             approve_above,
             approval,
+            scans: grant_scans,
             source: Source::File { path: file.clone(), line },
         });
     }
-    (out, budgets, routes)
+    (out, budgets, routes, file_scans)
+}
+
+/// Compiles a `scans` table; each error names its field.
+fn scans(
+    v: &Spanned<serde_json::Value>,
+    place: crate::scan::Place,
+    field: &str,
+    sink: &mut Sink<'_>,
+) -> Option<Arc<crate::scan::Layer>> {
+    match crate::scan::settings::compile(v.get_ref(), place) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(errors) => {
+            for (f, m) in errors {
+                let at = if f.is_empty() { field.to_string() } else { format!("{field}.{f}") };
+                sink.at(Some(v.span()), at, m);
+            }
+            None
+        }
+    }
 }
 
 fn load_routes(raw: &[Spanned<RawRoute>], file_org: Option<&String>, text: &str, sink: &mut Sink<'_>) -> Vec<Route> {

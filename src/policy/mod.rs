@@ -15,7 +15,7 @@
 //! - a tool is *visible* to a principal when some allow or approve grant
 //!   names it and no unconditional deny grant does.
 
-pub mod glob;
+use crate::glob;
 pub mod load;
 pub mod rate;
 pub mod spec;
@@ -196,6 +196,8 @@ pub struct Grant {
     pub max_cost_per_call: Option<Micros>,
     pub approve_above: Option<Micros>,
     pub approval: Option<ApprovalRoute>,
+    /// Scan settings for the calls this grant decides (the most specific layer).
+    pub scans: Option<Arc<crate::scan::Layer>>,
     pub source: Source,
 }
 
@@ -288,6 +290,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// Files it was read from, with their SHA-256, for the audit trail.
     pub files: Vec<(PathBuf, String)>,
+    /// The files' `[scans]`: defaults for every call.
+    pub scans: Option<Arc<crate::scan::Layer>>,
 }
 
 impl Policy {

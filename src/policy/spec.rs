@@ -52,6 +52,11 @@ pub struct GrantSpec {
     pub approve_above: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalSpec>,
+    /// Scan settings for the calls this grant decides, e.g.
+    /// `{"pii": {"results": "off"}, "secrets": {"arguments": "block"}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub scans: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -153,6 +158,15 @@ pub fn compile(spec: &GrantSpec, source: Source) -> Result<Grant, Vec<FieldError
         }
         ApprovalRoute { route: a.route.clone(), timeout }
     });
+    let scans = spec.scans.as_ref().and_then(|v| match crate::scan::settings::compile(v, crate::scan::Place::Grant) {
+        Ok(l) => Some(std::sync::Arc::new(l)),
+        Err(list) => {
+            for (f, m) in list {
+                errors.push(err(&if f.is_empty() { "scans".to_string() } else { format!("scans.{f}") }, m));
+            }
+            None
+        }
+    });
     match effect {
         Some(effect) if errors.is_empty() => Ok(Grant {
             id: spec.id.clone(),
@@ -167,6 +181,7 @@ pub fn compile(spec: &GrantSpec, source: Source) -> Result<Grant, Vec<FieldError
             max_cost_per_call,
             approve_above,
             approval,
+            scans,
             source,
         }),
         _ => Err(errors),
@@ -191,6 +206,7 @@ pub fn render(g: &Grant) -> GrantSpec {
             .approval
             .as_ref()
             .map(|a| ApprovalSpec { route: a.route.clone(), timeout: a.timeout.map(show_duration) }),
+        scans: g.scans.as_ref().map(|l| l.source.clone()),
     }
 }
 

@@ -19,6 +19,7 @@ fn policy(text: &str) -> Policy {
         budgets: Vec::new(),
         routes: Vec::new(),
         files: Vec::new(),
+        scans: None,
     }
 }
 

@@ -252,7 +252,7 @@ pub fn folder_digest(dir: &Path) -> String {
 
 fn fingerprint(g: &Grant) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         g.org,
         g.principals,
         g.tools,
@@ -262,7 +262,8 @@ fn fingerprint(g: &Grant) -> String {
         g.rate,
         g.max_cost_per_call,
         g.approve_above,
-        g.approval
+        g.approval,
+        g.scans.as_ref().map(|l| &l.source)
     )
 }
 
@@ -270,6 +271,9 @@ fn diff(old: &Policy, new: &Policy) -> Diff {
     let before: BTreeMap<&str, String> = old.grants.iter().map(|g| (g.id.as_str(), fingerprint(g))).collect();
     let after: BTreeMap<&str, String> = new.grants.iter().map(|g| (g.id.as_str(), fingerprint(g))).collect();
     let mut d = Diff { files: new.files.clone(), ..Diff::default() };
+    if old.scans.as_ref().map(|l| &l.source) != new.scans.as_ref().map(|l| &l.source) {
+        d.changed.push("scans".to_string());
+    }
     for (id, fp) in &after {
         match before.get(id) {
             None => d.added.push(id.to_string()),

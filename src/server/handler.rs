@@ -312,7 +312,9 @@ impl ServerHandler for Session {
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
         match bounded(up, conn.peer.read_resource_once(out)).await? {
-            ReadResourceResponse::Complete(mut r) => {
+            ReadResourceResponse::Complete(r) => {
+                // What the agent reads passes the same scans as tool results.
+                let mut r = pipeline::scan_resource(&self.gw, &principal, index, r).await?;
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(ReadResourceResponse::Complete(r))
             }

@@ -18,6 +18,7 @@ mod pg;
 mod provider;
 mod proxy;
 mod replicas;
+mod scan_corpus;
 mod store;
 mod telemetry;
 mod thirdparty;

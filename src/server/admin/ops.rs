@@ -236,6 +236,9 @@ pub struct CatalogTool {
     /// The upstream's health: `up`, `starting` or `down`.
     pub health: String,
     pub description: Option<String>,
+    /// What the description scan found in a definition it let through
+    /// (flagged, or quarantined and then accepted by an admin).
+    pub flags: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -300,6 +303,7 @@ pub async fn catalog(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Re
             hash: t.hash.clone(),
             health: health_of(&t.upstream_name).to_string(),
             description: t.tool.description.as_ref().map(|d| d.to_string()),
+            flags: t.flags.iter().map(ToString::to_string).collect(),
         })
         .collect();
     let quarantined = pins::list(&gw).into_iter().filter(|p| p.state == "quarantined").collect();

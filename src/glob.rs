@@ -1,4 +1,4 @@
-//! Tool-name globs: `*` matches any run of characters, `?` exactly one.
+//! Globs for tool names and URLs: `*` matches any run of characters, `?` exactly one.
 //! Everything else matches itself; there are no classes or escapes, so a
 //! glob can never be expensive to match (linear with one backtrack point).
 

@@ -1,0 +1,120 @@
+//! The scan stages of a call (see `scan`): the settings in force for it,
+//! the result scan after execute, and the scan of resource contents read
+//! outside any tool call.
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolResponse, CallToolResult, ReadResourceResult};
+
+use super::tool_error;
+use crate::audit::CallRecord;
+use crate::catalog::ToolEntry;
+use crate::gateway::Gateway;
+use crate::identity::Principal;
+use crate::policy::{Grant, Policy};
+use crate::scan;
+
+/// The scan layers of a call, least specific first, named for `explain`:
+/// the policy files' `[scans]`, the manifest's, the tool's, the grant's.
+pub fn scan_layers<'a>(
+    policy: &'a Policy,
+    entry: &'a ToolEntry,
+    grant: Option<&'a Grant>,
+) -> [(String, Option<&'a scan::Layer>); 4] {
+    [
+        ("policy [scans]".to_string(), policy.scans.as_deref()),
+        (format!("manifest `{}` [scans]", entry.upstream_name), entry.upstream_scans.as_deref()),
+        (format!("manifest [tools.{}.scans]", entry.upstream_tool), entry.settings.scans.as_deref()),
+        (grant.map_or_else(String::new, |g| format!("grant `{}`", g.id)), grant.and_then(|g| g.scans.as_deref())),
+    ]
+}
+
+/// The scan settings in force for a call of `entry` decided by `grant`.
+pub fn scan_settings(policy: &Policy, entry: &ToolEntry, grant: Option<&Grant>) -> scan::Settings {
+    let layers = scan_layers(policy, entry, grant);
+    scan::Settings::resolve(&layers.each_ref().map(|(_, l)| *l))
+}
+
+/// The result scan: what the agent will read, after the tool ran. A result
+/// a scan blocks is withheld (the call still ran, and is charged as such).
+pub(super) fn scan_result(
+    gw: &Gateway,
+    rec: &mut CallRecord,
+    entry: &ToolEntry,
+    outcome: Result<CallToolResponse, McpError>,
+) -> Result<CallToolResponse, McpError> {
+    let Ok(CallToolResponse::Complete(result)) = outcome else { return outcome };
+    let policy = gw.policies.current();
+    let grant = rec.grants.first().and_then(|id| policy.grant(id)).cloned();
+    let scans = scan_settings(&policy, entry, grant.as_deref());
+    if !scans.active(scan::Direction::Results) {
+        return Ok(CallToolResponse::Complete(result));
+    }
+    let Ok(mut v) = serde_json::to_value(&result) else { return Ok(CallToolResponse::Complete(result)) };
+    let seen = rec.scan.findings.len();
+    scan::result(&mut v, &scans, &mut rec.scan);
+    if rec.scan.blocked("result") {
+        let text = format!(
+            "the result of {} was withheld by tollgate: it contained {}",
+            entry.name,
+            rec.scan.block_reason("result")
+        );
+        return Ok(tool_error(text));
+    }
+    if rec.scan.findings[seen..].iter().all(|f| f.action == "log") {
+        return Ok(CallToolResponse::Complete(result));
+    }
+    match serde_json::from_value::<CallToolResult>(v) {
+        Ok(r) => Ok(CallToolResponse::Complete(r)),
+        // Never hand over the unscanned result.
+        Err(e) => Err(McpError::internal_error(format!("the scanned result could not be rebuilt: {e}"), None)),
+    }
+}
+
+/// Scans the contents of a resource `principal` read from upstream
+/// `upstream` under the policy's and the manifest's settings. What the scans
+/// found is audited (`resource.scan`) before the contents are handed over;
+/// contents a scan blocks are refused.
+pub async fn scan_resource(
+    gw: &Gateway,
+    principal: &Principal,
+    upstream: usize,
+    result: ReadResourceResult,
+) -> Result<ReadResourceResult, McpError> {
+    let policy = gw.policies.current();
+    let up = gw.upstreams.get(upstream);
+    let scans = scan::Settings::resolve(&[policy.scans.as_deref(), up.manifest.scans.as_deref()]);
+    if !scans.active(scan::Direction::Results) {
+        return Ok(result);
+    }
+    let Ok(mut v) = serde_json::to_value(&result) else { return Ok(result) };
+    let uri = result.contents.first().map(resource_uri).unwrap_or_default();
+    let mut found = scan::CallScan::new(&format!("resource {uri}"));
+    scan::contents(&mut v, &scans, &mut found);
+    if found.findings.is_empty() {
+        return Ok(result);
+    }
+    let blocked = found.blocked("resource");
+    let detail = serde_json::json!({
+        "principal": principal.to_string(),
+        "upstream": &*up.name,
+        "uri": crate::audit::redact::text(&uri),
+        "outcome": if blocked { "withheld" } else { "delivered" },
+        "scans": found.audit(),
+    });
+    let draft = crate::audit::record::change("resource.scan", Some(&principal.org), &principal.to_string(), detail);
+    if let Err(e) = gw.journal.audit(draft).await {
+        return Err(McpError::internal_error(format!("the resource scan could not be audited: {e}"), None));
+    }
+    if blocked {
+        return Err(McpError::invalid_request(
+            format!("resource withheld by tollgate: it contained {}", found.block_reason("resource")),
+            None,
+        ));
+    }
+    serde_json::from_value(v)
+        .map_err(|e| McpError::internal_error(format!("the scanned resource could not be rebuilt: {e}"), None))
+}
+
+fn resource_uri(c: &rmcp::model::ResourceContents) -> String {
+    serde_json::to_value(c).ok().and_then(|v| v.get("uri").and_then(|u| u.as_str()).map(str::to_string)).unwrap_or_default()
+}

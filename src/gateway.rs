@@ -184,6 +184,8 @@ impl Gateway {
             }));
         }
         tokio::spawn(crate::server::fanout::run(gw.clone()));
+        tokio::spawn(audit_catalog(gw.clone()));
+        tokio::spawn(watch_manifests(gw.clone(), config.path.clone(), config.manifests_dir.clone()));
         tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
         tokio::spawn(gw.approvals.clone().expirer(APPROVAL_SWEEP, gw.shutdown.clone()));
         tokio::spawn(gw.approvals.events().clone().follow(gw.store.clone(), APPROVAL_FEED, gw.shutdown.clone()));
@@ -209,6 +211,94 @@ impl Gateway {
     ) -> Result<crate::identity::Principal, crate::identity::AuthError> {
         self.freshness.ensure(self).await?;
         crate::identity::reverify(&self.store, principal).await
+    }
+}
+
+/// Hot reload of the tool manifests: when a file in the folder changes, the
+/// whole configuration is read again; a valid one puts the manifests'
+/// catalog settings (tool overrides, prefix, scans) in force, an invalid one
+/// leaves everything as it was. Both are logged and audited.
+async fn watch_manifests(gw: Gateway, config: std::path::PathBuf, dir: std::path::PathBuf) {
+    let mut seen = crate::policy::watch::folder_digest(&dir);
+    let mut tick = tokio::time::interval(POLICY_POLL);
+    loop {
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let digest = crate::policy::watch::folder_digest(&dir);
+        if digest == seen {
+            continue;
+        }
+        seen = digest;
+        let draft = match crate::config::load(&config) {
+            Ok(cfg) => {
+                let notes = gw.upstreams.reload_manifests(&cfg.manifests).await;
+                for n in &notes {
+                    tracing::warn!("{n}");
+                }
+                tracing::info!("tool manifests reloaded");
+                let files: Vec<String> = cfg.manifests.iter().map(|m| m.file.display().to_string()).collect();
+                record::change(
+                    "manifests.change",
+                    None,
+                    "tool manifests",
+                    serde_json::json!({"files": files, "notes": notes}),
+                )
+            }
+            Err(e) => {
+                tracing::error!("tool manifests not reloaded, the previous ones stay in force: {e}");
+                record::change(
+                    "manifests.refused",
+                    None,
+                    "tool manifests",
+                    serde_json::json!({"error": e.to_string(), "in_force": "the previous manifests"}),
+                )
+            }
+        };
+        if let Err(e) = gw.journal.audit(draft).await {
+            tracing::error!("manifest reload not audited: {e}");
+        }
+    }
+}
+
+/// Audits what the catalog's checks decide about a tool definition, once
+/// per definition and process: `tool.quarantined` (rug pull, description
+/// scan, unusable schema, name collision) and `tool.flagged` (the
+/// description scan's findings on a tool it let through).
+async fn audit_catalog(gw: Gateway) {
+    let mut rx = gw.upstreams.watch();
+    let mut seen: std::collections::HashSet<(String, String, &'static str)> = Default::default();
+    loop {
+        let catalog = rx.borrow_and_update().clone();
+        let mut drafts = Vec::new();
+        for q in catalog.quarantined() {
+            if seen.insert((q.name.clone(), q.hash.clone(), "quarantined")) {
+                let detail = serde_json::json!({
+                    "tool": q.name, "upstream": &*q.upstream_name, "upstream_tool": q.upstream_tool,
+                    "hash": q.hash, "reason": q.reason.to_string(),
+                });
+                drafts.push(record::change("tool.quarantined", None, "tollgate", detail));
+            }
+        }
+        for t in catalog.tools().iter().filter(|t| !t.flags.is_empty()) {
+            if seen.insert((t.name.clone(), t.hash.clone(), "flagged")) {
+                let findings: Vec<String> = t.flags.iter().map(ToString::to_string).collect();
+                let detail = serde_json::json!({
+                    "tool": t.name, "upstream": &*t.upstream_name, "hash": t.hash, "findings": findings,
+                });
+                drafts.push(record::change("tool.flagged", None, "tollgate", detail));
+            }
+        }
+        for d in drafts {
+            if let Err(e) = gw.journal.audit(d).await {
+                tracing::error!("catalog change not audited: {e}");
+            }
+        }
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
     }
 }
 

@@ -27,6 +27,9 @@
 //! - [`metrics`]: Prometheus counters and histograms of calls and stages.
 //! - [`trace`]: W3C trace context in and out; OTLP spans per stage.
 //! - [`periodic`]: background work on a fixed period until shutdown.
+//! - [`scan`]: content scans (secrets, PII, injection, output policy, tool
+//!   descriptions): pure detectors and the engine that applies settings.
+//! - [`glob`]: `*`/`?` globs for tool names and URLs.
 //! - [`store`]: persistence (SQLite now), SQL confined to backends.
 //! - [`protocol`]: which MCP era a peer speaks.
 

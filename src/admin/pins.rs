@@ -48,8 +48,7 @@ pub fn list(gw: &Gateway) -> Vec<PinView> {
             .all()
             .iter()
             .find(|u| &*u.name == upstream)
-            .and_then(|u| u.manifest.tools.get(tool))
-            .and_then(|o| o.pin.clone())
+            .and_then(|u| u.live().tools.get(tool).and_then(|o| o.pin.clone()))
     };
     let pin_of = |upstream: &str, tool: &str| match admin.get(&(upstream.to_string(), tool.to_string())) {
         Some(p) => (p.clone(), if p.is_some() { "admin" } else { "none" }),

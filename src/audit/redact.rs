@@ -7,8 +7,8 @@
 //! bearer tokens, credentials in URLs, tollgate's own keys) is replaced. Redaction happens before the
 //! audit hash is computed, so the chain never commits to a secret.
 
-use std::borrow::Cow;
 use serde_json::Value;
+use std::borrow::Cow;
 
 pub const MARK: &str = "[REDACTED]";
 

@@ -103,7 +103,11 @@ impl std::fmt::Display for QuarantineReason {
             QuarantineReason::Collision(other) => write!(f, "name collides with {other}"),
             QuarantineReason::Description(found) => {
                 let list: Vec<String> = found.iter().map(ToString::to_string).collect();
-                write!(f, "its definition reads like an instruction to the agent ({}); an admin must accept it", list.join("; "))
+                write!(
+                    f,
+                    "its definition reads like an instruction to the agent ({}); an admin must accept it",
+                    list.join("; ")
+                )
             }
         }
     }
@@ -286,10 +290,8 @@ pub fn build(
             })
         })
         .collect();
-    let others: Vec<crate::scan::describe::Other<'_>> = named
-        .iter()
-        .map(|(upstream, exposed, own)| crate::scan::describe::Other { upstream, exposed, own })
-        .collect();
+    let others: Vec<crate::scan::describe::Other<'_>> =
+        named.iter().map(|(upstream, exposed, own)| crate::scan::describe::Other { upstream, exposed, own }).collect();
     for (i, (m, listing)) in manifests.iter().zip(listings).enumerate() {
         let Some(listing) = listing else { continue };
         let upstream_name: Arc<str> = Arc::from(m.name.as_str());

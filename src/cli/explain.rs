@@ -61,7 +61,10 @@ pub fn explain(policy: &Policy, principal: &Principal, tool: &str, args: &Value)
         e => match Policy::check_arguments(&d, args) {
             ArgumentCheck::Holds(g) => {
                 deciding = Some(g.id.clone());
-                (if e == Effect::Approve { "approve" } else { "allow" }, format!("{} (deciding grant `{}`)", d.reason, g.id))
+                (
+                    if e == Effect::Approve { "approve" } else { "allow" },
+                    format!("{} (deciding grant `{}`)", d.reason, g.id),
+                )
             }
             ArgumentCheck::Fails(v) => ("invalid", format!("arguments violate the grant: {}", v.join("; "))),
         },

@@ -677,7 +677,11 @@ fn compile_override(
 }
 
 /// Compiles a manifest's `scans` table; each error names its field.
-fn scans(v: Spanned<serde_json::Value>, field: &str, sink: &mut Sink<'_>) -> Option<std::sync::Arc<crate::scan::Layer>> {
+fn scans(
+    v: Spanned<serde_json::Value>,
+    field: &str,
+    sink: &mut Sink<'_>,
+) -> Option<std::sync::Arc<crate::scan::Layer>> {
     match crate::scan::settings::compile(v.get_ref(), crate::scan::Place::Manifest) {
         Ok(l) => Some(std::sync::Arc::new(l)),
         Err(errors) => {

@@ -31,8 +31,8 @@ use crate::scan;
 use crate::store::HoldOutcome;
 
 pub use forward::forward_tool;
-pub use scans::{scan_layers, scan_resource, scan_settings};
 use scans::scan_result;
+pub use scans::{scan_layers, scan_resource, scan_settings};
 pub use via::{Http, Via};
 
 /// A hold outlives its call's timeout by this much before the sweeper may

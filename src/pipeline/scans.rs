@@ -82,7 +82,7 @@ pub async fn scan_resource(
 ) -> Result<ReadResourceResult, McpError> {
     let policy = gw.policies.current();
     let up = gw.upstreams.get(upstream);
-    let scans = scan::Settings::resolve(&[policy.scans.as_deref(), up.manifest.scans.as_deref()]);
+    let scans = scan::Settings::resolve(&[policy.scans.as_deref(), up.live().scans.as_deref()]);
     if !scans.active(scan::Direction::Results) {
         return Ok(result);
     }
@@ -116,5 +116,8 @@ pub async fn scan_resource(
 }
 
 fn resource_uri(c: &rmcp::model::ResourceContents) -> String {
-    serde_json::to_value(c).ok().and_then(|v| v.get("uri").and_then(|u| u.as_str()).map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.get("uri").and_then(|u| u.as_str()).map(str::to_string))
+        .unwrap_or_default()
 }

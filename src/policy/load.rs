@@ -224,7 +224,11 @@ pub fn load_file(text: &str, sink: &mut Sink<'_>) -> FileParts {
     let file = sink.file().to_path_buf();
     let file_scans = raw.scans.as_ref().and_then(|v| {
         if raw.org.is_some() {
-            sink.at(Some(v.span()), "scans", "scan defaults apply to every org: put them in a file without `org`, or on grants");
+            sink.at(
+                Some(v.span()),
+                "scans",
+                "scan defaults apply to every org: put them in a file without `org`, or on grants",
+            );
             return None;
         }
         scans(v, crate::scan::Place::Policy, "scans", sink)

@@ -40,6 +40,14 @@ static SENSITIVE_FILES: LazyLock<Regex> = LazyLock::new(|| {
         .expect("sensitive file pattern compiles")
 });
 
+/// In a tool's definition, any instruction to keep something back is
+/// aimed at the agent (a result may quote such advice; a description has
+/// no reason to).
+static WITHHOLD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:do\s+not|don'?t|never)\s+(?:tell|mention|reveal|disclose)\s+(?:that|this|it|anything)\b")
+        .expect("withhold pattern compiles")
+});
+
 /// The texts of a tool definition a model reads, with their pointers.
 pub fn texts(tool: &Value) -> Vec<(String, &str)> {
     let mut out = Vec::new();
@@ -90,6 +98,9 @@ pub fn injection(tool: &Value) -> Vec<Finding> {
         let mut kinds: Vec<&'static str> = hits.iter().map(|h| h.kind).collect();
         if SENSITIVE_FILES.is_match(text) {
             kinds.push("sensitive_file");
+        }
+        if WITHHOLD.is_match(text) {
+            kinds.push("concealment");
         }
         kinds.sort_unstable();
         kinds.dedup();

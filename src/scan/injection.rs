@@ -39,7 +39,7 @@ const PHRASES: &[(&str, &str)] = &[
             r"(?i)\b(?:ignore|disregard|forget|override|bypass|overrule)\s+(?:(?:all|any|the|your|my|these|those|every|of|previous|prior|above|earlier|preceding|former|original|system|existing|initial|safety)\s+){0,4}",
             r"(?:instructions?|prompts?|rules|directions|directives|guidelines|commands|guardrails|constraints|programming)\b",
             r"|(?i)\b(?:ignore|disregard|forget)\s+(?:everything|all)\s+(?:above|before|previously|prior|you(?:'ve|\s+have)\s+been\s+told)\b",
-            r"|(?im)^[\s#*>\-]*(?:new|updated|revised|real)\s+(?:system\s+)?instructions?\s*:",
+            r"|(?im)(?:^|[.!?]\s+)[\s#*>\-]*(?:new|updated|revised|real)\s+(?:system\s+)?instructions?\s*:",
         ),
     ),
     (
@@ -79,8 +79,10 @@ const PHRASES: &[(&str, &str)] = &[
 
 /// Markdown images and HTML `<img>` tags, with their URL (group 1 or 2).
 static IMAGES: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"!\[[^\]\n]{0,200}\]\(\s*<?(https?://[^\s)>]+)|(?i)<img\s[^>]{0,200}?src\s*=\s*["']?(https?://[^\s"'>]+)"#)
-        .expect("image pattern compiles")
+    Regex::new(
+        r#"!\[[^\]\n]{0,200}\]\(\s*<?(https?://[^\s)>]+)|(?i)<img\s[^>]{0,200}?src\s*=\s*["']?(https?://[^\s"'>]+)"#,
+    )
+    .expect("image pattern compiles")
 });
 
 /// Whether an image URL carries data out: a template placeholder, a long
@@ -97,9 +99,36 @@ pub fn exfiltrates(url: &str) -> bool {
         return true;
     }
     const CARRIERS: &[&str] = &[
-        "data", "d", "q", "query", "secret", "token", "key", "content", "c", "msg", "message", "info", "payload",
-        "p", "text", "t", "conversation", "chat", "history", "log", "leak", "exfil", "x", "user", "email", "pw",
-        "password", "code", "s", "body",
+        "data",
+        "d",
+        "q",
+        "query",
+        "secret",
+        "token",
+        "key",
+        "content",
+        "c",
+        "msg",
+        "message",
+        "info",
+        "payload",
+        "p",
+        "text",
+        "t",
+        "conversation",
+        "chat",
+        "history",
+        "log",
+        "leak",
+        "exfil",
+        "x",
+        "user",
+        "email",
+        "pw",
+        "password",
+        "code",
+        "s",
+        "body",
     ];
     query.split('&').any(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -107,9 +136,8 @@ pub fn exfiltrates(url: &str) -> bool {
     })
 }
 
-static PATTERNS: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
-    PHRASES.iter().map(|(k, p)| (*k, Regex::new(p).expect("injection pattern compiles"))).collect()
-});
+static PATTERNS: LazyLock<Vec<(&'static str, Regex)>> =
+    LazyLock::new(|| PHRASES.iter().map(|(k, p)| (*k, Regex::new(p).expect("injection pattern compiles"))).collect());
 
 fn tag_char(c: char) -> bool {
     ('\u{E0000}'..='\u{E007F}').contains(&c)

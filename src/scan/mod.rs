@@ -134,9 +134,18 @@ impl CallScan {
         m
     }
 
-    fn note(&mut self, scan: &'static str, kind: &'static str, direction: &'static str, at: &str, action: &'static str) {
-        if let Some(f) =
-            self.findings.iter_mut().find(|f| f.scan == scan && f.kind == kind && f.at == at && f.direction == direction)
+    fn note(
+        &mut self,
+        scan: &'static str,
+        kind: &'static str,
+        direction: &'static str,
+        at: &str,
+        action: &'static str,
+    ) {
+        if let Some(f) = self
+            .findings
+            .iter_mut()
+            .find(|f| f.scan == scan && f.kind == kind && f.at == at && f.direction == direction)
         {
             f.count = f.count.saturating_add(1);
             if action == "block" {

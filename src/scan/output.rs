@@ -41,13 +41,7 @@ pub fn type_allowed(allowed: &[String], kind: &str, mime: Option<&str>) -> bool 
     })
 }
 
-fn content_types(
-    r: &mut Value,
-    allowed: &[String],
-    other: OtherContent,
-    call: &mut CallScan,
-    direction: &'static str,
-) {
+fn content_types(r: &mut Value, allowed: &[String], other: OtherContent, call: &mut CallScan, direction: &'static str) {
     let Some(content) = r.get_mut("content").and_then(Value::as_array_mut) else { return };
     for (i, block) in content.iter_mut().enumerate() {
         let kind = block.get("type").and_then(Value::as_str).unwrap_or("").to_string();

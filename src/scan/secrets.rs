@@ -62,8 +62,14 @@ const SHAPE_KINDS: &[(&str, &str)] = &[
     ("npm_token", r"\bnpm_[A-Za-z0-9]{36}"),
     ("huggingface_token", r"\bhf_[A-Za-z0-9]{30,}"),
     ("sendgrid_key", r"\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"),
-    ("private_key", r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|$)"),
-    ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    (
+        "private_key",
+        r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|$)",
+    ),
+    (
+        "jwt",
+        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+    ),
     ("bearer_token", r"\b[Bb]earer\s+[A-Za-z0-9._~+/=\-]{16,}"),
     ("basic_auth", r"\b[Bb]asic\s+[A-Za-z0-9+/]{16,}={0,2}"),
 ];
@@ -223,11 +229,7 @@ mod tests {
             ("glpat-AbCdEfGhIjKlMnOpQrSt", "gitlab_token", "glpat-AbCdEfGhIjKlMnOpQrSt"),
             ("xoxb-1234567890-abcdefghij", "slack_token", "xoxb-1234567890-abcdefghij"),
             ("id AKIAIOSFODNN7EXAMPLE.", "aws_access_key_id", "AKIAIOSFODNN7EXAMPLE"),
-            (
-                "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW",
-                "google_api_key",
-                "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW",
-            ),
+            ("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW", "google_api_key", "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"),
             ("npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_token", "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"),
             (
                 "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlaGVyZQ",

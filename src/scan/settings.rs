@@ -274,8 +274,13 @@ fn output(body: &serde_json::Map<String, Value>, errors: &mut Vec<(String, Strin
     }
     o.oversize =
         choice(body, "oversize", "output", &[("truncate", Oversize::Truncate), ("refuse", Oversize::Refuse)], errors);
-    o.other_content =
-        choice(body, "other_content", "output", &[("drop", OtherContent::Drop), ("block", OtherContent::Block)], errors);
+    o.other_content = choice(
+        body,
+        "other_content",
+        "output",
+        &[("drop", OtherContent::Drop), ("block", OtherContent::Block)],
+        errors,
+    );
     o.other_urls = choice(
         body,
         "other_urls",
@@ -411,10 +416,7 @@ impl Settings {
                 allowed_urls: None,
                 other_urls: OtherUrls::Strip,
             },
-            descriptions: Descriptions {
-                injection: DescriptionAction::Quarantine,
-                shadowing: DescriptionAction::Flag,
-            },
+            descriptions: Descriptions { injection: DescriptionAction::Quarantine, shadowing: DescriptionAction::Flag },
         };
         for layer in layers.iter().flatten() {
             for (r, l) in s.detectors.iter_mut().zip(&layer.detectors) {
@@ -543,7 +545,10 @@ mod tests {
             ("manifest".into(), None),
             ("grant `g`".into(), Some(&grant)),
         ]);
-        assert!(lines[0].contains("arguments block (policy)") && lines[0].contains("results log (grant `g`)"), "{lines:?}");
+        assert!(
+            lines[0].contains("arguments block (policy)") && lines[0].contains("results log (grant `g`)"),
+            "{lines:?}"
+        );
     }
 
     #[test]

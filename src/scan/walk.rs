@@ -123,10 +123,11 @@ impl Pass<'_> {
     }
 
     fn text(&mut self, t: &mut String, key: Option<&str>, at: &str, may_wrap: bool) {
-        // (start, end, replacement): `None` removes the range.
-        let mut edits: Vec<(usize, usize, Option<String>)> = Vec::new();
-        let mut flagged: Vec<&'static str> = Vec::new();
-        for (d, r) in DETECTORS.iter().zip(&self.s.detectors) {
+        // Every hit of every enabled detector first: a hit inside another
+        // scan's earlier hit (the `user:pw@host` of a connection string is
+        // email-shaped) is not a finding of its own. Earlier detectors win.
+        let mut kept: Vec<(usize, Hit, Action)> = Vec::new();
+        for (i, (d, r)) in DETECTORS.iter().zip(&self.s.detectors).enumerate() {
             let mut action = r.action(self.direction);
             if action == Action::Off {
                 continue;
@@ -137,25 +138,37 @@ impl Pass<'_> {
             self.hits.clear();
             d.find(t, key, &mut self.hits);
             for h in &self.hits {
-                if !r.acts_on(h.kind) {
-                    continue;
+                let shadowed = kept.iter().any(|(j, k, _)| *j != i && k.start < h.end && h.start < k.end);
+                if r.acts_on(h.kind) && !shadowed {
+                    kept.push((i, *h, action));
                 }
-                self.call.note(d.name(), h.kind, self.name, at, action.as_str());
-                match action {
-                    Action::Mask => {
-                        let mask = self.call.mask(d.label(h.kind), &t[h.start..h.end]);
-                        edits.push((h.start, h.end, Some(mask)));
-                    }
-                    Action::Flag => {
-                        if !flagged.contains(&h.kind) {
-                            flagged.push(h.kind);
-                        }
-                        if INVISIBLE.contains(&h.kind) {
-                            edits.push((h.start, h.end, None));
-                        }
-                    }
-                    Action::Off | Action::Log | Action::Block => {}
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        // In reading order, so masks are numbered as the agent reads them.
+        kept.sort_by_key(|(i, h, _)| (h.start, *i));
+        // (start, end, replacement): `None` removes the range.
+        let mut edits: Vec<(usize, usize, Option<String>)> = Vec::new();
+        let mut flagged: Vec<&'static str> = Vec::new();
+        for (i, h, action) in kept {
+            let d = DETECTORS[i];
+            self.call.note(d.name(), h.kind, self.name, at, action.as_str());
+            match action {
+                Action::Mask => {
+                    let mask = self.call.mask(d.label(h.kind), &t[h.start..h.end]);
+                    edits.push((h.start, h.end, Some(mask)));
                 }
+                Action::Flag => {
+                    if !flagged.contains(&h.kind) {
+                        flagged.push(h.kind);
+                    }
+                    if INVISIBLE.contains(&h.kind) {
+                        edits.push((h.start, h.end, None));
+                    }
+                }
+                Action::Off | Action::Log | Action::Block => {}
             }
         }
         if !edits.is_empty() {
@@ -218,10 +231,7 @@ mod tests {
             "structuredContent": {"owner": "ann@x.example"}
         });
         result(&mut r, &s, &mut call);
-        assert_eq!(
-            r["content"][0]["text"],
-            "[EMAIL_1] wrote to [EMAIL_2], then [EMAIL_1] again; key [SECRET_1]"
-        );
+        assert_eq!(r["content"][0]["text"], "[EMAIL_1] wrote to [EMAIL_2], then [EMAIL_1] again; key [SECRET_1]");
         assert_eq!(r["content"][1]["data"], "AKIAIOSFODNN7EXAMPLE", "binary data is not text");
         assert_eq!(r["structuredContent"]["owner"], "[EMAIL_1]");
         let f = call.findings.iter().find(|f| f.kind == "email" && f.at == "/content/0/text").expect("email finding");
@@ -282,7 +292,8 @@ mod tests {
     #[test]
     fn resource_contents_are_scanned() {
         let mut call = CallScan::new("fs");
-        let mut r = json!({"contents": [{"uri": "file:///x", "text": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789"}]});
+        let mut r =
+            json!({"contents": [{"uri": "file:///x", "text": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789"}]});
         contents(&mut r, &Settings::default(), &mut call);
         assert_eq!(r["contents"][0]["text"], "token [SECRET_1]");
         assert_eq!(call.findings[0].direction, "resource");

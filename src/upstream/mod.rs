@@ -56,7 +56,11 @@ pub struct Status {
 pub struct Upstream {
     pub index: usize,
     pub name: Arc<str>,
+    /// The manifest the connection was made with (transport, timeouts).
     pub manifest: Manifest,
+    /// The manifest as last (re)loaded: what the catalog is built from (tool
+    /// overrides, prefix, scans), so those change without a reconnect.
+    live: RwLock<Arc<Manifest>>,
     state: RwLock<State>,
 }
 
@@ -79,6 +83,11 @@ struct State {
 }
 
 impl Upstream {
+    /// The manifest as last (re)loaded: tool overrides, prefix and scans in force.
+    pub fn live(&self) -> Arc<Manifest> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The live connection's peer, or why there is none.
     pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
         self.conn().map(|c| c.peer.clone())
@@ -150,6 +159,7 @@ impl Upstreams {
                 Arc::new(Upstream {
                     index,
                     name: Arc::from(manifest.name.as_str()),
+                    live: RwLock::new(Arc::new(manifest.clone())),
                     manifest,
                     state: RwLock::new(State {
                         conn: None,
@@ -167,6 +177,7 @@ impl Upstreams {
         // Until an upstream is listed, the catalog holds the gateway's own tools.
         let none: Vec<Option<Arc<Listing>>> = vec![None; list.len()];
         let manifests: Vec<Manifest> = list.iter().map(|u| u.manifest.clone()).collect();
+        // (At start the live manifest is the connection's.)
         let first = catalog::build(&manifests, &separator, &none, &builtins, &schemas, &pins);
         let (catalog, _) = watch::channel(Arc::new(first));
         let pool = Upstreams {
@@ -221,6 +232,38 @@ impl Upstreams {
         self.inner.pins.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Puts reloaded manifests' catalog settings (tool overrides, prefix,
+    /// scans) in force and rebuilds the catalog. What needs a reconnect
+    /// (transport, timeouts) or a restart (an upstream added or removed)
+    /// is not applied; each such change is returned as a note.
+    pub async fn reload_manifests(&self, manifests: &[Manifest]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for up in &self.inner.list {
+            let Some(m) = manifests.iter().find(|m| m.name == *up.name) else {
+                notes.push(format!("upstream `{}` was removed from the manifests: it stays until a restart", up.name));
+                continue;
+            };
+            if !same_connection(&up.manifest, m) {
+                notes.push(format!(
+                    "upstream `{}`: transport, timeouts or restart settings changed: they take effect at the next restart",
+                    up.name
+                ));
+            }
+            *up.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m.clone());
+        }
+        for m in manifests.iter().filter(|m| !self.inner.list.iter().any(|u| *u.name == m.name)) {
+            notes.push(format!("upstream `{}` is new: it is connected at the next restart", m.name));
+        }
+        for up in &self.inner.list {
+            let listing = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone();
+            if let Some(listing) = listing {
+                self.warm(up, listing).await;
+            }
+        }
+        self.rebuild().await;
+        notes
+    }
+
     /// True once every upstream has finished its first connection attempt.
     pub fn settled(&self) -> bool {
         *self.inner.attempted.borrow() >= self.inner.list.len()
@@ -249,13 +292,13 @@ impl Upstreams {
     /// shared rebuild, so a slow or hostile schema delays only its upstream.
     async fn warm(&self, up: &Upstream, listing: Arc<Listing>) {
         let pool = self.clone();
-        let manifest = up.manifest.clone();
+        let manifest = (*up.live()).clone();
         let _ = tokio::task::spawn_blocking(move || pool.inner.schemas.warm(&manifest, &listing)).await;
     }
 
     async fn rebuild(&self) {
         let _serial = self.inner.rebuild.lock().await;
-        let manifests: Vec<Manifest> = self.inner.list.iter().map(|u| u.manifest.clone()).collect();
+        let manifests: Vec<Manifest> = self.inner.list.iter().map(|u| (*u.live()).clone()).collect();
         let listings: Vec<Option<Arc<Listing>>> =
             self.inner.list.iter().map(|u| u.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone()).collect();
         let pool = self.clone();
@@ -275,6 +318,29 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// Whether two manifests connect the same way (compared in memory only:
+/// secrets are compared, never shown).
+fn same_connection(a: &Manifest, b: &Manifest) -> bool {
+    let pairs = |p: &[(String, crate::config::Secret)]| -> Vec<(String, String)> {
+        p.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect()
+    };
+    let transport = match (&a.transport, &b.transport) {
+        (crate::config::Transport::Stdio(x), crate::config::Transport::Stdio(y)) => {
+            x.command == y.command && x.args == y.args && x.cwd == y.cwd && pairs(&x.env) == pairs(&y.env)
+        }
+        (crate::config::Transport::Http(x), crate::config::Transport::Http(y))
+        | (crate::config::Transport::Sse(x), crate::config::Transport::Sse(y))
+        | (crate::config::Transport::Ws(x), crate::config::Transport::Ws(y)) => {
+            x.url.expose() == y.url.expose() && pairs(&x.headers) == pairs(&y.headers)
+        }
+        _ => false,
+    };
+    transport
+        && a.connect_timeout == b.connect_timeout
+        && a.call_timeout == b.call_timeout
+        && (a.restart.initial, a.restart.max) == (b.restart.initial, b.restart.max)
 }
 
 /// A connection that stays up this long resets the restart backoff.

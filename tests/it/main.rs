@@ -19,6 +19,7 @@ mod provider;
 mod proxy;
 mod replicas;
 mod scan_corpus;
+mod scans;
 mod store;
 mod telemetry;
 mod thirdparty;

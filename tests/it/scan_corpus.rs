@@ -31,7 +31,12 @@ fn corpus(scan: &str) -> Vec<Sample> {
             Sample {
                 line: i + 1,
                 text: v["text"].as_str().expect("text").to_string(),
-                kinds: v["kinds"].as_array().expect("kinds").iter().map(|k| k.as_str().expect("kind").to_string()).collect(),
+                kinds: v["kinds"]
+                    .as_array()
+                    .expect("kinds")
+                    .iter()
+                    .map(|k| k.as_str().expect("kind").to_string())
+                    .collect(),
             }
         })
         .collect()
@@ -102,6 +107,43 @@ fn pii_corpus_zero_misses_and_masked() {
 #[test]
 fn injection_corpus_zero_misses_and_flagged() {
     check("injection", "flag");
+}
+
+#[test]
+fn descriptions_corpus_zero_misses() {
+    use tollgate::scan::describe::{Other, injection, shadowing};
+    let others = [
+        Other { upstream: "mail", exposed: "mail__send_email", own: "send_email" },
+        Other { upstream: "github", exposed: "github__create_issue", own: "create_issue" },
+        Other { upstream: "github", exposed: "github__list_issues", own: "list_issues" },
+        Other { upstream: "fs", exposed: "fs__read_file", own: "read_file" },
+        Other { upstream: "slack", exposed: "slack__post_message", own: "post_message" },
+    ];
+    let path = fixtures().join("descriptions.jsonl");
+    let text = std::fs::read_to_string(&path).expect("descriptions.jsonl");
+    let mut problems = Vec::new();
+    let (mut positives, mut negatives) = (0, 0);
+    for (i, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).expect("json line");
+        let tool = json!({"name": "x", "description": v["description"], "inputSchema": {"type": "object"}});
+        let expected: BTreeSet<String> =
+            v["kinds"].as_array().expect("kinds").iter().map(|k| k.as_str().expect("kind").to_string()).collect();
+        let found: BTreeSet<String> = injection(&tool)
+            .into_iter()
+            .chain(shadowing(&tool, "notes", &others))
+            .map(|f| f.kind.to_string())
+            .collect();
+        if expected.is_empty() {
+            negatives += 1;
+        } else {
+            positives += 1;
+        }
+        if found != expected {
+            problems.push(format!("descriptions.jsonl:{}: expected {expected:?}, found {found:?}", i + 1));
+        }
+    }
+    assert!(positives >= 15 && negatives >= 15, "{positives} positives, {negatives} negatives");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// The most findings each scan may have on `ordinary/` (see BENCHMARKS.md,

@@ -271,6 +271,11 @@ async fn audit_catalog(gw: Gateway) {
     let mut seen: std::collections::HashSet<(String, String, &'static str)> = Default::default();
     loop {
         let catalog = rx.borrow_and_update().clone();
+        // Bounded: an upstream that churns definitions cannot grow it forever
+        // (after a clear, standing quarantines are audited once more).
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
         let mut drafts = Vec::new();
         for q in catalog.quarantined() {
             if seen.insert((q.name.clone(), q.hash.clone(), "quarantined")) {

@@ -392,8 +392,9 @@ async fn run(
 ) -> Result<CallToolResponse, McpError> {
     gw.tracing.enter_execute(&mut rec.trace, &entry.upstream_name);
     let trace = rec.trace.outgoing();
-    // `/v1/chat/completions` hands the text over as it arrives: no whole result to scan.
-    let streamed = matches!(via, Via::Http(_));
+    // A streamed `/v1/chat/completions` hands the text over as it arrives:
+    // no whole result to scan.
+    let streamed = matches!(&via, Via::Http(h) if h.sink.is_some());
     let (outcome, charge) = match entry.target {
         Target::Mcp(i) => {
             let up = gw.upstreams.get(i).clone();

@@ -42,15 +42,31 @@ pub(super) fn scan_result(
     entry: &ToolEntry,
     outcome: Result<CallToolResponse, McpError>,
 ) -> Result<CallToolResponse, McpError> {
-    let Ok(CallToolResponse::Complete(result)) = outcome else { return outcome };
     let policy = gw.policies.current();
     let grant = rec.grants.first().and_then(|id| policy.grant(id)).cloned();
     let scans = scan_settings(&policy, entry, grant.as_deref());
     if !scans.active(scan::Direction::Results) {
-        return Ok(CallToolResponse::Complete(result));
+        return outcome;
     }
-    let Ok(mut v) = serde_json::to_value(&result) else { return Ok(CallToolResponse::Complete(result)) };
-    let seen = rec.scan.findings.len();
+    let result = match outcome {
+        Ok(CallToolResponse::Complete(result)) => result,
+        // An upstream's error message is text the agent reads too.
+        Err(mut e) => {
+            let mut message = e.message.to_string();
+            scan::error_message(&mut message, &scans, &mut rec.scan);
+            e.message = message.into();
+            // Free-form data from the upstream is not passed on unscanned.
+            e.data = None;
+            return Err(e);
+        }
+        other => return other,
+    };
+    let mut v = match serde_json::to_value(&result) {
+        Ok(v) => v,
+        // Never hand over a result that could not be scanned.
+        Err(e) => return Err(McpError::internal_error(format!("the result could not be scanned: {e}"), None)),
+    };
+    rec.scan.changed = false;
     scan::result(&mut v, &scans, &mut rec.scan);
     if rec.scan.blocked("result") {
         let text = format!(
@@ -60,7 +76,7 @@ pub(super) fn scan_result(
         );
         return Ok(tool_error(text));
     }
-    if rec.scan.findings[seen..].iter().all(|f| f.action == "log") {
+    if !rec.scan.changed {
         return Ok(CallToolResponse::Complete(result));
     }
     match serde_json::from_value::<CallToolResult>(v) {
@@ -86,11 +102,12 @@ pub async fn scan_resource(
     if !scans.active(scan::Direction::Results) {
         return Ok(result);
     }
-    let Ok(mut v) = serde_json::to_value(&result) else { return Ok(result) };
+    let mut v = serde_json::to_value(&result)
+        .map_err(|e| McpError::internal_error(format!("the resource could not be scanned: {e}"), None))?;
     let uri = result.contents.first().map(resource_uri).unwrap_or_default();
     let mut found = scan::CallScan::new(&format!("resource {uri}"));
     scan::contents(&mut v, &scans, &mut found);
-    if found.findings.is_empty() {
+    if found.findings.is_empty() && !found.changed {
         return Ok(result);
     }
     let blocked = found.blocked("resource");
@@ -110,6 +127,9 @@ pub async fn scan_resource(
             format!("resource withheld by tollgate: it contained {}", found.block_reason("resource")),
             None,
         ));
+    }
+    if !found.changed {
+        return Ok(result);
     }
     serde_json::from_value(v)
         .map_err(|e| McpError::internal_error(format!("the scanned resource could not be rebuilt: {e}"), None))

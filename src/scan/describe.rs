@@ -36,7 +36,7 @@ impl std::fmt::Display for Finding {
 }
 
 static SENSITIVE_FILES: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)~/\.ssh\b|\bid_(?:rsa|ed25519|ecdsa|dsa)\b|\.aws/credentials|/etc/(?:passwd|shadow)\b|\.npmrc\b|\.netrc\b|\.git-credentials\b|\bmcp\.json\b|~/\.cursor\b|\.env\b")
+    Regex::new(r"(?i)~/\.ssh(?-u:\b)|(?-u:\b)id_(?:rsa|ed25519|ecdsa|dsa)(?-u:\b)|\.aws/credentials|/etc/(?:passwd|shadow)(?-u:\b)|\.npmrc(?-u:\b)|\.netrc(?-u:\b)|\.git-credentials(?-u:\b)|(?-u:\b)mcp\.json(?-u:\b)|~/\.cursor(?-u:\b)|\.env(?-u:\b)")
         .expect("sensitive file pattern compiles")
 });
 
@@ -44,8 +44,10 @@ static SENSITIVE_FILES: LazyLock<Regex> = LazyLock::new(|| {
 /// aimed at the agent (a result may quote such advice; a description has
 /// no reason to).
 static WITHHOLD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:do\s+not|don'?t|never)\s+(?:tell|mention|reveal|disclose)\s+(?:that|this|it|anything)\b")
-        .expect("withhold pattern compiles")
+    Regex::new(
+        r"(?i)(?-u:\b)(?:do\s+not|don'?t|never)\s+(?:tell|mention|reveal|disclose)\s+(?:that|this|it|anything)(?-u:\b)",
+    )
+    .expect("withhold pattern compiles")
 });
 
 /// The texts of a tool definition a model reads, with their pointers.
@@ -66,7 +68,8 @@ pub fn texts(tool: &Value) -> Vec<(String, &str)> {
 }
 
 fn schema_texts<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>, depth: usize) {
-    if depth > 32 {
+    // Deeper than the schema bound (which quarantines such a tool anyway).
+    if depth > 64 {
         return;
     }
     match v {
@@ -127,6 +130,9 @@ fn distinctive(name: &str) -> bool {
 }
 
 fn mentions(text: &str, name: &str) -> bool {
+    if name.is_empty() {
+        return false;
+    }
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     let mut from = 0;
     while let Some(i) = text[from..].find(name) {
@@ -149,7 +155,12 @@ pub fn shadowing(tool: &Value, upstream: &str, others: &[Other<'_>]) -> Vec<Find
         let mut named: Vec<&str> = others
             .iter()
             .filter(|o| o.upstream != upstream)
-            .filter(|o| mentions(text, o.exposed) || distinctive(o.own) && mentions(text, o.own))
+            // With an empty prefix the exposed name is the upstream's own:
+            // then it too must be distinctive to count.
+            .filter(|o| {
+                (o.exposed != o.own || distinctive(o.own)) && mentions(text, o.exposed)
+                    || distinctive(o.own) && mentions(text, o.own)
+            })
             .map(|o| o.exposed)
             .collect();
         named.sort_unstable();

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 pub use settings::{Action, DescriptionAction, Layer, Place, Settings};
-pub use walk::{arguments, contents, result};
+pub use walk::{arguments, closing, contents, error_message, result};
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +114,13 @@ pub struct CallScan {
     nonce: String,
     /// What the flagged text came from, for the envelope.
     source: String,
+    /// Whether a scan changed the data (masked, wrapped, removed, cut).
+    pub changed: bool,
 }
 
 impl CallScan {
     pub fn new(source: &str) -> CallScan {
-        CallScan { source: source.to_string(), ..CallScan::default() }
+        CallScan { source: source_label(source), ..CallScan::default() }
     }
 
     /// The mask for `value`, the same every time within the call.
@@ -188,6 +190,52 @@ impl CallScan {
     /// Findings as the audit stores them.
     pub fn audit(&self) -> serde_json::Value {
         serde_json::to_value(&self.findings).unwrap_or_default()
+    }
+}
+
+/// What the envelope names as the text's source: secrets masked, and only
+/// characters that cannot imitate the envelope's own punctuation or lines.
+fn source_label(source: &str) -> String {
+    let masked = {
+        let mut hits = Vec::new();
+        secrets::find(source, None, &mut hits);
+        let mut out = String::new();
+        let mut at = 0;
+        for h in hits {
+            if h.start >= at {
+                out.push_str(&source[at..h.start]);
+                out.push_str("[SECRET]");
+                at = h.end;
+            }
+        }
+        out.push_str(&source[at..]);
+        out
+    };
+    masked.chars().filter(|c| !c.is_control() && !matches!(c, '[' | ']' | '\n' | '\r')).take(200).collect()
+}
+
+/// Byte ranges, sorted and merged, for overlap tests in logarithmic time.
+#[derive(Default)]
+pub(crate) struct Spans(Vec<(usize, usize)>);
+
+impl Spans {
+    pub(crate) fn extend(&mut self, more: impl Iterator<Item = (usize, usize)>) {
+        self.0.extend(more);
+        self.0.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.0.len());
+        for (s, e) in self.0.drain(..) {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.0 = merged;
+    }
+
+    pub(crate) fn overlaps(&self, start: usize, end: usize) -> bool {
+        // The last span starting before `end` is the only candidate: merged spans do not overlap.
+        let i = self.0.partition_point(|(s, _)| *s < end);
+        i > 0 && self.0[i - 1].1 > start
     }
 }
 

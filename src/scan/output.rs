@@ -11,7 +11,7 @@ use super::CallScan;
 use super::settings::{OtherContent, OtherUrls, Output, Oversize};
 
 static URL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"(?i)\b(?:https?|wss?|ftp)://[^\s<>"'`)\]]+"#).expect("URL pattern compiles"));
+    LazyLock::new(|| Regex::new(r#"(?i)(?-u:\b)(?:https?|wss?|ftp)://[^\s<>"'`)\]]+"#).expect("URL pattern compiles"));
 
 /// Applies `o` to `r` (a `CallToolResult` as JSON); findings go to `call`.
 pub fn apply(r: &mut Value, o: &Output, call: &mut CallScan, direction: &'static str) {
@@ -59,39 +59,50 @@ fn content_types(r: &mut Value, allowed: &[String], other: OtherContent, call: &
             OtherContent::Block => call.note("output", "content_type", direction, &at, "block"),
             OtherContent::Drop => {
                 call.note("output", "content_type", direction, &at, "drop");
+                call.changed = true;
                 *block = serde_json::json!({"type": "text", "text": format!("[content removed by tollgate: {what} is not an allowed content type]")});
             }
         }
     }
 }
 
-/// Whether `url` is on the allow-list: entries with `://` are globs over
-/// the whole URL; others are hosts, where `*.acme.example` also matches
-/// `acme.example` itself.
+/// Whether `url` is on the allow-list. An entry without `://` is a host
+/// (`*.acme.example` also matches `acme.example`); one with `://` is
+/// `scheme://host-glob/path-glob`, the host glob matched against the host
+/// alone and the path glob against what follows it (no path: any), so a `*`
+/// can never reach from the host into the path or the user info.
 pub fn url_allowed(allowed: &[String], url: &str) -> bool {
     let host = host_of(url);
-    allowed.iter().any(|a| {
-        if a.contains("://") {
-            crate::glob::matches(a, url)
-        } else if let Some(suffix) = a.strip_prefix("*.") {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let path = rest.find(['/', '\\', '?', '#']).map_or("", |i| &rest[i..]);
+    let host_matches = |pattern: &str| match pattern.strip_prefix("*.") {
+        Some(suffix) => {
             let suffix = suffix.to_ascii_lowercase();
             host == suffix || host.ends_with(&format!(".{suffix}"))
-        } else {
-            host == a.to_ascii_lowercase()
         }
+        None => crate::glob::matches(&pattern.to_ascii_lowercase(), &host) && !host.is_empty(),
+    };
+    allowed.iter().any(|a| match a.split_once("://") {
+        Some((s, pattern)) => {
+            let (h, p) = pattern.find('/').map_or((pattern, ""), |i| (&pattern[..i], &pattern[i..]));
+            s.eq_ignore_ascii_case(scheme) && host_matches(h) && (p.is_empty() || crate::glob::matches(p, path))
+        }
+        None => host_matches(a),
     })
 }
 
+/// The host of `url` as a browser would read it: a backslash ends the
+/// authority like a slash, and user info is not the host.
 fn host_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if host.starts_with('[') {
         host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[')
     } else {
         host.split(':').next().unwrap_or(host)
     };
-    host.to_ascii_lowercase()
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn links(r: &mut Value, allowed: &[String], other: OtherUrls, call: &mut CallScan, direction: &'static str) {
@@ -112,6 +123,7 @@ fn links(r: &mut Value, allowed: &[String], other: OtherUrls, call: &mut CallSca
             call.note("output", "url", direction, at, action);
         }
         if other == OtherUrls::Strip && !bad.is_empty() {
+            call.changed = true;
             let mut out = String::with_capacity(t.len());
             let mut last = 0;
             for (s, e) in bad {
@@ -186,6 +198,7 @@ fn size(r: &mut Value, max: usize, oversize: Oversize, call: &mut CallScan, dire
         return;
     }
     call.note("output", "size", direction, "", "truncate");
+    call.changed = true;
     let marker = format!("\n[truncated by tollgate: the result was {total} bytes, the limit is {max}]");
     // Structured content cannot be cut and stay valid: it goes first.
     if let Some(obj) = r.as_object_mut() {
@@ -193,7 +206,8 @@ fn size(r: &mut Value, max: usize, oversize: Oversize, call: &mut CallScan, dire
     }
     // Cut text from the end until the whole fits with the marker; removing
     // n bytes of text removes at least n bytes of JSON.
-    let mut over = json_size(r).saturating_sub(max) + marker.len() + 16;
+    // (Room for an envelope's closing line, should the cut text have one.)
+    let mut over = json_size(r).saturating_sub(max) + marker.len() + 64;
     if let Some(content) = r.get_mut("content").and_then(Value::as_array_mut) {
         while over > 0 && !content.is_empty() {
             let last = content.len() - 1;
@@ -214,7 +228,17 @@ fn size(r: &mut Value, max: usize, oversize: Oversize, call: &mut CallScan, dire
             }
         }
         match content.last_mut().and_then(|b| b.get_mut("text")) {
-            Some(Value::String(t)) => t.push_str(&marker),
+            Some(Value::String(t)) => {
+                t.push_str(&marker);
+                // A cut envelope still ends with its own closing line.
+                if let Some(nonce) = t.strip_prefix("[untrusted content ").and_then(|r| r.split(' ').next()) {
+                    let close = super::closing(nonce);
+                    if !t.ends_with(&close) {
+                        t.push('\n');
+                        t.push_str(&close);
+                    }
+                }
+            }
             _ => content.push(serde_json::json!({"type": "text", "text": marker.trim_start()})),
         }
     }
@@ -275,7 +299,11 @@ mod tests {
 
     #[test]
     fn links_off_the_allow_list_are_stripped() {
-        let allowed = vec!["*.acme.example".to_string(), "https://docs.other.example/public/*".to_string()];
+        let allowed = vec![
+            "*.acme.example".to_string(),
+            "https://docs.other.example/public/*".to_string(),
+            "https://*.acme.example/*".to_string(),
+        ];
         for (url, ok) in [
             ("https://acme.example/x", true),
             ("https://api.acme.example:8443/x?y=1", true),
@@ -284,6 +312,9 @@ mod tests {
             ("https://docs.other.example/public/a", true),
             ("https://docs.other.example/private/a", false),
             ("https://user@evil.test/", false),
+            ("https://evil.test\\@acme.example/", false),
+            ("https://evil.test/x.acme.example/", false),
+            ("https://docs.other.example.evil.test/public/a", false),
         ] {
             assert_eq!(url_allowed(&allowed, url), ok, "{url}");
         }

@@ -22,7 +22,7 @@ pub struct Pii;
 const KINDS: &[&str] = &["email", "phone", "card", "iban", "us_ssn", "uk_nino"];
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b")
+    Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)")
         .expect("email pattern compiles")
 });
 
@@ -30,36 +30,43 @@ static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,4}\)?)(?:[ .\-]?[0-9]{2,5}){1,5}",
         r"|\([2-9][0-9]{2}\)[ ]?[2-9][0-9]{2}[ .\-][0-9]{4}",
-        r"|\b[2-9][0-9]{2}-[2-9][0-9]{2}-[0-9]{4}\b",
-        r"|\b[2-9][0-9]{2}\.[2-9][0-9]{2}\.[0-9]{4}\b",
+        r"|(?-u:\b)[2-9][0-9]{2}-[2-9][0-9]{2}-[0-9]{4}(?-u:\b)",
+        r"|(?-u:\b)[2-9][0-9]{2}\.[2-9][0-9]{2}\.[0-9]{4}(?-u:\b)",
     ))
     .expect("phone pattern compiles")
 });
 
 static CARD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[2-6][0-9](?:[ \-]?[0-9]){11,17}\b").expect("card pattern compiles"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)[2-6][0-9](?:[ \-]?[0-9]){11,17}(?-u:\b)").expect("card pattern compiles"));
 
-static IBAN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]){11,32}\b").expect("IBAN pattern compiles"));
+static IBAN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]){11,32}(?-u:\b)").expect("IBAN pattern compiles")
+});
 
 static SSN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b([0-9]{3})-([0-9]{2})-([0-9]{4})\b").expect("SSN pattern compiles"));
+    LazyLock::new(|| Regex::new(r"(?-u:\b)([0-9]{3})-([0-9]{2})-([0-9]{4})(?-u:\b)").expect("SSN pattern compiles"));
 
 static NINO: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b")
+    Regex::new(r"(?-u:\b)([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?-u:\b)")
         .expect("NINO pattern compiles")
 });
 
 /// Whether the text around `start..end` continues the number (a digit, or
 /// a separator followed by a digit): then it is part of something longer.
 fn embedded(text: &str, start: usize, end: usize) -> bool {
+    continues_left(text, start) || continues_right(text, end)
+}
+
+fn continues_left(text: &str, start: usize) -> bool {
     let b = text.as_bytes();
-    let before = |i: usize| i > 0 && b[i - 1].is_ascii_digit();
     let sep = |c: u8| matches!(c, b'.' | b'-' | b'/' | b':');
-    (start > 0 && b[start - 1].is_ascii_digit())
-        || (start > 1 && sep(b[start - 1]) && before(start - 1))
-        || (end < b.len() && b[end].is_ascii_digit())
-        || (end + 1 < b.len() && sep(b[end]) && b[end + 1].is_ascii_digit())
+    (start > 0 && b[start - 1].is_ascii_digit()) || (start > 1 && sep(b[start - 1]) && b[start - 2].is_ascii_digit())
+}
+
+fn continues_right(text: &str, end: usize) -> bool {
+    let b = text.as_bytes();
+    let sep = |c: u8| matches!(c, b'.' | b'-' | b'/' | b':');
+    (end < b.len() && b[end].is_ascii_digit()) || (end + 1 < b.len() && sep(b[end]) && b[end + 1].is_ascii_digit())
 }
 
 pub fn luhn(digits: &[u8]) -> bool {
@@ -193,6 +200,8 @@ fn iban_valid(chars: &[u8]) -> bool {
 
 /// Every piece of personal data in `text`.
 pub fn find(text: &str, _key: Option<&str>, out: &mut Vec<Hit>) {
+    let first = out.len();
+    let mut taken = super::Spans::default();
     for m in EMAIL.find_iter(text) {
         out.push(Hit { start: m.start(), end: m.end(), kind: "email" });
     }
@@ -207,8 +216,9 @@ pub fn find(text: &str, _key: Option<&str>, out: &mut Vec<Hit>) {
         }
         out.push(Hit { start: all.start(), end: all.end(), kind: "us_ssn" });
     }
+    taken.extend(out[first..].iter().map(|h| (h.start, h.end)));
     for m in PHONE.find_iter(text) {
-        if embedded(text, m.start(), m.end()) || overlaps(out, m.start(), m.end()) {
+        if embedded(text, m.start(), m.end()) || taken.overlaps(m.start(), m.end()) {
             continue;
         }
         let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
@@ -216,25 +226,27 @@ pub fn find(text: &str, _key: Option<&str>, out: &mut Vec<Hit>) {
             out.push(Hit { start: m.start(), end: m.end(), kind: "phone" });
         }
     }
+    taken.extend(out[first..].iter().map(|h| (h.start, h.end)));
     for m in CARD.find_iter(text) {
-        if embedded(text, m.start(), m.end()) {
+        // Only the left edge is checked on the whole match: it may run on into
+        // a following number (`4111 ... 1111 12/28`); the longest prefix that
+        // ends a digit group and checks out wins, and its right edge is checked.
+        if continues_left(text, m.start()) {
             continue;
         }
-        // The pattern may run on into a following number (`4111 ... 1111 12/28`):
-        // the longest prefix that ends a digit group and checks out wins.
         let s = m.as_str().as_bytes();
         let at: Vec<usize> = (0..s.len()).filter(|i| s[*i].is_ascii_digit()).collect();
         let digits: Vec<u8> = at.iter().map(|i| s[*i] - b'0').collect();
         let fits = |n: usize| {
-            let end = at[n - 1] + 1;
-            (end == s.len() || !s[end].is_ascii_digit() && !s[end - 1].is_ascii_whitespace())
-                && (end == s.len() || matches!(s[end], b' ' | b'-'))
+            let end = m.start() + at[n - 1] + 1;
+            (end == m.end() || matches!(text.as_bytes()[end], b' ' | b'-'))
+                && !continues_right(text, end)
                 && card_network(&digits[..n])
                 && luhn(&digits[..n])
         };
         if let Some(n) = (13..=digits.len().min(19)).rev().find(|n| fits(*n)) {
             let end = m.start() + at[n - 1] + 1;
-            if !overlaps(out, m.start(), end) {
+            if !taken.overlaps(m.start(), end) {
                 out.push(Hit { start: m.start(), end, kind: "card" });
             }
         }
@@ -258,10 +270,6 @@ pub fn find(text: &str, _key: Option<&str>, out: &mut Vec<Hit>) {
         }
         out.push(Hit { start: all.start(), end: all.end(), kind: "uk_nino" });
     }
-}
-
-fn overlaps(hits: &[Hit], start: usize, end: usize) -> bool {
-    hits.iter().any(|h| h.start < end && start < h.end)
 }
 
 impl Detector for Pii {
@@ -322,6 +330,7 @@ mod tests {
             ("amex 378282246310005", "card", "378282246310005"),
             ("mc 5500-0000-0000-0004", "card", "5500-0000-0000-0004"),
             ("visa 4111 1111 1111 1111 12 28", "card", "4111 1111 1111 1111"),
+            ("visa 4111111111111111 05/27", "card", "4111111111111111"),
             ("IBAN GB82 WEST 1234 5698 7654 32 AND MORE", "iban", "GB82 WEST 1234 5698 7654 32"),
             ("DE89370400440532013000", "iban", "DE89370400440532013000"),
             ("ssn 123-45-6789", "us_ssn", "123-45-6789"),

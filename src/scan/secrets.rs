@@ -47,36 +47,37 @@ static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 const SHAPE_KINDS: &[(&str, &str)] = &[
-    ("tollgate_key", r"\btg_[0-9a-fA-F]{16,}"),
-    ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}"),
-    ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"),
-    ("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"),
-    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
-    ("gitlab_token", r"\bglpat-[A-Za-z0-9_\-]{20,}"),
+    ("tollgate_key", r"(?-u:\b)tg_[0-9a-fA-F]{16,}"),
+    ("anthropic_key", r"(?-u:\b)sk-ant-[A-Za-z0-9_\-]{20,}"),
+    ("openai_key", r"(?-u:\b)sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"),
+    ("stripe_key", r"(?-u:\b)(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"),
+    ("github_token", r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+    ("gitlab_token", r"(?-u:\b)glpat-[A-Za-z0-9_\-]{20,}"),
     (
         "slack_token",
-        r"\b(?:xox[abposr]-[A-Za-z0-9\-]{10,}|xapp-[A-Za-z0-9\-]{10,})|https://hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+",
+        r"(?-u:\b)(?:xox[abposr]-[A-Za-z0-9\-]{10,}|xapp-[A-Za-z0-9\-]{10,})|https://hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+",
     ),
-    ("aws_access_key_id", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b"),
-    ("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}"),
-    ("npm_token", r"\bnpm_[A-Za-z0-9]{36}"),
-    ("huggingface_token", r"\bhf_[A-Za-z0-9]{30,}"),
-    ("sendgrid_key", r"\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"),
+    ("aws_access_key_id", r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?-u:\b)"),
+    ("google_api_key", r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}"),
+    ("npm_token", r"(?-u:\b)npm_[A-Za-z0-9]{36}"),
+    ("huggingface_token", r"(?-u:\b)hf_[A-Za-z0-9]{30,}"),
+    ("sendgrid_key", r"(?-u:\b)SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"),
     (
         "private_key",
         r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|$)",
     ),
     (
         "jwt",
-        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+        r"(?-u:\b)eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}|(?-u:\b)eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
     ),
-    ("bearer_token", r"\b[Bb]earer\s+[A-Za-z0-9._~+/=\-]{16,}"),
-    ("basic_auth", r"\b[Bb]asic\s+[A-Za-z0-9+/]{16,}={0,2}"),
+    ("bearer_token", r"(?-u:\b)(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{16,}"),
+    ("basic_auth", r"(?-u:\b)(?i:basic)\s+[A-Za-z0-9+/]{16,}={0,2}"),
 ];
 
 /// `scheme://user:password@`: the hit is `user:password`.
 static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b[A-Za-z][A-Za-z0-9+.\-]*://([^/\s:@'`]+:[^/\s@'`]+)@[A-Za-z0-9\[]").expect("URL pattern compiles")
+    Regex::new(r"(?-u:\b)[A-Za-z][A-Za-z0-9+.\-]*://([^/\s:@'`]+:[^/\s@]+)@[A-Za-z0-9\[]")
+        .expect("URL pattern compiles")
 });
 
 /// A key-like name, an assignment, and the value (capture 2).
@@ -115,14 +116,14 @@ pub fn secret_name(name: &str) -> bool {
 /// Whether `v` looks like a generated secret rather than a word, a
 /// placeholder or a reference.
 fn random_looking(v: &str) -> bool {
-    if v.len() < 12 || v.len() > 512 {
+    if v.len() < 12 || v.len() > 512 || placeholder(v) {
         return false;
     }
-    let lower = v.to_ascii_lowercase();
-    if ["your", "xxxx", "env:", "placeholder", "redacted", "changeme"].iter().any(|p| lower.contains(p)) {
-        return false;
-    }
-    if v.contains('$') || v.contains('%') || v.starts_with("http") || v.contains('/') && v.contains('.') {
+    if v.contains('$')
+        || v.contains('%') && !v.contains("%2")
+        || v.starts_with("http")
+        || v.contains('/') && v.contains('.')
+    {
         return false;
     }
     let classes = [
@@ -135,7 +136,25 @@ fn random_looking(v: &str) -> bool {
     .filter(|b| **b)
     .count();
     let has_digit = v.chars().any(|c| c.is_ascii_digit());
-    classes >= 2 && has_digit && super::entropy(v) >= 3.3
+    // A short random string cannot reach a long one's entropy (16 hex digits
+    // average about 3.5 bits a character): the bar scales with the length.
+    let bar = if v.len() >= 24 {
+        3.3
+    } else if v.len() >= 16 {
+        3.0
+    } else {
+        2.8
+    };
+    classes >= 2 && has_digit && super::entropy(v) >= bar
+}
+
+/// Template text where a secret would go, not a secret.
+fn placeholder(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    ["your_", "your-", "<your", "xxxx", "${", "env:", "placeholder", "redacted", "changeme", "****", "{{"]
+        .iter()
+        .any(|p| lower.contains(p))
+        || v.chars().all(|c| c == v.chars().next().unwrap_or(c))
 }
 
 /// Whether a key name and value are AWS's secret access key.
@@ -149,10 +168,14 @@ fn aws_secret(key: &str, value: &str) -> bool {
 /// Every secret in `text`. `key`: the JSON property `text` is the value of.
 pub fn find(text: &str, key: Option<&str>, out: &mut Vec<Hit>) {
     let first = out.len();
+    // Under a key that names a secret, the value is one whatever it looks
+    // like, unless it is a placeholder or a reference.
     if let Some(k) = key
         && secret_name(k)
+        && text.len() >= 4
+        && text.len() <= 4096
         && !text.chars().any(char::is_whitespace)
-        && random_looking(text)
+        && !placeholder(text)
     {
         let kind = if aws_secret(k, text) { "aws_secret_access_key" } else { "keyed_secret" };
         out.push(Hit { start: 0, end: text.len(), kind });
@@ -161,7 +184,17 @@ pub fn find(text: &str, key: Option<&str>, out: &mut Vec<Hit>) {
     for caps in SHAPES.captures_iter(text) {
         // Each shape is one group (shapes have no groups of their own).
         let Some((i, m)) = caps.iter().skip(1).enumerate().find_map(|(i, m)| m.map(|m| (i, m))) else { continue };
-        out.push(Hit { start: m.start(), end: m.end(), kind: SHAPE_KINDS[i].0 });
+        let kind = SHAPE_KINDS[i].0;
+        // `basic internationalization` is prose: a credential mixes classes.
+        if kind == "basic_auth" {
+            let token = m.as_str().split_whitespace().nth(1).unwrap_or("");
+            let mixed = token.chars().any(|c| c.is_ascii_digit() || "+/=".contains(c))
+                || token.chars().any(|c| c.is_ascii_uppercase()) && token.chars().any(|c| c.is_ascii_lowercase());
+            if !mixed {
+                continue;
+            }
+        }
+        out.push(Hit { start: m.start(), end: m.end(), kind });
     }
     for caps in URL_CREDENTIALS.captures_iter(text) {
         if let Some(m) = caps.get(1) {
@@ -273,6 +306,14 @@ mod tests {
             assert_eq!(kinds(benign, None), vec![], "{benign}");
         }
         assert_eq!(kinds("changeme", Some("password")), vec![]);
+        assert_eq!(
+            kinds("hunter2", Some("password"))[0].0,
+            "keyed_secret",
+            "under a secret name, whatever it looks like"
+        );
+        assert_eq!(kinds("${env:DB_PASSWORD}", Some("password")), vec![]);
+        assert_eq!(kinds("basic internationalization support", None), vec![]);
+        assert_eq!(kinds("AUTHORIZATION: BEARER abcdefghijklmnopqrstuvwxyz", None)[0].0, "bearer_token");
     }
 
     #[test]

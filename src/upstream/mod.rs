@@ -244,10 +244,13 @@ impl Upstreams {
                 continue;
             };
             if !same_connection(&up.manifest, m) {
+                // Its tool settings were written for the new server: none of
+                // the manifest applies to the old one still connected.
                 notes.push(format!(
-                    "upstream `{}`: transport, timeouts or restart settings changed: they take effect at the next restart",
+                    "upstream `{}`: transport, timeouts or restart settings changed: the whole manifest takes effect at the next restart",
                     up.name
                 ));
+                continue;
             }
             *up.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m.clone());
         }

@@ -6,7 +6,7 @@
 //! `cargo bench --bench scans`. The texts are real: the 1 KB result is a
 //! tool-shaped answer (text plus structured content) built from the ordinary
 //! corpus of `tests/fixtures/scans/ordinary`, the 100 KB one is prose, code
-//! and JSON from the same corpus; a variant of each carries findings (an
+//! and JSON from the same corpus (and a non-ASCII variant of the prose); a variant of each carries findings (an
 //! email, a key, an injection line), so masking and flagging are paid too.
 //! Each case is measured `BENCH_ITERS` times (default 2,000 for 1 KB, 200 for
 //! 100 KB) after a warm-up; p50 and p99 per call are printed.
@@ -81,9 +81,14 @@ fn main() {
     let small = result(small_text.clone(), Some(small_structured.clone()));
     let small_hits = result(format!("{}{findings}", cut(&small_text, 600)), Some(small_structured));
 
-    let big_text = format!("{}\n{}\n{}", cut(&prose, 34_000), cut(&code, 33_000), cut(&json_text, 33_000));
+    let topics = corpus("prose-python-reference-topics.txt");
+    let big_text = format!("{}\n{}\n{}", cut(&topics, 34_000), cut(&code, 33_000), cut(&json_text, 33_000));
     let big = result(big_text.clone(), None);
     let big_hits = result(format!("{big_text}{findings}"), None);
+
+    // Non-ASCII text: accents, CJK and emoji on every line.
+    let intl: String = topics.lines().map(|l| format!("{l} — café naïve 東京 Zürich 🙂\n")).collect::<String>();
+    let intl = result(cut(&intl, 100_000), None);
 
     let defaults = Settings::default();
     let off = Settings::resolve(&[Some(
@@ -110,4 +115,5 @@ fn main() {
     measure("100 KB, built-in settings, clean", &big, &defaults, iters_big);
     measure("100 KB, built-in settings, with findings", &big_hits, &defaults, iters_big);
     measure("100 KB, built-in + output policy", &big, &with_output, iters_big);
+    measure("100 KB non-ASCII, built-in settings", &intl, &defaults, iters_big);
 }

@@ -112,7 +112,7 @@ pub async fn call(
     if entry.target == Target::Llm {
         gw.llm.with_defaults(&mut arguments);
     }
-    let size = json_size(&arguments);
+    let size = scan::output::json_size(&arguments);
     if size > gw.limits.max_arguments_bytes {
         rec.decision = decision::INVALID;
         let text = format!("arguments are {size} bytes, more than the {} allowed", gw.limits.max_arguments_bytes);
@@ -579,22 +579,6 @@ fn denial_text(policy: &Policy, decided: &crate::policy::Decision) -> String {
         }
         None => decided.reason.clone(),
     }
-}
-
-/// Serialized size of `v` in bytes, without building the bytes.
-fn json_size(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    serde_json::to_writer(&mut c, v).map_or(usize::MAX, |()| c.0)
 }
 
 /// A tool result the agent's model can read and act on (`isError: true`).

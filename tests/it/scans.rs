@@ -299,6 +299,17 @@ async fn resource_contents_are_scanned_and_audited() {
     assert!(!records.iter().map(Value::to_string).collect::<String>().contains("AKIAIOSFODNN7EXAMPLE"));
 }
 
+/// `tollgate check` on the config in `dir`: whether it passed, and what it said.
+fn check(dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(dir.join("tollgate.toml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_scan_settings_are_refused_with_their_field_at_every_boundary() {
     // A policy file: `tollgate check` names file, line and field.
@@ -308,14 +319,8 @@ async fn bad_scan_settings_are_refused_with_their_field_at_every_boundary() {
         "[scans.secrets]\nresults = \"flag\"\n\n[[grant]]\nid = \"g\"\nprincipals = [\"*\"]\ntools = [\"*\"]\neffect = \"allow\"\nscans = { pii = { kinds = [\"dna\"] }, descriptions = { injection = \"off\" } }\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("--config")
-        .arg(dir.path().join("tollgate.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let (ok, text) = check(dir.path());
+    assert!(!ok);
     for field in ["scans.secrets.results", "grant[0].scans.pii.kinds", "grant[0].scans.descriptions"] {
         assert!(text.contains(field), "{field} not named in: {text}");
     }
@@ -323,14 +328,8 @@ async fn bad_scan_settings_are_refused_with_their_field_at_every_boundary() {
 
     // A manifest.
     let dir = config_dir(&[("fs", format!("{}\n[tools.echo.scans.output]\nmax_bytes = -1\n", stdio_fixture("fs")))]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("--config")
-        .arg(dir.path().join("tollgate.toml"))
-        .arg("check")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && text.contains("tools.echo.scans.output.max_bytes"), "{text}");
+    let (ok, text) = check(dir.path());
+    assert!(!ok && text.contains("tools.echo.scans.output.max_bytes"), "{text}");
 
     // The admin API: a 400 naming the field; nothing stored.
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;

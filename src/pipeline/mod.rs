@@ -32,7 +32,7 @@ use crate::store::HoldOutcome;
 
 pub use forward::forward_tool;
 use scans::scan_result;
-pub use scans::{scan_layers, scan_resource, scan_settings};
+pub use scans::{scan_layers, scan_prompt, scan_resource, scan_settings};
 pub use via::{Http, Via};
 
 /// A hold outlives its call's timeout by this much before the sweeper may

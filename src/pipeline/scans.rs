@@ -3,7 +3,7 @@
 //! outside any tool call.
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolResponse, CallToolResult, ReadResourceResult};
+use rmcp::model::{CallToolResponse, CallToolResult, GetPromptResult, ReadResourceResult};
 
 use super::tool_error;
 use crate::audit::CallRecord;
@@ -96,35 +96,71 @@ pub async fn scan_resource(
     upstream: usize,
     result: ReadResourceResult,
 ) -> Result<ReadResourceResult, McpError> {
+    let uri = result.contents.first().map(resource_uri).unwrap_or_default();
+    let seen = Seen { kind: "resource", what: ("uri", uri), walk: scan::contents };
+    screen(gw, principal, upstream, seen, result).await
+}
+
+/// Scans a prompt `principal` got from upstream `upstream` (its messages
+/// are text the agent's model reads), as `scan_resource` does.
+pub async fn scan_prompt(
+    gw: &Gateway,
+    principal: &Principal,
+    upstream: usize,
+    name: &str,
+    result: GetPromptResult,
+) -> Result<GetPromptResult, McpError> {
+    let seen = Seen { kind: "prompt", what: ("prompt", name.to_string()), walk: scan::prompt };
+    screen(gw, principal, upstream, seen, result).await
+}
+
+/// What was read outside a tool call, and how to scan it.
+struct Seen {
+    /// `resource` or `prompt`: the findings' direction and the audit record's kind.
+    kind: &'static str,
+    /// The audit's name for what was read, and its value.
+    what: (&'static str, String),
+    walk: fn(&mut serde_json::Value, &scan::Settings, &mut scan::CallScan),
+}
+
+async fn screen<T: serde::Serialize + serde::de::DeserializeOwned>(
+    gw: &Gateway,
+    principal: &Principal,
+    upstream: usize,
+    seen: Seen,
+    result: T,
+) -> Result<T, McpError> {
     let policy = gw.policies.current();
     let up = gw.upstreams.get(upstream);
     let scans = scan::Settings::resolve(&[policy.scans.as_deref(), up.live().scans.as_deref()]);
     if !scans.active(scan::Direction::Results) {
         return Ok(result);
     }
+    let kind = seen.kind;
     let mut v = serde_json::to_value(&result)
-        .map_err(|e| McpError::internal_error(format!("the resource could not be scanned: {e}"), None))?;
-    let uri = result.contents.first().map(resource_uri).unwrap_or_default();
-    let mut found = scan::CallScan::new(&format!("resource {uri}"));
-    scan::contents(&mut v, &scans, &mut found);
+        .map_err(|e| McpError::internal_error(format!("the {kind} could not be scanned: {e}"), None))?;
+    let (field, name) = seen.what;
+    let mut found = scan::CallScan::new(&format!("{kind} {name}"));
+    (seen.walk)(&mut v, &scans, &mut found);
     if found.findings.is_empty() && !found.changed {
         return Ok(result);
     }
-    let blocked = found.blocked("resource");
+    let blocked = found.blocked(kind);
     let detail = serde_json::json!({
         "principal": principal.to_string(),
         "upstream": &*up.name,
-        "uri": crate::audit::redact::text(&uri),
+        field: crate::audit::redact::text(&name),
         "outcome": if blocked { "withheld" } else { "delivered" },
         "scans": found.audit(),
     });
-    let draft = crate::audit::record::change("resource.scan", Some(&principal.org), &principal.to_string(), detail);
+    let draft =
+        crate::audit::record::change(&format!("{kind}.scan"), Some(&principal.org), &principal.to_string(), detail);
     if let Err(e) = gw.journal.audit(draft).await {
-        return Err(McpError::internal_error(format!("the resource scan could not be audited: {e}"), None));
+        return Err(McpError::internal_error(format!("the {kind} scan could not be audited: {e}"), None));
     }
     if blocked {
         return Err(McpError::invalid_request(
-            format!("resource withheld by tollgate: it contained {}", found.block_reason("resource")),
+            format!("{kind} withheld by tollgate: it contained {}", found.block_reason(kind)),
             None,
         ));
     }
@@ -132,7 +168,7 @@ pub async fn scan_resource(
         return Ok(result);
     }
     serde_json::from_value(v)
-        .map_err(|e| McpError::internal_error(format!("the scanned resource could not be rebuilt: {e}"), None))
+        .map_err(|e| McpError::internal_error(format!("the scanned {kind} could not be rebuilt: {e}"), None))
 }
 
 fn resource_uri(c: &rmcp::model::ResourceContents) -> String {

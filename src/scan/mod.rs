@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 pub use settings::{Action, DescriptionAction, Layer, Place, Settings};
-pub use walk::{arguments, closing, contents, error_message, result};
+pub use walk::{arguments, closing, contents, error_message, prompt, result};
 
 /// Which way the data flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

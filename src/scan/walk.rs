@@ -44,6 +44,29 @@ pub fn result(r: &mut Value, s: &Settings, call: &mut CallScan) {
     super::output::apply(r, &s.output, call, "result");
 }
 
+/// Scans a prompt (`GetPromptResult` as JSON) in place: its description
+/// and each message's content, as tool result content is scanned.
+pub fn prompt(r: &mut Value, s: &Settings, call: &mut CallScan) {
+    if !s.active(Direction::Results) {
+        return;
+    }
+    let mut pass = Pass { s, direction: Direction::Results, name: "prompt", call, hits: Vec::new() };
+    pass.field(r, "description", "", true);
+    if let Some(messages) = r.get_mut("messages").and_then(Value::as_array_mut) {
+        for (i, m) in messages.iter_mut().enumerate() {
+            match m.get_mut("content") {
+                Some(Value::Array(blocks)) => {
+                    for (j, b) in blocks.iter_mut().enumerate() {
+                        pass.block(b, &format!("/messages/{i}/content/{j}"));
+                    }
+                }
+                Some(b) => pass.block(b, &format!("/messages/{i}/content")),
+                None => {}
+            }
+        }
+    }
+}
+
 /// Scans an upstream's error message (the agent reads it too): masked,
 /// never wrapped; a block is recorded and the message replaced.
 pub fn error_message(message: &mut String, s: &Settings, call: &mut CallScan) {

@@ -261,7 +261,9 @@ impl ServerHandler for Session {
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
         match bounded(up, conn.peer.get_prompt_once(out)).await? {
-            GetPromptResponse::Complete(mut r) => {
+            GetPromptResponse::Complete(r) => {
+                // A prompt's messages go to the agent's model: scanned like results.
+                let mut r = pipeline::scan_prompt(&self.gw, &principal, entry.upstream, &entry.name, r).await?;
                 r.result_type = Some(ResultType::COMPLETE);
                 Ok(GetPromptResponse::Complete(r))
             }

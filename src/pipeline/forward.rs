@@ -222,6 +222,13 @@ async fn start(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<Flight, CallToolResponse> {
     let conn = up.conn().map_err(tool_error)?;
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    let (logs, logs_rx) = mpsc::channel(LOG_BUFFER);
+    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
+    // In flight before it is sent: rmcp numbers the request when sending, and
+    // a fast upstream's log message can be read before the send returns.
+    let placeholder = RequestId::String(format!("tollgate-sending-{}", uuid::Uuid::new_v4()).into());
+    let pending = conn.inflight.insert(placeholder, agent);
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
     let handle = conn
         .peer
@@ -229,10 +236,7 @@ async fn start(
         .await
         .map_err(|e| tool_error(format!("upstream `{}` failed: {e}", up.name)))?;
     let request_id = handle.id.clone();
-    let (inputs_tx, inputs) = mpsc::unbounded_channel();
-    let (logs, logs_rx) = mpsc::channel(LOG_BUFFER);
-    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
-    let inflight = conn.inflight.insert(request_id.clone(), agent);
+    let inflight = pending.rekey(request_id.clone());
     let (progress, progress_rx) = conn.progress.subscribe(handle.progress_token.clone());
     Ok(Flight {
         peer: conn.peer.clone(),

@@ -111,6 +111,22 @@ pub struct CallGuard {
     id: RequestId,
 }
 
+impl CallGuard {
+    /// The same call under the id the request was sent with: registered
+    /// under a placeholder before sending, so a log message the upstream
+    /// writes before the send returns still finds its call.
+    pub fn rekey(mut self, id: RequestId) -> CallGuard {
+        let mut map = self.inflight.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = map.remove(&self.id) {
+            map.insert(id.clone(), agent);
+        }
+        drop(map);
+        self.inflight.inserted.notify_waiters();
+        self.id = id;
+        self
+    }
+}
+
 impl Drop for CallGuard {
     fn drop(&mut self) {
         self.inflight.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);

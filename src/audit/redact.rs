@@ -19,24 +19,7 @@ fn secret_key(name: &str) -> bool {
 
 /// `text` with every credential-shaped substring replaced.
 pub fn text(text: &str) -> Cow<'_, str> {
-    let mut hits = Vec::new();
-    crate::scan::secrets::find(text, None, &mut hits);
-    if hits.is_empty() {
-        return Cow::Borrowed(text);
-    }
-    hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for h in hits {
-        if h.start < at {
-            continue;
-        }
-        out.push_str(&text[at..h.start]);
-        out.push_str(MARK);
-        at = h.end;
-    }
-    out.push_str(&text[at..]);
-    Cow::Owned(out)
+    crate::scan::secrets::redact(text, MARK)
 }
 
 /// A copy of `v` with secrets removed. `fields` are the manifest's `redact`

@@ -102,46 +102,40 @@ pub fn explain(policy: &Policy, principal: &Principal, tool: &str, args: &Value)
     })
 }
 
-/// The manifest `[scans]` and the tool's override of the upstream that
-/// offers `tool` (by its exposed name), as far as the manifests say.
+/// The manifest of the upstream that offers `tool` (by its exposed name)
+/// and the tool's own name and override there, as far as the manifests say.
 fn manifest_layers<'a>(
     config: &'a Config,
-    tool: &str,
-) -> (Option<&'a crate::config::Manifest>, Option<&'a crate::config::ToolOverride>) {
+    tool: &'a str,
+) -> (Option<&'a crate::config::Manifest>, Option<(&'a str, Option<&'a crate::config::ToolOverride>)>) {
     let sep = &config.catalog.separator;
     for m in &config.manifests {
         for (own, o) in &m.tools {
             let shown = o.rename.as_deref().unwrap_or(own);
             if crate::catalog::exposed(&m.prefix, sep, shown) == tool {
-                return (Some(m), Some(o));
+                return (Some(m), Some((own.as_str(), Some(o))));
             }
         }
-        let own = if m.prefix.is_empty() { Some(tool) } else { tool.strip_prefix(&format!("{}{sep}", m.prefix)) };
-        if let Some(own) = own
-            && !m.prefix.is_empty()
+        if !m.prefix.is_empty()
+            && let Some(own) = tool.strip_prefix(&format!("{}{sep}", m.prefix))
         {
-            return (Some(m), m.tools.get(own));
+            return (Some(m), Some((own, m.tools.get(own))));
         }
     }
     (None, None)
 }
 
-/// The scan settings a call would run under, each with the layer it comes from.
+/// The scan settings a call would run under, each with the layer it comes
+/// from (the layers the pipeline uses, `pipeline::scan_layers`).
 fn scans(
     policy: &Policy,
     upstream: Option<&crate::config::Manifest>,
-    tool: Option<&crate::config::ToolOverride>,
+    tool: Option<(&str, Option<&crate::config::ToolOverride>)>,
     grant: Option<&crate::policy::Grant>,
 ) -> Value {
-    let layers = [
-        ("policy [scans]".to_string(), policy.scans.as_deref()),
-        (
-            upstream.map_or_else(String::new, |m| format!("manifest `{}` [scans]", m.name)),
-            upstream.and_then(|m| m.scans.as_deref()),
-        ),
-        ("manifest tool scans".to_string(), tool.and_then(|o| o.scans.as_deref())),
-        (grant.map_or_else(String::new, |g| format!("grant `{}`", g.id)), grant.and_then(|g| g.scans.as_deref())),
-    ];
+    let upstream = upstream.map(|m| (m.name.as_str(), m.scans.as_deref()));
+    let tool = tool.map(|(own, o)| (own, o.and_then(|o| o.scans.as_deref())));
+    let layers = crate::pipeline::scan_layers(policy, upstream, tool, grant);
     let only = layers.each_ref().map(|(_, l)| *l);
     json!({
         "in_force": crate::scan::Settings::resolve(&only).to_json(),

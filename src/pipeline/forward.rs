@@ -214,6 +214,12 @@ async fn finish(
     })
 }
 
+/// A request id rmcp never gives (its ids count up from zero): negative.
+fn placeholder_id() -> RequestId {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+    RequestId::Number(NEXT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Sends one request upstream. `Err` is a failure already shaped as the agent's tool error.
 async fn start(
     up: &Upstream,
@@ -227,8 +233,7 @@ async fn start(
     let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
     // In flight before it is sent: rmcp numbers the request when sending, and
     // a fast upstream's log message can be read before the send returns.
-    let placeholder = RequestId::String(format!("tollgate-sending-{}", uuid::Uuid::new_v4()).into());
-    let pending = conn.inflight.insert(placeholder, agent);
+    let pending = conn.inflight.insert(placeholder_id(), agent);
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
     let handle = conn
         .peer

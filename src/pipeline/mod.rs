@@ -180,7 +180,7 @@ pub async fn call(
     let scans = scan_settings(&policy, &entry, Some(&grant));
     if scans.active(scan::Direction::Arguments) {
         scan::arguments(&mut arguments, &scans, &mut rec.scan);
-        if rec.scan.findings.iter().any(|f| f.direction == "arguments" && f.action == "mask") {
+        if rec.scan.changed {
             rec.arguments = Some(audit_arguments(gw, &entry, &arguments));
         }
         if rec.scan.blocked("arguments") {

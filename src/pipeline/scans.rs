@@ -13,24 +13,31 @@ use crate::identity::Principal;
 use crate::policy::{Grant, Policy};
 use crate::scan;
 
+/// A manifest's scan layer and what it is named: an upstream's `[scans]`
+/// (by upstream name) or a tool's `[tools.<name>.scans]` (by its own name).
+pub type Named<'a> = Option<(&'a str, Option<&'a scan::Layer>)>;
+
 /// The scan layers of a call, least specific first, named for `explain`:
 /// the policy files' `[scans]`, the manifest's, the tool's, the grant's.
 pub fn scan_layers<'a>(
     policy: &'a Policy,
-    entry: &'a ToolEntry,
+    upstream: Named<'a>,
+    tool: Named<'a>,
     grant: Option<&'a Grant>,
 ) -> [(String, Option<&'a scan::Layer>); 4] {
     [
         ("policy [scans]".to_string(), policy.scans.as_deref()),
-        (format!("manifest `{}` [scans]", entry.upstream_name), entry.upstream_scans.as_deref()),
-        (format!("manifest [tools.{}.scans]", entry.upstream_tool), entry.settings.scans.as_deref()),
+        (upstream.map_or_else(String::new, |(n, _)| format!("manifest `{n}` [scans]")), upstream.and_then(|(_, l)| l)),
+        (tool.map_or_else(String::new, |(n, _)| format!("manifest [tools.{n}.scans]")), tool.and_then(|(_, l)| l)),
         (grant.map_or_else(String::new, |g| format!("grant `{}`", g.id)), grant.and_then(|g| g.scans.as_deref())),
     ]
 }
 
 /// The scan settings in force for a call of `entry` decided by `grant`.
 pub fn scan_settings(policy: &Policy, entry: &ToolEntry, grant: Option<&Grant>) -> scan::Settings {
-    let layers = scan_layers(policy, entry, grant);
+    let upstream = Some((&*entry.upstream_name, entry.upstream_scans.as_deref()));
+    let tool = Some((entry.upstream_tool.as_str(), entry.settings.scans.as_deref()));
+    let layers = scan_layers(policy, upstream, tool, grant);
     scan::Settings::resolve(&layers.each_ref().map(|(_, l)| *l))
 }
 

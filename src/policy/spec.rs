@@ -249,7 +249,7 @@ fn walk(path: &str, before: &Value, after: &Value, out: &mut Vec<Value>) {
             keys.sort();
             keys.dedup();
             for k in keys {
-                let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
+                let p = format!("{path}/{}", crate::scan::pointer_segment(k));
                 match (b.get(k), a.get(k)) {
                     (Some(x), Some(y)) => walk(&p, x, y, out),
                     (Some(x), None) => out.push(json!({"path": p, "before": x, "after": null})),

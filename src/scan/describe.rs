@@ -75,7 +75,7 @@ fn schema_texts<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>, 
     match v {
         Value::Object(map) => {
             for (k, child) in map {
-                let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                let here = format!("{at}/{}", super::pointer_segment(k));
                 match (k.as_str(), child) {
                     ("description" | "title", Value::String(t)) => out.push((here, t)),
                     _ => schema_texts(child, here, out, depth + 1),

@@ -116,6 +116,8 @@ pub struct CallScan {
     source: String,
     /// Whether a scan changed the data (masked, wrapped, removed, cut).
     pub changed: bool,
+    /// The last pointer noted, and what the audit keeps of it.
+    pointer: (String, String),
 }
 
 impl CallScan {
@@ -144,6 +146,12 @@ impl CallScan {
         at: &str,
         action: &'static str,
     ) {
+        // Checked here, on findings only (not on every key walked), and once
+        // for the many hits one text may have.
+        if self.pointer.0 != at {
+            self.pointer = (at.to_string(), audit_pointer(at));
+        }
+        let at = self.pointer.1.as_str();
         if let Some(f) = self
             .findings
             .iter_mut()
@@ -196,22 +204,11 @@ impl CallScan {
 /// What the envelope names as the text's source: secrets masked, and only
 /// characters that cannot imitate the envelope's own punctuation or lines.
 fn source_label(source: &str) -> String {
-    let masked = {
-        let mut hits = Vec::new();
-        secrets::find(source, None, &mut hits);
-        let mut out = String::new();
-        let mut at = 0;
-        for h in hits {
-            if h.start >= at {
-                out.push_str(&source[at..h.start]);
-                out.push_str("[SECRET]");
-                at = h.end;
-            }
-        }
-        out.push_str(&source[at..]);
-        out
-    };
-    masked.chars().filter(|c| !c.is_control() && !matches!(c, '[' | ']' | '\n' | '\r')).take(200).collect()
+    secrets::redact(source, "[SECRET]")
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '[' | ']' | '\n' | '\r'))
+        .take(200)
+        .collect()
 }
 
 /// Byte ranges, sorted and merged, for overlap tests in logarithmic time.
@@ -237,6 +234,26 @@ impl Spans {
         let i = self.0.partition_point(|(s, _)| *s < end);
         i > 0 && self.0[i - 1].1 > start
     }
+}
+
+/// A pointer as the audit may keep it: a segment that is itself something
+/// a scan would mask (a map keyed by email) is replaced by `*`.
+fn audit_pointer(at: &str) -> String {
+    let mut hits = Vec::new();
+    at.split('/')
+        .map(|segment| {
+            hits.clear();
+            secrets::find(segment, None, &mut hits);
+            pii::find(segment, None, &mut hits);
+            if hits.is_empty() { segment } else { "*" }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `key` as a JSON pointer segment (RFC 6901: `~` as `~0`, `/` as `~1`).
+pub fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Shannon entropy of `s` in bits per character.

@@ -165,7 +165,7 @@ fn strings(v: &mut Value, at: &str, f: &mut dyn FnMut(&mut String, &str)) {
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                strings(item, &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), f);
+                strings(item, &format!("{at}/{}", super::pointer_segment(k)), f);
             }
         }
         _ => {}

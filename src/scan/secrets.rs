@@ -89,6 +89,18 @@ static KEYED: LazyLock<Regex> = LazyLock::new(|| {
     .expect("keyed pattern compiles")
 });
 
+/// `text` with every secret `find` reports replaced by `mark` (overlapping
+/// hits merged, so no tail of one is left in clear).
+pub fn redact<'a>(text: &'a str, mark: &str) -> std::borrow::Cow<'a, str> {
+    let mut hits = Vec::new();
+    find(text, None, &mut hits);
+    if hits.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let edits = hits.into_iter().map(|h| (h.start, h.end, Some(mark.to_string()))).collect();
+    std::borrow::Cow::Owned(super::walk::apply(text, edits))
+}
+
 /// Whether a property name says its value is a secret whatever it looks like.
 pub fn secret_name(name: &str) -> bool {
     let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
@@ -314,6 +326,14 @@ mod tests {
         assert_eq!(kinds("${env:DB_PASSWORD}", Some("password")), vec![]);
         assert_eq!(kinds("basic internationalization support", None), vec![]);
         assert_eq!(kinds("AUTHORIZATION: BEARER abcdefghijklmnopqrstuvwxyz", None)[0].0, "bearer_token");
+    }
+
+    #[test]
+    fn redact_removes_every_secret_whatever_order_they_are_found_in() {
+        // Shapes are found before URL credentials, whatever their place in the text.
+        let text = "db postgres://app:p4ssw0rd-x@h/x then AKIAIOSFODNN7EXAMPLE";
+        assert_eq!(redact(text, "[X]"), "db postgres://[X]@h/x then [X]");
+        assert!(matches!(redact("nothing here", "[X]"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

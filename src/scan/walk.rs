@@ -151,7 +151,7 @@ impl Pass<'_> {
                 for (k, item) in map.iter_mut() {
                     let len = path.len();
                     path.push('/');
-                    path.push_str(&segment(k));
+                    path.push_str(&super::pointer_segment(k));
                     self.value(item, Some(k), path, may_wrap);
                     path.truncate(len);
                 }
@@ -259,17 +259,8 @@ impl Pass<'_> {
     }
 }
 
-/// A JSON pointer segment for the audit: escaped, and replaced by `*` when
-/// the key itself is something a scan would mask (a map keyed by email).
-fn segment(key: &str) -> String {
-    let mut hits = Vec::new();
-    super::secrets::find(key, None, &mut hits);
-    super::pii::find(key, None, &mut hits);
-    if hits.is_empty() { key.replace('~', "~0").replace('/', "~1") } else { "*".to_string() }
-}
-
 /// `t` with each range replaced; of overlapping ranges the first (then longest) wins.
-fn apply(t: &str, mut edits: Vec<(usize, usize, Option<String>)>) -> String {
+pub(super) fn apply(t: &str, mut edits: Vec<(usize, usize, Option<String>)>) -> String {
     edits.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut out = String::with_capacity(t.len());
     let mut at = 0;

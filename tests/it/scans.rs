@@ -24,9 +24,8 @@ fn call_records<'a>(records: &'a [Value], tool: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["kind"] == "call" && r["tool"] == tool).collect()
 }
 
-async fn calls_of(tg: &TestGateway, agent: &AgentService, tool: &str) -> u64 {
+async fn calls_of(agent: &AgentService, tool: &str) -> u64 {
     let r = agent.peer().call_tool(call("fs__stats", json!({}))).await.expect("stats");
-    let _ = tg;
     r.structured_content.as_ref().and_then(|s| s["calls"][tool].as_u64()).unwrap_or(0)
 }
 
@@ -105,13 +104,13 @@ async fn an_injected_result_is_flagged_or_blocked_as_the_grant_says() {
     assert!(text.ends_with(&format!("[end of untrusted content {nonce}]")), "{text}");
 
     // The eng grant blocks it: the tool ran, the agent gets a tool error.
-    let before = calls_of(&tg, &ops, "document").await;
+    let before = calls_of(&ops, "document").await;
     let r = eng.peer().call_tool(call("fs__document", json!({"name": "injected"}))).await.expect("answered");
     assert_eq!(r.is_error, Some(true));
     let text = text_of(&r);
     assert!(text.contains("withheld") && text.contains("instruction_override (injection)"), "{text}");
     assert!(!text.contains("IGNORE ALL"), "{text}");
-    assert_eq!(calls_of(&tg, &ops, "document").await, before + 1, "the upstream ran the call");
+    assert_eq!(calls_of(&ops, "document").await, before + 1, "the upstream ran the call");
 
     let records = export(&tg);
     let recs = call_records(&records, "fs__document");
@@ -135,14 +134,14 @@ async fn a_secret_in_arguments_is_refused_before_the_upstream_when_the_grant_blo
     let (ops_key, _) = tg.new_key("ops", "acme").await;
     let (ops, _) = http_agent_with(&tg.mcp_url(), Era::Modern, None, Some(&ops_key)).await;
     let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
-    let before = calls_of(&tg, &ops, "echo").await;
+    let before = calls_of(&ops, "echo").await;
     let r =
         eng.peer().call_tool(call("fs__echo", json!({"message": format!("token {secret}")}))).await.expect("answered");
     assert_eq!(r.is_error, Some(true));
     let text = text_of(&r);
     assert!(text.contains("github_token (secrets) at /message") && text.contains("eng-strict"), "{text}");
     assert!(!text.contains(secret));
-    assert_eq!(calls_of(&tg, &ops, "echo").await, before, "the upstream was never called");
+    assert_eq!(calls_of(&ops, "echo").await, before, "the upstream was never called");
     // The ops grant logs it (the default for arguments) and the call runs;
     // the result, which echoes it, is masked.
     let r =
@@ -270,6 +269,10 @@ async fn scan_settings_in_policies_and_manifests_hot_reload_and_show_in_explain(
     assert!(
         text.contains("scans (setting, then the layer it comes from):") && text.contains("max 2000 bytes"),
         "{text}"
+    );
+    assert!(
+        text.contains("truncate, manifest [tools.document.scans])"),
+        "layers named as the pipeline names them: {text}"
     );
 }
 

@@ -146,6 +146,29 @@ async fn main() {
         Path3 { name: "governed", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
         Path3 { name: "budgeted", tool: "bench__echo", lat: Vec::new(), tput: Vec::new() },
     ];
+    // BENCH_SOAK=<path>:<seconds> (path: direct, bare, governed, budgeted):
+    // only that path at concurrency 1 for that long, after printing the pids,
+    // so a profiler can be attached to the process of interest.
+    if let Ok(soak) = std::env::var("BENCH_SOAK") {
+        let (name, secs) = soak.split_once(':').expect("BENCH_SOAK=<path>:<seconds>");
+        let secs: u64 = secs.parse().expect("seconds");
+        let i = ["direct", "bare", "governed", "budgeted"].iter().position(|p| *p == name).expect("path name");
+        println!(
+            "soak {name} for {secs}s; pids: fixture {:?} bare {:?} governed {:?} budgeted {:?}",
+            _fixture.id(),
+            _bare.id(),
+            _governed.id(),
+            _budgeted.id()
+        );
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut lat = Vec::new();
+        while std::time::Instant::now() < until {
+            lat.extend(latencies(clients[i].peer(), paths[i].tool, 200).await);
+        }
+        lat.sort();
+        println!("soak {name}: {} calls, p50 {:.1} us", lat.len(), us(pct(&lat, 0.5)));
+        return;
+    }
     // Warm up every path.
     for (c, p) in clients.iter().zip(&paths) {
         latencies(c.peer(), p.tool, 200).await;

@@ -214,4 +214,47 @@ mod tests {
         let commits = wa.commits() + wb.commits();
         assert!(commits < 600, "{commits} commits for 600 concurrent records: no grouping");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_taking_turns_each_find_the_chain_moved_and_append_after_it() {
+        // Each writer's cached head is stale on every turn after its first:
+        // its fast append collides, writes nothing, and goes again after the
+        // head read anew.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (store(dir.path()).await, store(dir.path()).await);
+        let (wa, wb) = (Journal::start(a.clone()), Journal::start(b));
+        for i in 0..40 {
+            let w = if i % 2 == 0 { &wa } else { &wb };
+            w.audit(record::change("test", None, "test", serde_json::json!({"n": i}))).await.unwrap();
+        }
+        assert_eq!(verify::verify(&a).await.unwrap(), Ok(40));
+        let rows = a.audit(&Default::default()).await.unwrap();
+        let order: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(order, (1..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_waits_out_another_connections_write_lock() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path()).await;
+        let w = Journal::start(a.clone());
+        w.audit(record::change("test", None, "test", serde_json::json!({"n": 0}))).await.unwrap();
+        // Another process holds SQLite's write lock.
+        let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("audit.db").display()))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+        let pending = {
+            let w = w.clone();
+            tokio::spawn(
+                async move { w.audit(record::change("test", None, "test", serde_json::json!({"n": 1}))).await },
+            )
+        };
+        let (seen,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit").fetch_one(&mut other).await.unwrap();
+        assert_eq!(seen, 1, "nothing is appended while the lock is held elsewhere");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        pending.await.unwrap().expect("the record commits once the lock is free, not an error");
+        assert_eq!(verify::verify(&a).await.unwrap(), Ok(2));
+    }
 }

@@ -58,6 +58,22 @@ pub fn seal(draft: &AuditDraft, seq: i64, prev_hash: &str) -> AuditRow {
     }
 }
 
+/// Seals `drafts` in order after the chain head `(seq, hash)`; the rows and
+/// the new head.
+pub fn seal_after(drafts: &[AuditDraft], head: (i64, String)) -> (Vec<AuditRow>, (i64, String)) {
+    let (mut seq, mut prev) = head;
+    let rows = drafts
+        .iter()
+        .map(|d| {
+            seq += 1;
+            let row = seal(d, seq, &prev);
+            prev.clone_from(&row.hash);
+            row
+        })
+        .collect();
+    (rows, (seq, prev))
+}
+
 /// Why a row does not belong where it is in the chain.
 pub fn check(row: &AuditRow, expected_prev: &str, expected_seq: Option<i64>) -> Result<(), String> {
     if row.prev_hash != expected_prev {

@@ -24,7 +24,7 @@ macro_rules! ledger_statements {
             // enough; without the lock a busy chain can collide again, and the
             // caller appends again under the lock.
             for attempt in 0..2 {
-                let (mut seq, mut prev) = match head.take() {
+                let start = match head.take() {
                     Some(h) => h,
                     None => {
                         let row = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
@@ -33,15 +33,7 @@ macro_rules! ledger_statements {
                         $crate::store::rows::head(row.as_ref())?
                     }
                 };
-                let rows: Vec<$crate::store::AuditRow> = drafts
-                    .iter()
-                    .map(|d| {
-                        seq += 1;
-                        let row = $crate::store::chain::seal(d, seq, &prev);
-                        prev = row.hash.clone();
-                        row
-                    })
-                    .collect();
+                let (rows, next) = $crate::store::chain::seal_after(drafts, start);
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) ",
                 );
@@ -61,7 +53,7 @@ macro_rules! ledger_statements {
                 });
                 // A failed statement changes nothing, in or out of a transaction.
                 match q.build().execute(&mut *conn).await {
-                    Ok(_) => return Ok(Some((seq, prev))),
+                    Ok(_) => return Ok(Some(next)),
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt == 0 => continue,
                     Err(e) => return Err(e.into()),
                 }

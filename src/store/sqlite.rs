@@ -6,12 +6,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 mod admin;
 mod approvals;
+mod direct;
 
 use super::keycache::KeyCache;
 use super::rows;
@@ -19,6 +19,9 @@ use super::{
     Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, Durability, HoldOutcome, HoldRequest,
     Idempotency, KeyRow, Resolution, ReusedKey, StoreError, UsageRow,
 };
+
+/// How long a statement waits for another writer's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "keys and audit", include_str!("migrations/sqlite/0001_keys_and_audit.sql")),
@@ -32,6 +35,7 @@ pub struct Sqlite {
     pool: SqlitePool,
     keys: std::sync::Arc<Keys>,
     path: PathBuf,
+    durability: Durability,
 }
 
 /// The key cache's epoch on SQLite: every process that changes keys through
@@ -105,7 +109,7 @@ impl Sqlite {
             })
             .foreign_keys(true)
             // Other processes (the CLI, a second gateway) share the file.
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -123,7 +127,7 @@ impl Sqlite {
         let mut marker = path.clone().into_os_string();
         marker.push("-keys");
         let keys = Keys { marker: PathBuf::from(marker), cache: KeyCache::default() };
-        Ok(Sqlite { pool, keys: std::sync::Arc::new(keys), path })
+        Ok(Sqlite { pool, keys: std::sync::Arc::new(keys), path, durability })
     }
 
     pub async fn close(&self) {
@@ -341,7 +345,12 @@ impl Sqlite {
     pub async fn writer(&self) -> Result<AuditWriter, StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
-        Ok(AuditWriter { conn, head: None })
+        // Detached: the writer owns it, and locks it out of sqlx's worker
+        // for direct appends (see `direct`).
+        let conn = direct::Direct::new(conn.detach(), BUSY_TIMEOUT);
+        // An fsync per commit (`full`) would block the runtime's thread in a
+        // direct append: those writers keep to sqlx.
+        Ok(AuditWriter { conn, head: None, direct: self.durability == Durability::Normal })
     }
 
     /// Copies the WAL into the database without blocking readers or writers.
@@ -383,8 +392,10 @@ impl Sqlite {
 /// cycle that finds another writer appended meanwhile (the sequence number
 /// is the primary key) re-reads the head and seals again.
 pub struct AuditWriter {
-    conn: PoolConnection<sqlx::Sqlite>,
+    conn: direct::Direct,
     head: Option<(i64, String)>,
+    /// Small audit-only cycles append through SQLite's C API.
+    direct: bool,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -406,16 +417,33 @@ impl AuditWriter {
         period_start: fn(&str, i64) -> Option<i64>,
         then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
-        let head = self.head.take();
+        let mut head = self.head.take();
         if resolves.is_empty() && holds.is_empty() {
-            // Audit records alone: one multi-row INSERT is its own atomic
-            // transaction, so no BEGIN/COMMIT round trips. When other
-            // writers (processes) keep the chain moving, the append is made
-            // again under the write lock, where it cannot collide.
-            self.head = match append_in(&mut self.conn, audits, head).await {
+            // Audit records alone, few (the common case at low load), after
+            // a known head: straight into SQLite. Any failure there writes
+            // nothing, and the records go the sqlx way below after the head
+            // read again.
+            if self.direct
+                && audits.len() <= direct::MAX_ROWS
+                && let Some(start) = head.take()
+            {
+                let (rows, next) = super::chain::seal_after(audits, start);
+                match self.conn.append(&rows).await {
+                    Ok(()) => {
+                        self.head = Some(next);
+                        return Ok(CycleOutcome { resolved: Vec::new(), held: Vec::new() });
+                    }
+                    Err(direct::Fallback(why)) => tracing::debug!("direct audit append fell back to sqlx: {why}"),
+                }
+            }
+            // One multi-row INSERT is its own atomic transaction, so no
+            // BEGIN/COMMIT round trips. When other writers (processes) keep
+            // the chain moving, the append is made again under the write
+            // lock, where it cannot collide.
+            self.head = match append_in(self.conn.sqlx(), audits, head).await {
                 Ok(h) => h,
                 Err(_) => {
-                    let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+                    let mut tx = sqlx::Connection::begin_with(self.conn.sqlx(), "BEGIN IMMEDIATE").await?;
                     let h = append_in(&mut tx, audits, None).await?;
                     tx.commit().await?;
                     h
@@ -423,7 +451,7 @@ impl AuditWriter {
             };
             return Ok(CycleOutcome { resolved: Vec::new(), held: Vec::new() });
         }
-        let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?;
+        let mut tx = sqlx::Connection::begin_with(self.conn.sqlx(), "BEGIN IMMEDIATE").await?;
         let resolved = resolve_in(&mut tx, resolves).await?;
         let held = hold_in(&mut tx, holds, period_start).await?;
         // Records that depend on what was resolved and held (a call's intent

@@ -1,8 +1,9 @@
 //! Audit appends through SQLite's C API on the writer's own connection.
 //!
 //! Every sqlx statement on SQLite is a hand-off to the connection's worker
-//! thread and back: about 75 µs for a one-record append on the 2-core
-//! machine of BENCHMARKS.md, where SQLite's own work is about 25 µs. A
+//! thread and back: a one-record append took about 100 µs through sqlx on
+//! the 2-core machine of BENCHMARKS.md, of which SQLite's own work is about
+//! 25 µs. A
 //! governed call appends twice (intent, outcome) and waits for both, so the
 //! hand-offs were most of what governance added to a call. Here the writer
 //! locks its connection out of the worker once (sqlx's `lock_handle`, made

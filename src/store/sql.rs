@@ -34,9 +34,10 @@ macro_rules! ledger_statements {
                     }
                 };
                 let (rows, next) = $crate::store::chain::seal_after(drafts, start);
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) ",
-                );
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO audit ({}) ",
+                    $crate::store::rows::AUDIT_COLUMNS
+                ));
                 q.push_values(&rows, |mut b, row| {
                     b.push_bind(row.seq)
                         .push_bind(&row.id)

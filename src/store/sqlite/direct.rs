@@ -16,14 +16,14 @@
 //! chain) or any other error ends in [`Direct::release`] and the caller
 //! appends through sqlx, which waits for the lock on its own thread.
 
-use std::ffi::{CStr, c_int};
+use std::ffi::{CStr, CString, c_int};
 use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::LockedSqliteHandle;
 
-use crate::store::AuditRow;
+use crate::store::{AuditRow, rows};
 
 /// Largest batch appended here (about 25 µs a record on the runtime's
 /// thread); bigger ones (under load) go through sqlx, where one hand-off is
@@ -50,7 +50,14 @@ struct Locked {
 // connection on any thread as long as uses do not overlap.
 unsafe impl Send for Direct {}
 
-const INSERT: &CStr = c"INSERT INTO audit (seq, id, ts, kind, call_id, org, principal, tool, decision, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+/// The append, with the columns in the order `Locked::insert` binds them.
+fn insert_sql() -> CString {
+    let sql = format!(
+        "INSERT INTO audit ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        rows::AUDIT_COLUMNS
+    );
+    CString::new(sql).expect("no NUL in a constant statement")
+}
 
 /// Why a direct append did not happen; the caller appends through sqlx.
 #[derive(Debug)]
@@ -95,11 +102,12 @@ impl Direct {
         let mut handle = conn.lock_handle().await.map_err(|e| Fallback(e.to_string()))?;
         let db = handle.as_raw_handle().as_ptr();
         let mut stmt = ptr::null_mut();
-        // SAFETY: `db` is a live connection we hold the lock of; `INSERT` is
+        let sql = insert_sql();
+        // SAFETY: `db` is a live connection we hold the lock of; `sql` is
         // NUL-terminated; `stmt` is an out-pointer.
         let rc = unsafe {
             ffi::sqlite3_busy_timeout(db, 0);
-            ffi::sqlite3_prepare_v3(db, INSERT.as_ptr(), -1, ffi::SQLITE_PREPARE_PERSISTENT, &mut stmt, ptr::null_mut())
+            ffi::sqlite3_prepare_v3(db, sql.as_ptr(), -1, ffi::SQLITE_PREPARE_PERSISTENT, &mut stmt, ptr::null_mut())
         };
         match NonNull::new(stmt) {
             Some(insert) if rc == ffi::SQLITE_OK => {

@@ -366,28 +366,7 @@ impl Postgres {
     }
 
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM audit
-             WHERE ($1::bigint IS NULL OR seq > $1) AND ($2::bigint IS NULL OR ts >= $2)
-               AND ($3::bigint IS NULL OR ts < $3) AND ($4::text IS NULL OR org = $4)
-               AND ($5::text IS NULL OR principal = $5) AND ($6::text IS NULL OR tool = $6)
-               AND ($7::text IS NULL OR decision = $7) AND ($8::text IS NULL OR kind = $8)
-               AND ($9::text IS NULL OR call_id = $9)
-             ORDER BY seq LIMIT $10",
-            rows::AUDIT_COLUMNS
-        )))
-        .bind(f.after_seq)
-        .bind(f.since_ts)
-        .bind(f.until_ts)
-        .bind(&f.org)
-        .bind(&f.principal)
-        .bind(&f.tool)
-        .bind(&f.decision)
-        .bind(&f.kind)
-        .bind(&f.call_id)
-        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = audit_select(f).build().fetch_all(&self.pool).await?;
         rows.iter().map(rows::audit).collect()
     }
 }

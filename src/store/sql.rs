@@ -64,6 +64,37 @@ macro_rules! ledger_statements {
             ))
         }
 
+        /// The audit rows `f` selects, oldest first. Only the filters given
+        /// become conditions, so the planner can use the indexes on `ts`,
+        /// `(org, ts)` and `call_id` (`?1 IS NULL OR col = ?1` defeats them).
+        pub(super) fn audit_select(f: &$crate::store::AuditFilter) -> sqlx::QueryBuilder<$db> {
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                "SELECT {} FROM audit WHERE TRUE",
+                $crate::store::rows::AUDIT_COLUMNS
+            ));
+            let ints = [("seq >", f.after_seq), ("ts >=", f.since_ts), ("ts <", f.until_ts)];
+            for (cond, v) in ints {
+                if let Some(v) = v {
+                    q.push(format_args!(" AND {cond} ")).push_bind(v);
+                }
+            }
+            let texts = [
+                ("org =", &f.org),
+                ("principal =", &f.principal),
+                ("tool =", &f.tool),
+                ("decision =", &f.decision),
+                ("kind =", &f.kind),
+                ("call_id =", &f.call_id),
+            ];
+            for (cond, v) in texts {
+                if let Some(v) = v {
+                    q.push(format_args!(" AND {cond} ")).push_bind(v.as_str());
+                }
+            }
+            q.push(" ORDER BY seq LIMIT ").push_bind(if f.limit > 0 { f.limit } else { i64::MAX });
+            q
+        }
+
         /// Holds for a batch of calls, in order: the budgets and their usage rows
         /// are read once, each request is admitted (all of its budgets fit) or
         /// denied in memory, and the new totals and holds are written back.

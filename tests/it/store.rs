@@ -82,6 +82,7 @@ macro_rules! both {
 
 both!(keys, keys_are_stored_found_and_revoked_once);
 both!(audit_chain, concurrent_writers_make_one_verifiable_chain);
+both!(audit_query, audit_filters_select_exactly_the_rows_they_name);
 both!(budget_admission, concurrent_holds_across_writers_never_overspend);
 both!(settle_once, a_hold_resolves_exactly_once);
 both!(budget_changes, budget_changes_are_idempotent_by_key);
@@ -161,6 +162,60 @@ async fn concurrent_writers_make_one_verifiable_chain(store: Store) {
     assert_eq!(rows.len(), 1);
     let seqs: Vec<i64> = store.audit(&AuditFilter::default()).await.unwrap().iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=240).collect::<Vec<_>>(), "no gaps, no forks");
+}
+
+async fn audit_filters_select_exactly_the_rows_they_name(store: Store) {
+    // 24 records: n in 0..24 at ts 1000 + n, the other columns cycling so
+    // that every combination of filters has a known answer.
+    let drafts: Vec<AuditDraft> = (0..24)
+        .map(|n| {
+            let mut d = draft(n, "q");
+            d.org = Some(["acme", "other"][n % 2].into());
+            d.principal = Some(["key:a", "key:b", "key:c"][n % 3].into());
+            d.tool = Some(["x__one", "y__two"][n / 12].into());
+            d.decision = (n % 4 != 0).then(|| ["allow", "deny"][n % 4 / 2].into());
+            d.kind = ["call", "call.intent"][n % 4 / 3].into();
+            d
+        })
+        .collect();
+    store.append_audit(&drafts).await.unwrap();
+    let pick =
+        |keep: &dyn Fn(usize) -> bool| -> Vec<i64> { (0..24).filter(|n| keep(*n)).map(|n| n as i64 + 1).collect() };
+    let run = |f: AuditFilter| {
+        let store = store.clone();
+        async move { store.audit(&f).await.unwrap().iter().map(|r| r.seq).collect::<Vec<i64>>() }
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(run(AuditFilter::default()).await, pick(&|_| true));
+    assert_eq!(run(AuditFilter { after_seq: Some(20), ..Default::default() }).await, vec![21, 22, 23, 24]);
+    assert_eq!(
+        run(AuditFilter { since_ts: Some(1_005), until_ts: Some(1_008), ..Default::default() }).await,
+        vec![6, 7, 8]
+    );
+    assert_eq!(run(AuditFilter { org: s("other"), ..Default::default() }).await, pick(&|n| n % 2 == 1));
+    assert_eq!(run(AuditFilter { principal: s("key:c"), ..Default::default() }).await, pick(&|n| n % 3 == 2));
+    assert_eq!(run(AuditFilter { tool: s("y__two"), ..Default::default() }).await, pick(&|n| n >= 12));
+    assert_eq!(run(AuditFilter { decision: s("deny"), ..Default::default() }).await, pick(&|n| n % 4 >= 2));
+    assert_eq!(run(AuditFilter { kind: s("call.intent"), ..Default::default() }).await, pick(&|n| n % 4 == 3));
+    assert_eq!(run(AuditFilter { call_id: s("q-17"), ..Default::default() }).await, vec![18]);
+    assert_eq!(
+        run(AuditFilter { org: s("acme"), since_ts: Some(1_010), tool: s("x__one"), ..Default::default() }).await,
+        vec![11]
+    );
+    assert_eq!(
+        run(AuditFilter {
+            principal: s("key:a"),
+            decision: s("allow"),
+            after_seq: Some(3),
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        pick(&|n| n > 2 && n % 3 == 0 && n % 4 == 1).into_iter().take(2).collect::<Vec<_>>()
+    );
+    assert_eq!(run(AuditFilter { org: s("nobody"), ..Default::default() }).await, Vec::<i64>::new());
+    // Hostile values are values, not SQL.
+    assert_eq!(run(AuditFilter { tool: s("t' OR '1'='1"), ..Default::default() }).await, Vec::<i64>::new());
 }
 
 fn budget(id: &str, limit: i64) -> BudgetRow {

@@ -8,16 +8,9 @@
 //! statement (group commit), so throughput does not collapse to one commit
 //! per call. Write-ahead: callers await their record's commit before acting
 //! on it (dispatching a call, answering an agent).
-//!
-//! When the writer is idle and nothing is queued, a lone audit record is
-//! appended by its caller at once, on the writer's connection, where the
-//! backend can do that without waiting (SQLite's direct append): the hops
-//! to the writer task and back cost a governed call more than the append
-//! itself at low load. Under load records queue up and the task groups
-//! them as before.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,18 +38,6 @@ enum Job {
 pub struct Journal {
     tx: mpsc::Sender<Job>,
     commits: Arc<AtomicU64>,
-    slot: Arc<Mutex<Slot>>,
-    inline: Arc<AtomicU64>,
-}
-
-/// Where the writer's connection is. Only the task moves it out (to run a
-/// cycle); a caller appending inline holds the lock for one append.
-enum Slot {
-    /// Not opened yet, or dropped after a failed cycle.
-    Absent,
-    Idle(Writer),
-    /// The task is running a cycle on it.
-    Busy,
 }
 
 impl Journal {
@@ -65,10 +46,9 @@ impl Journal {
     pub fn start(store: Store) -> Journal {
         let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
         let commits = Arc::new(AtomicU64::new(0));
-        let slot = Arc::new(Mutex::new(Slot::Absent));
         tokio::spawn(checkpointer(store.clone(), tx.downgrade()));
-        tokio::spawn(writer(store, rx, commits.clone(), slot.clone()));
-        Journal { tx, commits, slot, inline: Arc::new(AtomicU64::new(0)) }
+        tokio::spawn(writer(store, rx, commits.clone()));
+        Journal { tx, commits }
     }
 
     /// Audit statements committed so far (each holds one or more records).
@@ -76,16 +56,8 @@ impl Journal {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Of [`Journal::commits`], those a caller made inline.
-    pub fn inline_commits(&self) -> u64 {
-        self.inline.load(Ordering::Relaxed)
-    }
-
     /// Returns once `draft` is committed.
     pub async fn audit(&self, draft: AuditDraft) -> Result<(), AuditError> {
-        if self.append_now(&draft) {
-            return Ok(());
-        }
         let (done, wait) = oneshot::channel();
         self.tx.send(Job::Audit(draft, done)).await.map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
@@ -110,43 +82,14 @@ impl Journal {
     }
 }
 
-impl Journal {
-    /// The inline append: only with nothing queued (queued jobs are served
-    /// first, by the task) and the writer idle; never waits for the lock,
-    /// since an inline append holding it ends within one SQLite insert.
-    /// Synchronous, so a caller dropped mid-way cannot leave a half-done
-    /// append behind.
-    fn append_now(&self, draft: &AuditDraft) -> bool {
-        if self.tx.capacity() < self.tx.max_capacity() {
-            return false;
-        }
-        let Ok(mut slot) = self.slot.try_lock() else { return false };
-        let Slot::Idle(w) = &mut *slot else { return false };
-        if !w.append_now(draft) {
-            return false;
-        }
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.inline.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-}
-
 fn stopped() -> AuditError {
     AuditError("the journal has stopped".into())
 }
 
-fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    // A panic while holding it cannot leave a `Slot` half-changed.
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>, slot: Arc<Mutex<Slot>>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut conn: Option<Writer> = None;
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let mut conn = match std::mem::replace(&mut *lock(&slot), Slot::Busy) {
-            Slot::Idle(w) => Some(w),
-            Slot::Absent | Slot::Busy => None,
-        };
         if conn.is_none() {
             conn = store.writer().await.map_err(|e| tracing::error!("journal connection: {e}")).ok();
         }
@@ -188,13 +131,6 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
             Some(c) => c.cycle(&rs, &reqs, &drafts, crate::calendar::period_start, with_outcomes).await,
             None => Err(StoreError::Unavailable("no store connection".into())),
         };
-        // Back before anyone is told, so that a caller's next record can
-        // go inline. After a failure: a fresh connection (and chain head)
-        // for the next cycle.
-        *lock(&slot) = match (outcome.is_ok(), conn) {
-            (true, Some(c)) => Slot::Idle(c),
-            _ => Slot::Absent,
-        };
         match outcome {
             Ok(out) => {
                 commits.fetch_add(1, Ordering::Relaxed);
@@ -215,6 +151,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
                     reqs.len(),
                     drafts.len()
                 );
+                // A fresh connection (and chain head) for the next cycle.
+                conn = None;
                 let text = e.to_string();
                 for done in resolve_waiting {
                     let _ = done.send(Err(StoreError::Unavailable(text.clone())));
@@ -278,42 +216,6 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn lone_records_go_inline_and_interleave_with_queued_ones_on_one_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = store(dir.path()).await;
-        let w = Journal::start(a.clone());
-        let change = |n: usize| record::change("test", None, "test", serde_json::json!({"n": n}));
-        // One at a time: the first two go through the task (the head is read,
-        // the handle locked), every later one inline.
-        for n in 0..10 {
-            w.audit(change(n)).await.unwrap();
-        }
-        assert_eq!(w.inline_commits(), 8, "records 3..10 appended by their callers");
-        // Many at once: queued and grouped, with inline appends between
-        // cycles wherever the queue runs dry.
-        let queued_before = w.commits() - w.inline_commits();
-        let tasks: Vec<_> = (10..410)
-            .map(|n| {
-                let (w, d) = (w.clone(), change(n));
-                tokio::spawn(async move { w.audit(d).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert!(w.commits() - w.inline_commits() > queued_before, "concurrent records went through the task too");
-        // Alone again: inline again, at the latest after one cycle that
-        // takes the handle back (a big batch hands it to sqlx).
-        let before = w.inline_commits();
-        w.audit(change(410)).await.unwrap();
-        w.audit(change(411)).await.unwrap();
-        assert!(w.inline_commits() > before, "alone again: inline again");
-        assert_eq!(verify::verify(&a).await.unwrap(), Ok(412));
-        let seqs: Vec<i64> = a.audit(&Default::default()).await.unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, (1..=412).collect::<Vec<_>>());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writers_taking_turns_each_find_the_chain_moved_and_append_after_it() {
         // Each writer's cached head is stale on every turn after its first:
         // its fast append collides, writes nothing, and goes again after the
@@ -337,12 +239,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = store(dir.path()).await;
         let w = Journal::start(a.clone());
-        for n in 0..3 {
-            w.audit(record::change("test", None, "test", serde_json::json!({"n": n}))).await.unwrap();
-        }
-        assert_eq!(w.inline_commits(), 1, "the next record is tried inline first");
-        // Another process holds SQLite's write lock: the inline append finds
-        // it busy at once and hands the record to the task, which waits.
+        w.audit(record::change("test", None, "test", serde_json::json!({"n": 0}))).await.unwrap();
+        // Another process holds SQLite's write lock.
         let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("audit.db").display()))
             .await
             .unwrap();
@@ -350,14 +248,13 @@ mod tests {
         let pending = {
             let w = w.clone();
             tokio::spawn(
-                async move { w.audit(record::change("test", None, "test", serde_json::json!({"n": 3}))).await },
+                async move { w.audit(record::change("test", None, "test", serde_json::json!({"n": 1}))).await },
             )
         };
         let (seen,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit").fetch_one(&mut other).await.unwrap();
-        assert_eq!(seen, 3, "nothing is appended while the lock is held elsewhere");
+        assert_eq!(seen, 1, "nothing is appended while the lock is held elsewhere");
         sqlx::query("COMMIT").execute(&mut other).await.unwrap();
         pending.await.unwrap().expect("the record commits once the lock is free, not an error");
-        assert_eq!(w.inline_commits(), 1);
-        assert_eq!(verify::verify(&a).await.unwrap(), Ok(4));
+        assert_eq!(verify::verify(&a).await.unwrap(), Ok(2));
     }
 }

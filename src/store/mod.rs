@@ -744,16 +744,6 @@ enum WriterInner {
 }
 
 impl Writer {
-    /// Appends one audit record without waiting, where the backend can
-    /// (SQLite's direct append, see `sqlite::AuditWriter::append_now`);
-    /// `false`: nothing was written.
-    pub fn append_now(&mut self, draft: &AuditDraft) -> bool {
-        match &mut self.inner {
-            WriterInner::Sqlite(w) => w.append_now(draft),
-            WriterInner::Postgres(_) => false,
-        }
-    }
-
     /// One transaction: resolves `resolves`, then takes `holds` (in order,
     /// each all or nothing), then appends `audits` and the records `then`
     /// makes from those outcomes to the chain.

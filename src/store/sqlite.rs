@@ -390,31 +390,6 @@ type Conn = sqlx::SqliteConnection;
 super::sql::ledger_statements!(sqlx::Sqlite, sqlx::SqliteConnection);
 
 impl AuditWriter {
-    /// Appends one record at once if that needs no waiting: direct appends
-    /// on, the handle already locked, the head known. `false`: nothing was
-    /// written (not possible now, or it failed: the head is then forgotten,
-    /// so the next cycle re-reads it), and the record must go through
-    /// [`AuditWriter::cycle`].
-    pub fn append_now(&mut self, draft: &AuditDraft) -> bool {
-        if !self.direct || !self.conn.is_locked() {
-            return false;
-        }
-        let Some(start) = self.head.clone() else { return false };
-        let (rows, next) = super::chain::seal_after(std::slice::from_ref(draft), start);
-        match self.conn.try_append(&rows) {
-            None => false,
-            Some(Ok(())) => {
-                self.head = Some(next);
-                true
-            }
-            Some(Err(direct::Fallback(why))) => {
-                tracing::debug!("direct audit append failed, the journal retries it: {why}");
-                self.head = None;
-                false
-            }
-        }
-    }
-
     pub async fn cycle(
         &mut self,
         resolves: &[Resolution],

@@ -94,22 +94,6 @@ impl Direct {
         result
     }
 
-    /// Whether an append can start without waiting for sqlx's worker.
-    pub fn is_locked(&self) -> bool {
-        self.locked.is_some()
-    }
-
-    /// [`Direct::append`] without waiting: `None` when the handle is not
-    /// locked (taking the lock may wait on sqlx's worker), so that a caller
-    /// that must not be suspended (see `Journal::audit`) can go elsewhere.
-    pub fn try_append(&mut self, rows: &[AuditRow]) -> Option<Result<(), Fallback>> {
-        let result = self.locked.as_ref()?.append(rows);
-        if result.is_err() {
-            self.release();
-        }
-        Some(result)
-    }
-
     async fn lock(&mut self) -> Result<(), Fallback> {
         // SAFETY: no lock is held (checked by the caller), so this is the only
         // borrow of `*conn`; it is stored in `locked`, which is always dropped

@@ -438,15 +438,6 @@ impl Store {
         })
     }
 
-    /// Background maintenance: moves the write-ahead log into the database.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.checkpoint().await,
-            // PostgreSQL checkpoints on its own.
-            Backend::Postgres(_) => Ok(()),
-        }
-    }
-
     /// Applies `change` to the budget `id` in one transaction: it receives the
     /// current row (if any) and returns the new one, or why not. With an
     /// idempotency key, a retry returns the first response and changes nothing.
@@ -744,6 +735,15 @@ enum WriterInner {
 }
 
 impl Writer {
+    /// Moves SQLite's write-ahead log into the database (see
+    /// `sqlite::AuditWriter::checkpoint`); PostgreSQL checkpoints on its own.
+    pub async fn checkpoint(&mut self) -> Result<(), StoreError> {
+        match &mut self.inner {
+            WriterInner::Sqlite(w) => w.checkpoint().await,
+            WriterInner::Postgres(_) => Ok(()),
+        }
+    }
+
     /// One transaction: resolves `resolves`, then takes `holds` (in order,
     /// each all or nothing), then appends `audits` and the records `then`
     /// makes from those outcomes to the chain.

@@ -134,11 +134,7 @@ fn local(config_path: PathBuf, command: Command) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.server.worker_threads {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match runtime(&config.server) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -165,6 +161,15 @@ fn local(config_path: PathBuf, command: Command) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime `tollgate serve` and `stdio` run on, as `[server]` sets it.
+pub fn runtime(server: &config::Server) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = server.worker_threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }
 
 fn init_logging(stdio: bool) {

@@ -108,6 +108,9 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // A `Router` given to `axum::serve` as is deep-copies its route table for
+    // every connection; as a make-service it is shared (an `Arc` clone).
+    let router = router.with_state(()).into_make_service();
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 

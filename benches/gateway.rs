@@ -75,8 +75,7 @@ impl rmcp::ServerHandler for BareProxy {
     }
 }
 
-async fn run_bare_proxy(config: &str) {
-    let config = tollgate::config::load(std::path::Path::new(config)).expect("config");
+async fn run_bare_proxy(config: tollgate::config::Config) {
     let store = tollgate::gateway::open_store(&config).await.expect("store");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let gw = tollgate::gateway::Gateway::open(&config, store, shutdown.clone()).await.expect("gateway");
@@ -153,19 +152,17 @@ impl Path3 {
 }
 
 fn main() {
-    if std::env::var("BENCH_ROLE").as_deref() == Ok("relay") {
-        let upstream = std::env::args().nth(1).expect("upstream url");
-        let config =
-            tollgate::config::load(std::path::Path::new(&std::env::args().nth(2).expect("config"))).expect("config");
-        let runtime = tollgate::cli::runtime(&config.server).expect("runtime");
-        return runtime.block_on(run_relay(upstream));
-    }
-    if std::env::var("BENCH_ROLE").as_deref() == Ok("bare-proxy") {
-        // On the runtime `tollgate serve` builds from the same config.
+    // The server roles (`BENCH_ROLE=relay|bare-proxy <config>`) run on the
+    // runtime `tollgate serve` builds from the same config.
+    if let Ok(role) = std::env::var("BENCH_ROLE") {
         let path = std::env::args().nth(1).expect("config path");
         let config = tollgate::config::load(std::path::Path::new(&path)).expect("config");
         let runtime = tollgate::cli::runtime(&config.server).expect("runtime");
-        return runtime.block_on(run_bare_proxy(&path));
+        return match role.as_str() {
+            "relay" => runtime.block_on(run_relay(std::env::args().nth(2).expect("upstream url"))),
+            "bare-proxy" => runtime.block_on(run_bare_proxy(config)),
+            other => panic!("unknown BENCH_ROLE {other}"),
+        };
     }
     tokio::runtime::Runtime::new().expect("runtime").block_on(bench());
 }
@@ -191,7 +188,7 @@ async fn bench() {
     bare_cmd.arg(bare_dir.path().join("tollgate.toml")).env("BENCH_ROLE", "bare-proxy").env("TOLLGATE_LOG", "warn");
     let (_bare, bare_base) = start_server(bare_cmd).await;
     let mut relay_cmd = tokio::process::Command::new(std::env::current_exe().expect("bench exe"));
-    relay_cmd.arg(&upstream_url).arg(bare_dir.path().join("tollgate.toml")).env("BENCH_ROLE", "relay");
+    relay_cmd.arg(bare_dir.path().join("tollgate.toml")).arg(&upstream_url).env("BENCH_ROLE", "relay");
     let (_relay, relay_base) = start_server(relay_cmd).await;
     let relay_url = format!("{relay_base}/mcp");
     let governed_url = format!("{governed_base}/mcp");

@@ -14,10 +14,14 @@
 //!   committed), and of an intent and outcome pair, as one allowed call waits
 //!   for them.
 
+#[path = "common/mcp.rs"]
+mod mcp;
+
 use std::ffi::{CString, c_int};
 use std::time::{Duration, Instant};
 
 use libsqlite3_sys as ffi;
+use mcp::{pct, us};
 use serde_json::json;
 use tollgate::audit::CallRecord;
 use tollgate::identity::Principal;
@@ -40,8 +44,8 @@ fn record() -> CallRecord {
 
 fn report(name: &str, mut lat: Vec<Duration>) {
     lat.sort();
-    let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6;
-    println!("{name:<28} p50 {:>7.1} us  p99 {:>7.1} us  ({} samples)", at(0.5), at(0.99), lat.len());
+    let (p50, p99) = (us(pct(&lat, 0.5)), us(pct(&lat, 0.99)));
+    println!("{name:<28} p50 {p50:>7.1} us  p99 {p99:>7.1} us  ({} samples)", lat.len());
 }
 
 /// One INSERT per record through SQLite's C API, each its own commit.

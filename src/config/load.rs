@@ -305,6 +305,7 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
         None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
     };
     let defaults = Limits::default();
+    let session_idle = opt_duration(&raw.session_idle, "server.session_idle", sink).unwrap_or(defaults.session_idle);
     let mut limit = |v: &Option<Spanned<u64>>, field: &str, default: usize, min: u64| match v {
         Some(n) if *n.get_ref() < min => {
             sink.at(Some(n.span()), field, format!("must be at least {min}"));
@@ -322,6 +323,14 @@ fn compile_server(raw: &raw::Server, sink: &mut Sink<'_>) -> Server {
             defaults.max_arguments_bytes,
             64,
         ),
+        max_sessions: limit(&raw.max_sessions, "server.max_sessions", defaults.max_sessions, 1),
+        max_sessions_per_key: limit(
+            &raw.max_sessions_per_key,
+            "server.max_sessions_per_key",
+            defaults.max_sessions_per_key,
+            1,
+        ),
+        session_idle,
     };
     let worker_threads = match &raw.worker_threads {
         Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1024 => {

@@ -216,17 +216,31 @@ pub struct Server {
     pub worker_threads: Option<usize>,
 }
 
-/// Bounds on what an agent may send.
+/// Bounds on what an agent may send and hold open.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub max_arguments_bytes: usize,
+    /// Open agent sessions (legacy Streamable HTTP sessions and WebSocket
+    /// connections) in this process, all keys together.
+    pub max_sessions: usize,
+    /// Open agent sessions of any one key.
+    pub max_sessions_per_key: usize,
+    /// A legacy Streamable HTTP session that sees no message for this long is closed.
+    pub session_idle: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, max_json_depth: 64, max_arguments_bytes: 1024 * 1024 }
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            max_arguments_bytes: 1024 * 1024,
+            max_sessions: 2_000,
+            max_sessions_per_key: 100,
+            session_idle: std::time::Duration::from_secs(120),
+        }
     }
 }
 

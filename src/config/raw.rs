@@ -74,6 +74,9 @@ pub struct Server {
     pub max_body_bytes: Option<Spanned<u64>>,
     pub max_json_depth: Option<Spanned<u64>>,
     pub max_arguments_bytes: Option<Spanned<u64>>,
+    pub max_sessions: Option<Spanned<u64>>,
+    pub max_sessions_per_key: Option<Spanned<u64>>,
+    pub session_idle: Option<Spanned<String>>,
     pub worker_threads: Option<Spanned<u64>>,
 }
 

@@ -9,11 +9,12 @@
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientRequest, CompleteRequest,
-    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
-    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities,
-    ServerConfig, ServerResult, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
-    UnsubscribeRequestParams, UpdateTaskParams,
+    CompleteRequestParams, CompleteResult, CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse,
+    GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
+    ServerResult, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -32,17 +33,25 @@ pub struct Session {
     fixed: Option<Principal>,
     /// This session's id, for transports without MCP session ids.
     id: Option<String>,
+    /// A legacy HTTP session's place under the session caps, taken by the
+    /// edge and kept here from `initialize` until the session ends.
+    slot: std::sync::Arc<std::sync::OnceLock<super::session_cap::Slot>>,
 }
 
 impl Session {
     /// A session whose requests carry their principal (Streamable HTTP).
     pub fn new(gw: Gateway) -> Self {
-        Self { gw, fixed: None, id: None }
+        Self { gw, fixed: None, id: None, slot: Default::default() }
     }
 
     /// A session authenticated once, for its whole life (stdio, WebSocket).
     pub fn authenticated(gw: Gateway, principal: Principal, transport: &str) -> Self {
-        Self { gw, fixed: Some(principal), id: Some(format!("{transport}:{}", uuid::Uuid::new_v4())) }
+        Self {
+            gw,
+            fixed: Some(principal),
+            id: Some(format!("{transport}:{}", uuid::Uuid::new_v4())),
+            slot: Default::default(),
+        }
     }
 
     /// Who sent this request. A revoked key fails here at once.
@@ -416,6 +425,32 @@ impl ServerHandler for Session {
             self.gw.upstreams.subscriptions().release(&request.uri).await;
         }
         Ok(())
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        if let Some(slot) = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<super::session_cap::Slot>())
+        {
+            let _ = self.slot.set(slot.clone());
+        }
+        ctx.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    /// rmcp hands a request whose params do not fit the method's shape here, as
+    /// if the method were unknown: answer "invalid params", naming the field.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        Err(super::malformed::explain(&request.method, request.params.as_ref()))
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {

@@ -22,6 +22,7 @@ use rmcp::{RoleServer, ServiceExt};
 use serde_json::json;
 
 use super::handler::Session;
+use super::session_cap::{Full, SessionCap};
 use super::strict_json::{self, Rejection};
 use crate::config;
 use crate::gateway::Gateway;
@@ -36,6 +37,8 @@ struct Edge {
     /// Whether requests must carry a live key. Only the benchmark's
     /// ungoverned baseline turns this off.
     identify: bool,
+    /// Open legacy sessions and WebSocket connections, per key and in total.
+    sessions: SessionCap,
 }
 
 /// The whole HTTP surface, ready to serve; tests drive it without a socket.
@@ -67,10 +70,15 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
         allowed_origins: Arc::new(server.allowed_origins.clone()),
         limits: server.limits,
         identify,
+        sessions: SessionCap::new(server.limits.max_sessions_per_key, server.limits.max_sessions),
     };
+    // An idle legacy session is closed after `session_idle` (rmcp's default is
+    // five minutes): an abandoned one holds its worker and handler until then.
+    let mut session_manager = LocalSessionManager::default();
+    session_manager.session_config.keep_alive = Some(server.limits.session_idle);
     let mcp = StreamableHttpService::new(
         move || Ok(make()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(session_manager),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(server.allowed_hosts.clone())
             .with_max_request_body_bytes(server.limits.max_body_bytes)
@@ -95,6 +103,22 @@ fn build<H: rmcp::ServerHandler + Send + Sync + 'static>(
         .merge(super::approvals::router(gw.clone()))
         .merge(super::openai::router(gw))
         .merge(metrics)
+}
+
+/// Connections the kernel completes and queues before tollgate accepts them.
+/// tokio's `TcpListener::bind` asks for 1,024: a burst of more simultaneous
+/// connects (2,000 agents starting at once) leaves the rest retrying their
+/// SYN after one second, three, seven. The kernel caps this at
+/// `net.core.somaxconn` (4,096 on current Linux).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // A restarted gateway can bind while the old one's connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
@@ -148,16 +172,42 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
             return rpc_error(StatusCode::BAD_REQUEST, -32700, "could not read the request body");
         }
     };
-    match strict_json::check(&bytes, edge.limits.max_json_depth) {
-        Ok(()) => {}
+    let message = match strict_json::message(&bytes, edge.limits.max_json_depth) {
+        Ok(m) => m,
         Err(Rejection::Parse(m)) => {
             return rpc_error(StatusCode::BAD_REQUEST, -32700, &format!("parse error: {m}"));
         }
         Err(Rejection::Invalid(m)) => {
             return rpc_error(StatusCode::BAD_REQUEST, -32600, &format!("invalid request: {m}"));
         }
+    };
+    let mut parts = parts;
+    // An `initialize` without a session id opens a legacy session: it takes a
+    // place under the session caps, which the session keeps (handler.rs).
+    if message.method.as_deref() == Some("initialize") && !parts.headers.contains_key("mcp-session-id") {
+        let key = parts.extensions.get::<Principal>().map(|p| p.key_id.clone());
+        if let Some(key) = key {
+            match edge.sessions.take(&key) {
+                Ok(slot) => {
+                    parts.extensions.insert(slot);
+                }
+                Err(full) => return session_refused(&full),
+            }
+        }
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// JSON-RPC code of a session refused by the caps (implementation-defined
+/// server error range).
+pub const TOO_MANY_SESSIONS: i64 = -32005;
+
+fn session_refused(full: &Full) -> Response {
+    let status = match full {
+        Full::Key(_) => StatusCode::TOO_MANY_REQUESTS,
+        Full::Total(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    rpc_error(status, TOO_MANY_SESSIONS, &full.to_string())
 }
 
 enum BodyError {
@@ -250,12 +300,18 @@ async fn websocket(State(edge): State<Edge>, headers: HeaderMap, ws: WebSocketUp
         Ok(p) => p,
         Err(refused) => return refused,
     };
+    // A WebSocket connection is a session: it holds its place until it closes.
+    let slot = match edge.sessions.take(&principal.key_id) {
+        Ok(s) => s,
+        Err(full) => return session_refused(&full),
+    };
     let gw = edge.gw.clone();
     ws.max_message_size(edge.limits.max_body_bytes).on_upgrade(move |socket| async move {
+        let _slot = slot;
         let max_depth = edge.limits.max_json_depth;
         let transport =
-            crate::ws::axum_socket::<RoleServer>(socket, move |frame| match strict_json::check(frame, max_depth) {
-                Ok(()) => Ok(()),
+            crate::ws::axum_socket::<RoleServer>(socket, move |frame| match strict_json::message(frame, max_depth) {
+                Ok(_) => Ok(()),
                 Err(Rejection::Parse(m)) => Err((-32700, format!("parse error: {m}"))),
                 Err(Rejection::Invalid(m)) => Err((-32600, format!("invalid request: {m}"))),
             });
@@ -306,6 +362,22 @@ async fn readyz(State(edge): State<Edge>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::origin_matches;
+
+    /// A burst of connects larger than tokio's default backlog (1,024) is
+    /// completed by the kernel while nothing accepts yet.
+    #[tokio::test]
+    async fn a_burst_of_connections_larger_than_the_default_backlog_is_queued() {
+        let listener = super::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..1200).map(|_| tokio::net::TcpStream::connect(addr));
+        // Past a full backlog a SYN is dropped, and since nothing accepts here
+        // its retries (after 1, 3, 7, 15 s) are dropped too: such a connect
+        // never completes. A deadline far beyond a slow machine's connect time.
+        let all = tokio::time::timeout(std::time::Duration::from_secs(20), futures::future::join_all(connects));
+        let done = all.await.expect("every connect was queued by the kernel");
+        assert!(done.iter().all(Result::is_ok));
+        drop(listener);
+    }
 
     #[test]
     fn origins_match_exactly_or_by_any_port() {

@@ -75,6 +75,15 @@ pub struct Concluded {
 }
 
 impl CallRecord {
+    /// The requested tool is not in the catalog: keep only its fingerprint.
+    /// Texts that quote it (the error an agent is answered with) are scrubbed too.
+    pub fn unlisted_tool(&mut self, name: &str) {
+        self.tool = unlisted_tool_label(name);
+        if !name.is_empty() {
+            self.secrets.push(name.to_string());
+        }
+    }
+
     pub fn start(tool: &str, session: Option<String>) -> CallRecord {
         let now = Instant::now();
         CallRecord {
@@ -202,6 +211,16 @@ impl CallRecord {
             fields: f,
         }
     }
+}
+
+/// How the audit names a tool the catalog does not have: the requested name is
+/// the caller's free text (it could carry anything, a secret included), so the
+/// record keeps only its fingerprint, which an investigator can match against
+/// a name they suspect.
+pub fn unlisted_tool_label(name: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    format!("(unknown tool sha256:{})", &hex::encode(digest)[..16])
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, marked if cut.

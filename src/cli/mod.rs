@@ -13,6 +13,7 @@ mod budgets;
 mod explain;
 mod grants;
 mod keys;
+pub mod logging;
 mod remote;
 
 use crate::config::{self, Config};
@@ -32,6 +33,10 @@ pub struct Cli {
     /// configuration names.
     #[arg(long, global = true, env = "TOLLGATE_URL")]
     url: Option<String>,
+    /// How log lines (on stderr) are written; the level is set by TOLLGATE_LOG
+    /// (or RUST_LOG), e.g. `info`, `debug`, `tollgate=debug`.
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: logging::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,7 +94,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Stdio { .. }));
+    logging::init(matches!(cli.command, Command::Stdio { .. }), cli.log_format);
     if let Command::Check = cli.command {
         return check(&cli.config);
     }
@@ -172,13 +177,6 @@ pub fn runtime(server: &config::Server) -> std::io::Result<tokio::runtime::Runti
     builder.enable_all().build()
 }
 
-fn init_logging(stdio: bool) {
-    let default = if stdio { "warn" } else { "info,rmcp=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| default.into());
-    // stderr always: in stdio mode stdout carries only JSON-RPC.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => match crate::policy::load::load_dir(&c.policies_dir) {
@@ -234,7 +232,7 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
         Some(l) => l.parse().map_err(|e| format!("--listen `{l}`: {e}"))?,
         None => config.server.listen,
     };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = server::http::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = shutdown_on_signal();
     let store = crate::gateway::open_store(&config).await?;

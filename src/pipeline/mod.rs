@@ -74,6 +74,9 @@ pub async fn call(
         Ok(c) => c,
         Err(e) => {
             rec.reason = Some(e.to_string());
+            if gw.upstreams.catalog().tool(&params.name).is_none() {
+                rec.unlisted_tool(&params.name);
+            }
             rec.stage("identify");
             return finish(gw, rec, Err(unauthorized(&e))).await;
         }
@@ -102,7 +105,13 @@ pub async fn call(
                 None,
             ),
         };
-        rec.reason = Some(err.message.to_string());
+        match catalog.tool(&params.name) {
+            Some(_) => rec.reason = Some(err.message.to_string()),
+            None => {
+                rec.unlisted_tool(&params.name);
+                rec.reason = Some("unknown tool".into());
+            }
+        }
         rec.stage("resolve");
         return finish(gw, rec, Err(err)).await;
     };

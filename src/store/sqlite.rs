@@ -108,6 +108,9 @@ impl Sqlite {
                 Durability::Full => SqliteSynchronous::Full,
             })
             .foreign_keys(true)
+            // Erased values (an action's arguments once decided) are
+            // overwritten in the file, not only unlinked.
+            .pragma("secure_delete", "on")
             // Other processes (the CLI, a second gateway) share the file.
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()

@@ -438,7 +438,13 @@ impl Served {
 }
 
 pub async fn serve_binary(dir: &Path, stderr: Stdio) -> Served {
+    serve_binary_env(dir, stderr, &[]).await
+}
+
+/// [`serve_binary`] with extra environment variables (e.g. `TOLLGATE_LOG`).
+pub async fn serve_binary_env(dir: &Path, stderr: Stdio, env: &[(&str, &str)]) -> Served {
     let mut child = tokio::process::Command::new(TOLLGATE)
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(dir.join("tollgate.toml"))
         .args(["serve", "--listen", "127.0.0.1:0"])

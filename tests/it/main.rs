@@ -20,6 +20,7 @@ mod proxy;
 mod replicas;
 mod scan_corpus;
 mod scans;
+mod secrets_at_rest;
 mod store;
 mod telemetry;
 mod thirdparty;

@@ -205,6 +205,9 @@ impl Sqlite {
         }
         append_in(&mut tx, &[record(&row)], None).await?;
         tx.commit().await?;
+        if t.to != "approved" {
+            self.scrub_log().await;
+        }
         Ok(Transitioned::Done(row))
     }
 
@@ -245,6 +248,9 @@ impl Sqlite {
         let records: Vec<AuditDraft> = expired.iter().map(&record).collect();
         append_in(&mut tx, &records, None).await?;
         tx.commit().await?;
+        if !expired.is_empty() {
+            self.scrub_log().await;
+        }
         Ok(expired)
     }
 
@@ -278,7 +284,24 @@ impl Sqlite {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
+        self.scrub_log().await;
         row.map(|r| rows::approval(&r)).transpose()
+    }
+
+    /// After an action's arguments are erased: with `secure_delete` the
+    /// database pages no longer hold them, but the write-ahead log still has
+    /// the frames that first wrote them until it is overwritten. A TRUNCATE
+    /// checkpoint copies the log into the database and empties the file.
+    /// Rare (a decision, an expiry, an executed action), so its wait for
+    /// other connections' readers and its fsync cost no call. If it cannot
+    /// complete now (a reader holds an old snapshot), the frames are gone at
+    /// the next complete checkpoint's restart.
+    async fn scrub_log(&self) {
+        match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await {
+            Ok(row) if row.try_get::<i64, _>(0).unwrap_or(1) == 0 => {}
+            Ok(_) => tracing::debug!("the write-ahead log could not be emptied yet (busy)"),
+            Err(e) => tracing::debug!("the write-ahead log could not be emptied: {e}"),
+        }
     }
 
     pub async fn mark_reported(&self, id: &str, now: i64) -> Result<(), StoreError> {

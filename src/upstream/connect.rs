@@ -1,6 +1,7 @@
 //! Opening one connection to an upstream, whatever its transport, in
 //! whichever protocol era it speaks (rmcp's `Auto` lifecycle probes
-//! `server/discover` and falls back to `initialize`).
+//! `server/discover` and falls back to `initialize`), after a readiness
+//! probe on the transports where a late answer would share the stream.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::process::Stdio as ProcStdio;
 
 use http::{HeaderName, HeaderValue};
 use rmcp::RoleClient;
-use rmcp::model::ProtocolVersion;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, PingRequest, ProtocolVersion, RequestId};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -64,8 +65,9 @@ async fn open_with(
     let serve_err = |e: rmcp::service::ClientInitializeError| format!("handshake failed: {e}");
     match transport {
         Transport::Stdio(s) => {
-            let child = spawn_child(name, s)?;
-            handler.serve_with_lifecycle(tap(child, progress, inflight), lifecycle).await.map_err(serve_err)
+            let mut t = tap(spawn_child(name, s)?, progress, inflight);
+            ready(&mut t).await?;
+            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
         }
         Transport::Http(r) => {
             let config = StreamableHttpClientTransportConfig::with_uri(r.url.expose())
@@ -75,8 +77,9 @@ async fn open_with(
             handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
         }
         Transport::Sse(r) => {
-            let t = super::sse::connect(r).await?;
-            handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
+            let mut t = tap(super::sse::connect(r).await?, progress, inflight);
+            ready(&mut t).await?;
+            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -86,8 +89,44 @@ async fn open_with(
             }
             let (ws, _) =
                 tokio_tungstenite::connect_async(req).await.map_err(|e| format!("websocket connect failed: {e}"))?;
-            let t = crate::ws::tungstenite::<RoleClient, _>(ws);
-            handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
+            let mut t = tap(crate::ws::tungstenite::<RoleClient, _>(ws), progress, inflight);
+            ready(&mut t).await?;
+            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+        }
+    }
+}
+
+/// Waits until a stream upstream (stdio, WebSocket, legacy SSE) answers one
+/// request, before rmcp's handshake starts.
+///
+/// rmcp's `Auto` lifecycle gives its `server/discover` probe a fixed, private
+/// 10 s, then sends `initialize` on the same stream. A server slower than that
+/// to read its input (an `npx` download on a first run) answers the stale
+/// discover where rmcp expects the `initialize` reply, rmcp rejects it as a
+/// conflicting id, and every restart is as slow: it never connects. Once this
+/// probe is answered the server is reading, so rmcp's discover is answered
+/// promptly and rmcp still tells the eras apart. The wait has no bound of its
+/// own: the supervisor's `connect_timeout` bounds the whole attempt, and a
+/// timed-out attempt drops the stream, so no late answer can reach a later
+/// handshake. Streamable HTTP needs none of this: each request is its own
+/// exchange.
+///
+/// The probe is a `ping`, which every era allows before the handshake, so a
+/// server that silently ignores `server/discover` (rmcp then falls back to
+/// `initialize` after its 10 s) still answers it. Its string id never matches
+/// rmcp's numeric ids. Any answer, result or error, means the server is up.
+async fn ready<T: rmcp::transport::Transport<RoleClient>>(transport: &mut T) -> Result<(), String> {
+    let id = RequestId::String("tollgate-probe".into());
+    let ping = ClientJsonRpcMessage::request(ClientRequest::PingRequest(PingRequest::default()), id.clone());
+    transport.send(ping).await.map_err(|e| format!("cannot send the readiness ping: {e}"))?;
+    loop {
+        match transport.receive().await {
+            None => return Err("the upstream closed the connection before answering its first request".into()),
+            Some(JsonRpcMessage::Response(r)) if r.id == id => return Ok(()),
+            // A server that cannot read a request's id answers without one.
+            Some(JsonRpcMessage::Error(e)) if e.id.as_ref().is_none_or(|i| *i == id) => return Ok(()),
+            // Log notifications and the like before the answer: not ours to handle.
+            Some(_) => {}
         }
     }
 }

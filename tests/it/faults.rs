@@ -91,6 +91,26 @@ async fn stdio_upstreams_get_only_their_declared_environment() {
     assert_eq!(vars, json!({"ONLY": "this"}), "exactly the declared environment");
 }
 
+/// A stdio upstream slower to read its first message than rmcp's own 10 s
+/// `server/discover` probe (an `npx` download on a first run) connects within
+/// its manifest's `connect_timeout`, in its own era. Unfixed, the late discover
+/// answer met rmcp's `initialize` ("conflict initialized response id") and
+/// every restart failed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_starting_stdio_upstream_connects_within_its_connect_timeout() {
+    let m = format!(
+        "name = \"late\"\nconnect_timeout = \"30s\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--first-answer-delay-ms\", \"15000\"]\n"
+    );
+    // `spawn` returns once the first connection attempt has finished.
+    let tg = TestGateway::builder().manifest("late", m).spawn().await;
+    assert_eq!(tg.health("late"), Health::Up, "the first attempt connects");
+    let status = tg.gw.upstreams.all()[0].status();
+    assert_eq!((status.protocol.as_deref(), status.restarts), (Some("2026-07-28"), 0));
+    let (agent, _) = tg.agent(Era::Modern).await;
+    let r = agent.peer().call_tool(call_params("late__echo", json!({"message": "worth the wait"}))).await.unwrap();
+    assert_eq!(text_of(&r), "echo: worth the wait");
+}
+
 async fn reqwest_get_json(url: &str) -> serde_json::Value {
     let body = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&body).unwrap()

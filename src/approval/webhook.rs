@@ -4,6 +4,15 @@
 //! `Tollgate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! with the route's secret, in both directions. A decision's signature is
 //! accepted within [`WINDOW_SECS`] of its timestamp and only once.
+//!
+//! The signature covers the body only, not the URL, so a signed decision
+//! must name in its body what it decides: `"id"` (the action's id, as the
+//! notification gave it) and `"decision"` (`"approve"` or `"deny"`), e.g.
+//! `{"id":"<action id>","decision":"approve","reason":"reviewed"}`
+//! ([`bound`]). A callback signed for one action is then refused at any
+//! other (401 `signature_for_another_action`), and a signed body without
+//! them (an empty one included) binds nothing and is refused (400). The
+//! notification's own body already names its action (`"id"`).
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +89,66 @@ pub fn verify(header: &str, body: &[u8], secrets: &[&[u8]], now_secs: i64) -> Re
         }
     }
     Err(SignatureError::Mismatch)
+}
+
+/// Why a validly signed decision does not bind the action it was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unbound {
+    /// The signed body lacks these fields (`id`, `decision`).
+    Missing(Vec<&'static str>),
+    /// The signed body names another action than the one it was sent to.
+    OtherAction,
+}
+
+impl Unbound {
+    /// The error code the API answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Unbound::Missing(_) => "bad_request",
+            Unbound::OtherAction => "signature_for_another_action",
+        }
+    }
+}
+
+impl std::fmt::Display for Unbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unbound::Missing(fields) => write!(
+                f,
+                "{}: required in a signed decision: the signed body must name the action and the verdict, \
+                 as in {{\"id\":\"<the action's id>\",\"decision\":\"approve\"}}",
+                fields.join(", ")
+            ),
+            Unbound::OtherAction => write!(
+                f,
+                "id: this decision was signed for another action; a signed decision is accepted only at the \
+                 action its body names"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Unbound {}
+
+/// Checks that a signed decision's body binds `action`: it carries `id`
+/// (equal to `action`) and `decision`. Whether the decision is a valid
+/// verdict, and the one an `/approve` or `/deny` URL says, is the caller's
+/// check, as for any decision.
+pub fn bound(action: &str, id: Option<&str>, decision: Option<&str>) -> Result<(), Unbound> {
+    let mut missing = Vec::new();
+    if id.is_none() {
+        missing.push("id");
+    }
+    if decision.is_none() {
+        missing.push("decision");
+    }
+    if !missing.is_empty() {
+        return Err(Unbound::Missing(missing));
+    }
+    if id != Some(action) {
+        return Err(Unbound::OtherAction);
+    }
+    Ok(())
 }
 
 /// The notification body SPEC.md gives.
@@ -245,6 +314,23 @@ mod tests {
         assert_eq!(verify(&header, body, &[b"other-secret-0123456"], 1_700_000_010), Err(SignatureError::Mismatch));
         assert_eq!(verify(&header, body, &[SECRET], 1_700_000_000 + 301), Err(SignatureError::Stale));
         assert_eq!(verify(&header, body, &[SECRET], 1_700_000_000 - 301), Err(SignatureError::Stale));
+    }
+
+    #[test]
+    fn a_signed_decision_binds_only_the_action_its_body_names() {
+        assert_eq!(bound("apr_a", Some("apr_a"), Some("approve")), Ok(()));
+        assert_eq!(bound("apr_a", Some("apr_a"), Some("deny")), Ok(()));
+        assert_eq!(bound("apr_b", Some("apr_a"), Some("approve")), Err(Unbound::OtherAction));
+        assert_eq!(bound("apr_a", Some(""), Some("approve")), Err(Unbound::OtherAction));
+        assert_eq!(bound("apr_a", Some("APR_A"), Some("approve")), Err(Unbound::OtherAction));
+        assert_eq!(bound("apr_a", None, Some("approve")), Err(Unbound::Missing(vec!["id"])));
+        assert_eq!(bound("apr_a", Some("apr_a"), None), Err(Unbound::Missing(vec!["decision"])));
+        // An empty body binds nothing.
+        let both = bound("apr_a", None, None).unwrap_err();
+        assert_eq!(both, Unbound::Missing(vec!["id", "decision"]));
+        assert_eq!(both.code(), "bad_request");
+        assert!(both.to_string().starts_with("id, decision: required"), "{both}");
+        assert_eq!(Unbound::OtherAction.code(), "signature_for_another_action");
     }
 
     #[test]

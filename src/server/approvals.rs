@@ -6,7 +6,12 @@
 //! - `POST /v1/approvals/{id}/decision` `{"decision","reason","approver"?}`
 //!   (and `/approve`, `/deny` with `{"reason"}`): an approver or admin key
 //!   of the action's org, or a body signed with the route's webhook secret
-//!   (`Tollgate-Signature`, within 5 minutes, each signature once).
+//!   (`Tollgate-Signature`, within 5 minutes, each signature once). A signed
+//!   body must also carry `"id"` (this action's) and `"decision"`, on
+//!   `/approve` and `/deny` too, since the signature covers only the body:
+//!   without them it could be delivered to another action or verdict. The
+//!   signature is verified, then the body checked, and only then is the
+//!   signature spent, so a refused callback can still be delivered rightly.
 //! - `GET /v1/approvals/stream`: WebSocket feed of the org's actions as they
 //!   appear and change. Browsers, which cannot set headers on a WebSocket,
 //!   pass the key as the subprotocol `bearer.<key>` beside `tollgate.v1`.
@@ -142,6 +147,9 @@ async fn deliveries(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Pat
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
+    /// The action decided; required in a signed body (it binds the signature
+    /// to the action), optional with a key, and then it must match the URL.
+    id: Option<String>,
     decision: Option<String>,
     reason: Option<String>,
     /// Who decided, as the approver's system names them (signed callbacks only).
@@ -171,15 +179,20 @@ async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed:
         Err(e) => return unavailable(e),
     };
     // Who: a callback signed with the route's secret, or an approver's key.
+    // A signature is verified here but spent only once the body is checked.
     let signed = headers.get(webhook::HEADER).map(|v| v.to_str().unwrap_or("").to_string());
-    let (row, by) = match signed {
+    let (row, by, signature) = match signed {
         Some(sig) => {
             let Some(row) = row else { return not_found(id) };
-            if let Err(r) = check_signature(gw, &row, &sig, body).await {
-                return r;
-            }
+            let used = match verify_signature(gw, &row, &sig, body) {
+                Ok(u) => u,
+                Err(e) => {
+                    let code = if e == webhook::SignatureError::Stale { "stale_signature" } else { "bad_signature" };
+                    return error(StatusCode::UNAUTHORIZED, code, &e.to_string());
+                }
+            };
             let by = format!("webhook:{}", row.route);
-            (row, by)
+            (row, by, Some(used))
         }
         None => {
             let p = match caller(gw, headers, DECIDERS).await {
@@ -189,28 +202,57 @@ async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed:
             match row {
                 Some(r) if r.org == p.org => {
                     let role = p.role.map_or("key", Role::as_str);
-                    (r, format!("{p} ({role})"))
+                    (r, format!("{p} ({role})"), None)
                 }
                 _ => return not_found(id),
             }
         }
     };
     let parsed: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        DecisionBody { decision: None, reason: None, approver: None }
+        DecisionBody { id: None, decision: None, reason: None, approver: None }
     } else {
         match serde_json::from_slice(body) {
             Ok(b) => b,
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("body: {e}")),
         }
     };
+    // The signature covers the body, not the URL: the body must say which
+    // action and which verdict it signs.
+    if signature.is_some() {
+        if let Err(e) = webhook::bound(&row.id, parsed.id.as_deref(), parsed.decision.as_deref()) {
+            let status = match e {
+                webhook::Unbound::Missing(_) => StatusCode::BAD_REQUEST,
+                webhook::Unbound::OtherAction => StatusCode::UNAUTHORIZED,
+            };
+            return error(status, e.code(), &e.to_string());
+        }
+    } else if parsed.id.as_deref().is_some_and(|b| b != row.id) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "id: names another action than the URL");
+    }
     let verdict = match (fixed, parsed.decision.as_deref()) {
         (Some(v), None) => v,
         (Some(v), Some(d)) if Verdict::parse(d) == Some(v) => v,
         (None, Some(d)) if Verdict::parse(d).is_some() => Verdict::parse(d).unwrap_or(Verdict::Deny),
+        (Some(v), Some(d)) if Verdict::parse(d).is_some() => {
+            let (here, other) = match v {
+                Verdict::Approve => ("approves", "deny"),
+                Verdict::Deny => ("denies", "approve"),
+            };
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("decision: the body says \"{other}\" but this URL {here}; post it to /decision or /{other}"),
+            );
+        }
         _ => {
             return error(StatusCode::BAD_REQUEST, "bad_request", "decision: must be \"approve\" or \"deny\"");
         }
     };
+    if let Some(used) = &signature
+        && let Err(r) = spend_signature(gw, used).await
+    {
+        return r;
+    }
     let by = match parsed.approver.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
         Some(a) if by.starts_with("webhook:") => {
             let clean: String = a.chars().filter(|c| !c.is_control()).take(128).collect();
@@ -246,22 +288,28 @@ async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed:
     }
 }
 
-/// A signed decision: signed with a secret of the action's route, recent,
-/// and never seen before.
-async fn check_signature(gw: &Gateway, row: &ApprovalRow, sig: &str, body: &[u8]) -> Result<(), Response> {
+/// A signed decision's signature: by a secret of the action's route, and
+/// recent. Returns the signature to spend once the body is checked.
+fn verify_signature(
+    gw: &Gateway,
+    row: &ApprovalRow,
+    sig: &str,
+    body: &[u8],
+) -> Result<String, webhook::SignatureError> {
     let policy = gw.policies.current();
     let secrets: Vec<&[u8]> = policy
         .route(&row.route)
         .map(|r| r.webhooks.iter().map(|w| w.secret.expose().as_bytes()).collect())
         .unwrap_or_default();
+    webhook::verify(sig, body, &secrets, crate::audit::now_micros() / 1_000_000)
+}
+
+/// Records a verified signature as used: each is accepted once.
+async fn spend_signature(gw: &Gateway, used: &str) -> Result<(), Response> {
     let now = crate::audit::now_micros();
-    let used = webhook::verify(sig, body, &secrets, now / 1_000_000).map_err(|e| {
-        let code = if e == webhook::SignatureError::Stale { "stale_signature" } else { "bad_signature" };
-        error(StatusCode::UNAUTHORIZED, code, &e.to_string())
-    })?;
     // Remembered for twice the window: an older signature is refused as stale anyway.
     let forget_before = now - webhook::WINDOW_SECS * 2 * 1_000_000;
-    match gw.approvals.store().use_signature(&used, now, forget_before).await {
+    match gw.approvals.store().use_signature(used, now, forget_before).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(error(
             StatusCode::UNAUTHORIZED,

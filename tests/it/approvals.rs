@@ -209,8 +209,9 @@ async fn a_signed_webhook_decision_releases_the_waiting_call() {
     assert_eq!(upstream_calls(&up.url, "echo").await, 0, "nothing runs before the decision");
     assert_eq!(held(&tg).await, 100_000, "the cost is held while the action waits");
 
-    // The approver's system answers through the signed callback.
-    let body = json!({"decision": "approve", "reason": "reviewed", "approver": "alice"}).to_string();
+    // The approver's system answers through the signed callback, naming the
+    // action and the verdict in the signed body.
+    let body = json!({"id": note["id"], "decision": "approve", "reason": "reviewed", "approver": "alice"}).to_string();
     let url = format!("{}/v1/approvals/{}/decision", tg.base, note["id"].as_str().unwrap());
     let (s, r) = Http::new().decide_signed(&url, &body, &sign(now_secs(), body.as_bytes())).await;
     assert_eq!(s, 200, "{r}");
@@ -247,9 +248,10 @@ async fn forged_stale_replayed_and_foreign_decisions_change_nothing() {
     let id = first.structured_content.unwrap()["approval_id"].as_str().unwrap().to_string();
     let url = format!("{}/v1/approvals/{id}/decision", tg.base);
     let http = Http::new();
-    let body = json!({"decision": "approve"}).to_string();
+    let body = json!({"id": id, "decision": "approve"}).to_string();
+    let other_body = json!({"id": id, "decision": "deny"}).to_string();
 
-    let (s, r) = http.decide_signed(&url, &body, &sign(now_secs(), br#"{"decision":"deny"}"#)).await;
+    let (s, r) = http.decide_signed(&url, &body, &sign(now_secs(), other_body.as_bytes())).await;
     assert_eq!((s, r["code"].as_str()), (401, Some("bad_signature")), "a signature over another body");
     let (s, r) = http.decide_signed(&url, &body, &format!("t={},v1={}", now_secs(), "ab".repeat(32))).await;
     assert_eq!((s, r["code"].as_str()), (401, Some("bad_signature")), "a made-up signature");
@@ -265,7 +267,13 @@ async fn forged_stale_replayed_and_foreign_decisions_change_nothing() {
     let (s, _) = http.send(http.client.post(&url).body(body.clone())).await;
     assert_eq!(s, 401, "no credentials at all");
     let mine = approver(&tg, "acme").await;
-    for bad in [r#"{"decision":"maybe"}"#, r#"{"decision":1}"#, "{", r#"{"decision":"approve","extra":1}"#] {
+    for bad in [
+        r#"{"decision":"maybe"}"#,
+        r#"{"decision":1}"#,
+        "{",
+        r#"{"decision":"approve","extra":1}"#,
+        r#"{"decision":"approve","id":"apr_another"}"#,
+    ] {
         let (s, r) = http
             .send(http.client.post(&url).bearer_auth(&mine).header("content-type", "application/json").body(bad))
             .await;
@@ -283,7 +291,7 @@ async fn forged_stale_replayed_and_foreign_decisions_change_nothing() {
     assert_eq!((row.status.as_str(), row.decided_by.as_deref()), ("pending", None), "nothing changed");
 
     // A valid signed deny, then the very same request again: refused as a replay.
-    let deny = json!({"decision": "deny", "reason": "no"}).to_string();
+    let deny = json!({"id": id, "decision": "deny", "reason": "no"}).to_string();
     let sig = sign(now_secs(), deny.as_bytes());
     let (s, r) = http.decide_signed(&url, &deny, &sig).await;
     assert_eq!(s, 200, "{r}");
@@ -299,6 +307,119 @@ async fn forged_stale_replayed_and_foreign_decisions_change_nothing() {
     assert!(text_of(&again).contains("denied by webhook:security"), "{}", text_of(&again));
     assert_eq!(upstream_calls(&up.url, "echo").await, 0);
     assert_eq!(held(&tg).await, 0);
+}
+
+/// Two pending actions, A and B, on the `security` route (which has a
+/// webhook, so signed callbacks are accepted), with the gateway, the upstream
+/// and the webhook receiver (kept for the test's length).
+async fn two_pending_actions(wait: &str) -> (TestGateway, Listening, Receiver, String, String) {
+    let up = fixture_http("fs").await;
+    let rx = receiver(0).await;
+    let server = format!("[approval]\nwait = \"{wait}\"\n");
+    let tg = builder(&up.url, &policy("security", &hook(&rx.url), "10m"), &server).spawn().await;
+    let (agent, _) = tg.agent(Era::Modern).await;
+    let mut ids = Vec::new();
+    for message in ["a", "b"] {
+        let r = agent.peer().call_tool(call("fs__echo", json!({"message": message}))).await.unwrap();
+        let pending = r.structured_content.expect("pending");
+        assert_eq!(pending["status"], "pending");
+        ids.push(pending["approval_id"].as_str().unwrap().to_string());
+    }
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    assert_ne!(a, b, "two different calls, two actions");
+    (tg, up, rx, a, b)
+}
+
+async fn status(tg: &TestGateway, id: &str) -> (String, Option<String>) {
+    let row = tg.gw.approvals.get(id).await.unwrap().unwrap();
+    (row.status, row.decided_by)
+}
+
+fn pending_row() -> (String, Option<String>) {
+    ("pending".to_string(), None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_signed_for_one_action_is_refused_at_another_and_not_spent_by_the_refusal() {
+    set_secret();
+    let (tg, _up, _rx, a, b) = two_pending_actions("100ms").await;
+    let http = Http::new();
+    // A callback validly signed (same route, same secret) for action A...
+    let body = json!({"id": a, "decision": "approve", "reason": "reviewed A"}).to_string();
+    let sig = sign(now_secs(), body.as_bytes());
+    // ...delivered to action B, by any of B's decision URLs: refused.
+    for path in ["decision", "approve"] {
+        let url = format!("{}/v1/approvals/{b}/{path}", tg.base);
+        let (s, r) = http.decide_signed(&url, &body, &sig).await;
+        assert_eq!((s, r["code"].as_str()), (401, Some("signature_for_another_action")), "{path}: {r}");
+        assert!(r["message"].as_str().unwrap().contains("another action"), "{r}");
+    }
+    assert_eq!(status(&tg, &b).await, pending_row(), "B is not decided");
+    assert_eq!(status(&tg, &a).await, pending_row(), "nor is A");
+
+    // The refusals did not spend the signature: its rightful delivery works, once.
+    let url = format!("{}/v1/approvals/{a}/decision", tg.base);
+    let (s, r) = http.decide_signed(&url, &body, &sig).await;
+    assert_eq!((s, r["decision"].as_str()), (200, Some("approved")), "{r}");
+    assert_eq!(status(&tg, &a).await, ("approved".to_string(), Some("webhook:security".to_string())));
+    let (s, r) = http.decide_signed(&url, &body, &sig).await;
+    assert_eq!((s, r["code"].as_str()), (401, Some("replayed_signature")), "{r}");
+    // And still not at B after it was used.
+    let (s, r) = http.decide_signed(&format!("{}/v1/approvals/{b}/decision", tg.base), &body, &sig).await;
+    assert_eq!((s, r["code"].as_str()), (401, Some("signature_for_another_action")), "{r}");
+    assert_eq!(status(&tg, &b).await, pending_row(), "B is still pending");
+
+    // B's own signed decision is accepted.
+    let deny = json!({"id": b, "decision": "deny"}).to_string();
+    let url = format!("{}/v1/approvals/{b}/deny", tg.base);
+    let (s, r) = http.decide_signed(&url, &deny, &sign(now_secs(), deny.as_bytes())).await;
+    assert_eq!((s, r["decision"].as_str()), (200, Some("denied")), "{r}");
+    let decided = tg.gw.store.audit(&Default::default()).await.unwrap();
+    assert_eq!(decided.iter().filter(|r| r.kind == "approval.decided").count(), 2, "one decision each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_decision_must_name_its_action_and_verdict_in_the_signed_body() {
+    set_secret();
+    let (tg, _up, _rx, a, _b) = two_pending_actions("100ms").await;
+    let http = Http::new();
+    let at = |path: &str| format!("{}/v1/approvals/{a}/{path}", tg.base);
+
+    // A signed empty body binds nothing: refused on /approve, /deny and /decision.
+    for path in ["approve", "deny", "decision"] {
+        let (s, r) = http.decide_signed(&at(path), "", &sign(now_secs(), b"")).await;
+        assert_eq!((s, r["code"].as_str()), (400, Some("bad_request")), "{path}: {r}");
+        assert!(r["message"].as_str().unwrap().starts_with("id, decision: required"), "{path}: {r}");
+    }
+    // Each field is required, and the answer names the one missing.
+    let cases = [
+        ("approve", json!({}), "id, decision:"),
+        ("approve", json!({"reason": "fine"}), "id, decision:"),
+        ("approve", json!({"decision": "approve"}), "id:"),
+        ("decision", json!({"decision": "approve", "reason": "fine"}), "id:"),
+        ("approve", json!({"id": a}), "decision:"),
+        ("deny", json!({"id": a, "reason": "no"}), "decision:"),
+    ];
+    for (path, body, names) in cases {
+        let body = body.to_string();
+        let (s, r) = http.decide_signed(&at(path), &body, &sign(now_secs(), body.as_bytes())).await;
+        assert_eq!((s, r["code"].as_str()), (400, Some("bad_request")), "{path} {body}: {r}");
+        assert!(r["message"].as_str().unwrap().starts_with(names), "{path} {body}: {r}");
+    }
+    assert_eq!(status(&tg, &a).await, pending_row(), "nothing was decided");
+
+    // Signed "approve" for A, posted to A's /deny: refused (not turned into a denial).
+    let body = json!({"id": a, "decision": "approve"}).to_string();
+    let sig = sign(now_secs(), body.as_bytes());
+    let (s, r) = http.decide_signed(&at("deny"), &body, &sig).await;
+    assert_eq!((s, r["code"].as_str()), (400, Some("bad_request")), "{r}");
+    assert!(r["message"].as_str().unwrap().starts_with("decision:"), "{r}");
+    assert_eq!(status(&tg, &a).await, pending_row(), "A was not denied");
+
+    // The refusal did not spend the signature: delivered to /approve, it approves.
+    let (s, r) = http.decide_signed(&at("approve"), &body, &sig).await;
+    assert_eq!((s, r["decision"].as_str()), (200, Some("approved")), "{r}");
+    assert_eq!(status(&tg, &a).await, ("approved".to_string(), Some("webhook:security".to_string())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ py_want="$( { sha256sum "$REQ"; printf '%s\n' "$py_version"; } | sha256sum | cut
 py_have="$(cat "$PY_STAMP" 2>/dev/null || true)"
 
 if [ "$FORCE" != 1 ] && [ "$py_want" = "$py_have" ] \
-    && "$VENV/bin/python" -c 'import mcp, mcp_server_time, openai, prometheus_client, schemathesis' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import mcp, mcp_server_time, openai, prometheus_client, schemathesis, openapi_spec_validator' 2>/dev/null; then
   say "python: $VENV up to date ($REQ unchanged), skipping"
 else
   if [ -d "$VENV" ]; then
@@ -45,7 +45,7 @@ else
   say "python: $VENV/bin/pip install -r $REQ"
   "$VENV/bin/pip" install --quiet -r "$REQ"
   "$VENV/bin/pip" check
-  "$VENV/bin/python" -c 'import mcp, mcp_server_time, openai, prometheus_client, schemathesis' || die "python packages do not import"
+  "$VENV/bin/python" -c 'import mcp, mcp_server_time, openai, prometheus_client, schemathesis, openapi_spec_validator' || die "python packages do not import"
   printf '%s\n' "$py_want" > "$PY_STAMP"
   say "python: installed"
 fi

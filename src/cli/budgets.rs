@@ -11,23 +11,27 @@ use crate::store::{Applied, BudgetRow, Idempotency, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum BudgetsCommand {
-    /// Create a budget or change its limit (budgets from policy files are read-only here).
+    /// Create a budget, or change what is given of an existing one (budgets
+    /// from policy files are read-only here). Options left out keep their
+    /// value; a new budget needs --scope and --limit.
     Set {
         #[arg(long)]
         id: String,
         /// key:<id>, team:<name> or org:<name>.
         #[arg(long)]
-        scope: String,
+        scope: Option<String>,
         /// Only keys of this org count against it.
         #[arg(long)]
         org: Option<String>,
-        #[arg(long, default_value = "money")]
-        unit: String,
+        /// money or tokens (a new budget: money).
+        #[arg(long)]
+        unit: Option<String>,
         /// A decimal amount for money ("25.00"), a whole number for tokens.
         #[arg(long)]
-        limit: String,
-        #[arg(long, default_value = "none")]
-        period: String,
+        limit: Option<String>,
+        /// none, daily, weekly or monthly (a new budget: none).
+        #[arg(long)]
+        period: Option<String>,
         /// A retried request with the same key applies once.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -61,7 +65,7 @@ pub async fn run(config: Config, command: BudgetsCommand) -> Result<(), String> 
     let store = crate::gateway::open_store(&config).await?;
     let result = match command {
         BudgetsCommand::Set { id, scope, org, unit, limit, period, idempotency_key } => {
-            set(&store, id, scope, org, &unit, &limit, period, idempotency_key).await
+            set(&store, id, scope, org, unit, limit, period, idempotency_key).await
         }
         BudgetsCommand::Topup { id, amount, idempotency_key } => topup(&store, id, &amount, idempotency_key).await,
         BudgetsCommand::List { org, json } => spend(&store, org.as_deref(), json, false).await,
@@ -83,56 +87,86 @@ fn file_refusal(row: &BudgetRow) -> Option<String> {
 async fn set(
     store: &Store,
     id: String,
-    scope: String,
+    scope: Option<String>,
     org: Option<String>,
-    unit: &str,
-    limit: &str,
-    period: String,
+    unit: Option<String>,
+    limit: Option<String>,
+    period: Option<String>,
     key: Option<String>,
 ) -> Result<(), String> {
-    let unit = Unit::parse(unit).ok_or_else(|| format!("--unit `{unit}`: use money or tokens"))?;
-    let limit = unit.amount(limit).map_err(|e| format!("--limit: {e}"))?;
-    if !valid_scope(&scope) {
+    let unit = unit.map(|u| Unit::parse(&u).ok_or_else(|| format!("--unit `{u}`: use money or tokens"))).transpose()?;
+    if let Some(scope) = scope.as_deref().filter(|s| !valid_scope(s)) {
         return Err(format!("--scope `{scope}`: use key:<id>, team:<name> or org:<name>"));
     }
-    if !PERIODS.contains(&period.as_str()) {
+    if let Some(period) = period.as_deref().filter(|p| !PERIODS.contains(p)) {
         return Err(format!("--period `{period}`: use one of {}", PERIODS.join(", ")));
     }
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("--id: 1 to 128 characters without spaces".into());
     }
     // A budget belongs to an org where its scope says which.
-    let org = match (org, scope.split_once(':')) {
+    let org = match (org, scope.as_deref().and_then(|s| s.split_once(':'))) {
         (Some(o), _) => Some(o),
         (None, Some(("org", name))) => Some(name.to_string()),
         (None, Some(("key", id))) => store.key_by_id(id).await.map_err(|e| e.to_string())?.map(|k| k.org),
         (None, _) => None,
     };
-    let request = json!({"op": "set", "id": id, "scope": scope, "org": org, "unit": unit.as_str(), "limit": limit, "period": period});
-    let row = BudgetRow {
-        id: id.clone(),
-        scope,
-        org: org.clone(),
-        unit: unit.as_str().into(),
-        limit_amount: limit,
-        period,
-        source: "api".into(),
-        updated_at: now_micros(),
-    };
+    let request = json!({"op": "set", "id": id, "scope": scope, "org": org, "unit": unit.map(Unit::as_str), "limit": limit, "period": period});
+    let mut summary = String::new();
     let applied = store
-        .change_budget(&id, idem(key, &request), move |current| match current.as_ref().and_then(file_refusal) {
-            Some(refused) => Err(refused),
-            None => Ok(row),
+        .change_budget(&id, idem(key, &request), |current| {
+            if let Some(refused) = current.as_ref().and_then(file_refusal) {
+                return Err(refused);
+            }
+            let was = current.as_ref();
+            let was_unit = was.and_then(|b| Unit::parse(&b.unit));
+            let unit = unit.or(was_unit).unwrap_or(Unit::Money);
+            let scope =
+                scope.clone().or_else(|| was.map(|b| b.scope.clone())).ok_or("--scope: a new budget needs one")?;
+            let limit = match (&limit, was) {
+                (Some(l), _) => unit.amount(l).map_err(|e| format!("--limit: {e}"))?,
+                (None, Some(b)) if Some(unit) == was_unit => b.limit_amount,
+                (None, Some(_)) => return Err("--limit: give the limit in the new --unit".into()),
+                (None, None) => return Err("--limit: a new budget needs one".into()),
+            };
+            let period = period.clone().or_else(|| was.map(|b| b.period.clone())).unwrap_or_else(|| "none".into());
+            let org = org.clone().or_else(|| was.and_then(|b| b.org.clone()));
+            summary = describe(&id, &scope, org.as_deref(), unit, limit, &period);
+            Ok(BudgetRow {
+                id: id.clone(),
+                scope,
+                org,
+                unit: unit.as_str().into(),
+                limit_amount: limit,
+                period,
+                source: "api".into(),
+                updated_at: now_micros(),
+            })
         })
         .await
         .map_err(|e| e.to_string())??;
-    report(store, applied, org.as_deref(), "budget.set", request).await
+    report(store, applied, org.as_deref(), "budget.set", request, &summary).await
+}
+
+/// A budget as a person reads it: money in decimal units.
+fn describe(id: &str, scope: &str, org: Option<&str>, unit: Unit, limit: i64, period: &str) -> String {
+    let mut text = format!("budget {id} ({scope}");
+    if let Some(org) = org {
+        text.push_str(&format!(" in org {org}"));
+    }
+    text.push_str(&format!(") limit {} per {period}", unit.show(limit)));
+    if org.is_none() && scope.starts_with("team:") {
+        // Team names are per org: without one, the team of that name in every org counts.
+        text.push_str("\nnote: no --org: this counts the team of that name in every org");
+    }
+    text
 }
 
 async fn topup(store: &Store, id: String, amount: &str, key: Option<String>) -> Result<(), String> {
     let request = json!({"op": "topup", "id": id, "amount": amount});
     let amount_text = amount.to_string();
     let mut org = None;
+    let mut summary = String::new();
     let applied = store
         .change_budget(&id, idem(key, &request), |current| {
             let Some(mut row) = current else { return Err(format!("no budget `{id}`")) };
@@ -144,11 +178,12 @@ async fn topup(store: &Store, id: String, amount: &str, key: Option<String>) -> 
             row.limit_amount = row.limit_amount.checked_add(add).ok_or("the limit would overflow")?;
             row.updated_at = now_micros();
             org = row.org.clone();
+            summary = describe(&row.id, &row.scope, row.org.as_deref(), unit, row.limit_amount, &row.period);
             Ok(row)
         })
         .await
         .map_err(|e| e.to_string())??;
-    report(store, applied, org.as_deref(), "budget.topup", request).await
+    report(store, applied, org.as_deref(), "budget.topup", request, &summary).await
 }
 
 async fn report(
@@ -157,16 +192,19 @@ async fn report(
     org: Option<&str>,
     kind: &str,
     request: serde_json::Value,
+    summary: &str,
 ) -> Result<(), String> {
     match applied {
-        Applied::Now(text) => {
+        Applied::Now(_) => {
             let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
             store
                 .append_audit(&[record::change(kind, org, &actor, request)])
                 .await
                 .map_err(|e| format!("budget changed but its audit record failed: {e}"))?;
-            println!("{text}");
+            println!("{summary}");
         }
+        // The change was made by the first request with this key; what the
+        // store kept of it is shown (its amounts in micro-units).
         Applied::Replayed(text) => println!("{text} (already applied under this idempotency key)"),
     }
     Ok(())

@@ -139,6 +139,10 @@ fn local(config_path: PathBuf, command: Command) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = say_where(&config, &command) {
+        eprintln!("tollgate: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match runtime(&config.server) {
         Ok(r) => r,
         Err(e) => {
@@ -180,6 +184,12 @@ pub fn runtime(server: &config::Server) -> std::io::Result<tokio::runtime::Runti
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => match crate::policy::load::load_dir(&c.policies_dir) {
+            Ok(_) if !missing_programs(&c).is_empty() => {
+                for m in missing_programs(&c) {
+                    eprintln!("{m}");
+                }
+                ExitCode::from(2)
+            }
             Ok(p) => {
                 println!(
                     "ok: {} ({} upstream manifests, {} LLM providers, {} grants in {} policy files)",
@@ -201,6 +211,20 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Stdio manifests whose command is not on PATH (the gateway would start, and
+/// the upstream would stay down): one line each, as the loader's errors read.
+fn missing_programs(c: &Config) -> Vec<String> {
+    c.manifests
+        .iter()
+        .filter_map(|m| match &m.transport {
+            config::Transport::Stdio(s) if crate::upstream::resolve_program(&s.command).is_none_or(|p| !p.exists()) => {
+                Some(format!("{}: transport.command: `{}` is not found on PATH", m.file.display(), s.command))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn shutdown_on_signal() -> CancellationToken {
@@ -225,6 +249,37 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Tells on stderr which configuration and store a local verb works on (run
+/// from the wrong folder, it would otherwise read another deployment's without
+/// a word), and refuses to create a store for a verb that only reads one.
+fn say_where(config: &Config, command: &Command) -> Result<(), String> {
+    let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let at = crate::store::Store::location(config.store.expose(), &base);
+    let config_path = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+    // Verbs that may be the first to touch a new deployment create its store;
+    // verbs that only read one (explain, audit, approvals) refuse an empty one.
+    let creates = matches!(
+        command,
+        Command::Serve { .. }
+            | Command::Stdio { .. }
+            | Command::Tools { .. }
+            | Command::Keys { .. }
+            | Command::Budgets { .. }
+    );
+    if !at.exists && !creates {
+        return Err(format!(
+            "no store at {} (named by {}): start the gateway once or create a key to make it, or pass --config",
+            at.text,
+            config_path.display()
+        ));
+    }
+    // stdio's stderr is often shown to the agent's user: keep it to warnings.
+    if !matches!(command, Command::Stdio { .. }) {
+        eprintln!("tollgate: config {}; store {}", config_path.display(), at.text);
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {

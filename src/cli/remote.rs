@@ -265,7 +265,24 @@ async fn budgets(api: &Api, c: BudgetsCommand) -> Result<(), String> {
     let idem = |k: Option<String>| k.map(|k| vec![("idempotency-key", k)]).unwrap_or_default();
     match c {
         BudgetsCommand::Set { id, scope, org: _, unit, limit, period, idempotency_key } => {
-            let body = json!({"scope": scope, "unit": unit, "limit": limit, "period": period});
+            // PUT replaces the budget: what was left out keeps its current value.
+            let current = if scope.is_none() || limit.is_none() || period.is_none() || unit.is_none() {
+                let all = api.get("/budgets").await?;
+                items(&all, "budgets").into_iter().find(|b| b["id"] == json!(id))
+            } else {
+                None
+            };
+            let keep = |given: Option<String>, field: &str| {
+                given.map(serde_json::Value::from).or_else(|| current.as_ref().map(|b| b[field].clone()))
+            };
+            let body = json!({
+                "scope": keep(scope, "scope"),
+                "unit": keep(unit, "unit"),
+                // Tokens are whole numbers; money's text is decimal units.
+                "limit": keep(limit, if current.as_ref().is_some_and(|b| b["unit"] == "tokens") { "limit" } else { "limit_text" })
+                    .map(|v| if v.is_number() { Value::from(v.to_string()) } else { v }),
+                "period": keep(period, "period"),
+            });
             let v =
                 api.send(Method::PUT, &format!("/budgets/{}", enc(&id)), Some(body), &idem(idempotency_key)).await?;
             println!("{}", pretty(&v));

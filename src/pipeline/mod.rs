@@ -507,6 +507,19 @@ fn conclude(metrics: &crate::metrics::Metrics, rec: &mut CallRecord, outcome: &R
     // Tools the caller cannot resolve count under one label (bounded series).
     let tool = if rec.upstream.is_some() { rec.tool.as_str() } else { crate::metrics::UNKNOWN_TOOL };
     metrics.call(tool, rec.decision, &rec.stages);
+    // A refusal is an ordinary outcome, logged at info with what decided it.
+    // Never the reason text: it may quote the arguments (a schema violation).
+    if rec.decision != decision::ALLOWED {
+        let principal = rec.principal.as_ref().map(ToString::to_string);
+        tracing::info!(
+            call = %rec.call_id,
+            tool = %rec.tool,
+            principal = principal.as_deref().unwrap_or("-"),
+            decision = rec.decision,
+            grants = ?rec.grants,
+            "call refused"
+        );
+    }
     if let Some(o) = &rec.observer {
         *o.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::audit::record::Concluded {
             decision: rec.decision,

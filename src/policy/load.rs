@@ -108,13 +108,14 @@ struct RawApproval {
 pub fn load_dir(dir: &Path) -> Result<Policy, Errors> {
     let files = match crate::config::toml_files(dir) {
         Ok(files) => files,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        // A missing folder is a mistake (a wrong path, a deployment not set up),
+        // never "no grants": say so rather than deny everything in silence.
         Err(e) => {
             return Err(Errors(vec![Error {
                 file: dir.to_path_buf(),
                 line: None,
-                field: String::new(),
-                message: format!("cannot read policy folder: {e}"),
+                field: "policies_dir".into(),
+                message: format!("cannot read the policy folder: {e}"),
             }]));
         }
     };

@@ -303,7 +303,9 @@ impl Policy {
         self.routes.iter().find(|r| r.id == id)
     }
 
-    /// Whether `principal` may see `tool` in its lists.
+    /// Whether `principal` may see `tool` in its lists. An unconditional deny
+    /// hides the tool, unless the deny has a description: that grant wants
+    /// the agent told why (a call is refused with the description).
     pub fn visible(&self, principal: &Principal, tool: &str) -> bool {
         let mut granted = false;
         for g in &self.grants {
@@ -311,7 +313,7 @@ impl Policy {
                 continue;
             }
             match g.effect {
-                Effect::Deny if g.when.is_none() => return false,
+                Effect::Deny if g.when.is_none() && g.description.is_none() => return false,
                 Effect::Deny => {}
                 Effect::Allow | Effect::Approve => granted = true,
             }

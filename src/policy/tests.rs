@@ -60,6 +60,19 @@ fn no_grant_is_a_deny_and_hides_the_tool() {
 }
 
 #[test]
+fn a_described_deny_keeps_the_tool_visible_so_the_agent_hears_why() {
+    let allow = grant("all", "\"team:eng\"", "\"t__*\"", "allow", "");
+    let silent = grant("no-x", "\"team:eng\"", "\"t__x\"", "deny", "");
+    let told = grant("no-x", "\"team:eng\"", "\"t__x\"", "deny", "description = \"x is frozen until Monday\"");
+    assert!(!policy(&format!("{allow}{silent}")).visible(&eng(), "t__x"));
+    let p = policy(&format!("{allow}{told}"));
+    assert!(p.visible(&eng(), "t__x"), "listed, so a call can be refused with the reason");
+    assert_eq!(decide(&p, &eng(), "t__x", json!({})), (Effect::Deny, vec!["no-x".to_string()]));
+    // Without any grant that lets the principal call it, it stays hidden.
+    assert!(!policy(&told).visible(&eng(), "t__x"));
+}
+
+#[test]
 fn every_effect_combination_resolves_deny_over_approve_over_allow() {
     let effects = ["allow", "approve", "deny"];
     // Every subset of effects, each from its own grant on the same tool.

@@ -398,6 +398,21 @@ impl Store {
         Err(StoreError::Invalid(format!("store `{}`: must be a sqlite:// or postgres:// URL", scrub(url))))
     }
 
+    /// Where `url` points, for people: a SQLite file's absolute path and
+    /// whether it exists yet, or a PostgreSQL URL without its credentials.
+    pub fn location(url: &str, base: &Path) -> Location {
+        if url.starts_with("sqlite:") {
+            return match sqlite::path_of(url, base) {
+                Ok(p) => {
+                    let p = std::path::absolute(&p).unwrap_or(p);
+                    Location { exists: p.exists(), text: p.display().to_string() }
+                }
+                Err(e) => Location { exists: false, text: e.to_string() },
+            };
+        }
+        Location { exists: true, text: scrub(url) }
+    }
+
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         on!(self, b => b.insert_key(key).await)
     }
@@ -763,6 +778,14 @@ impl Writer {
 }
 
 /// A store URL without its password, for messages.
+/// See [`Store::location`].
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub text: String,
+    /// `false` for a SQLite file not created yet.
+    pub exists: bool,
+}
+
 pub fn scrub(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),

@@ -83,7 +83,7 @@ impl Keys {
 }
 
 /// The file a `sqlite:` URL names, relative paths resolved against `base`.
-fn path_of(url: &str, base: &Path) -> Result<PathBuf, StoreError> {
+pub(super) fn path_of(url: &str, base: &Path) -> Result<PathBuf, StoreError> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     let rest = rest.split('?').next().unwrap_or(rest);
     if rest.is_empty() || rest == ":memory:" {

@@ -199,7 +199,7 @@ async fn pump_stderr(upstream: String, stderr: tokio::process::ChildStderr) {
 
 /// Finds the program on tollgate's own PATH, so the child needs no PATH of its
 /// own unless its manifest gives one.
-fn resolve_program(command: &str) -> Option<PathBuf> {
+pub fn resolve_program(command: &str) -> Option<PathBuf> {
     if command.contains('/') {
         return Some(PathBuf::from(command));
     }

@@ -7,6 +7,7 @@
 //! dead or slow upstream never delays the others or the gateway's start.
 
 mod connect;
+pub use connect::resolve_program;
 pub mod handler;
 pub mod inflight;
 pub mod progress;
@@ -50,7 +51,14 @@ pub struct Status {
     pub protocol: Option<String>,
     /// Connections made after the first one.
     pub restarts: u64,
+    /// When the health last changed (RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
     pub since: SystemTime,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let t: chrono::DateTime<chrono::Utc> = (*t).into();
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 pub struct Upstream {

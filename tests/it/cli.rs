@@ -66,3 +66,60 @@ async fn rmcp_agent_over_tollgate_stdio() {
     assert_eq!(text_of(&r), "echo: stdio");
     let _ = agent.cancel().await;
 }
+
+/// `budgets set` shows money in decimal units, changes only what it is given,
+/// and says when a team budget names no org.
+#[test]
+fn budgets_set_is_a_partial_update_in_decimal_units() {
+    let dir = config_dir(&[]);
+    let out = tollgate_cli(
+        dir.path(),
+        &["budgets", "set", "--id", "b1", "--scope", "org:acme", "--limit", "0.01", "--period", "daily"],
+    );
+    assert_eq!(out.trim(), "budget b1 (org:acme in org acme) limit 0.010000 per daily");
+    // Only the limit changes: the period stays daily.
+    let out = tollgate_cli(dir.path(), &["budgets", "set", "--id", "b1", "--limit", "2.50"]);
+    assert_eq!(out.trim(), "budget b1 (org:acme in org acme) limit 2.500000 per daily");
+    let spend: serde_json::Value =
+        serde_json::from_str(&tollgate_cli(dir.path(), &["budgets", "spend", "--json"])).expect("spend --json");
+    assert_eq!(spend.to_string().matches("\"daily\"").count(), 1, "{spend}");
+    // A new budget needs a scope and a limit.
+    let refused = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .args(["budgets", "set", "--id", "b2", "--limit", "1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--scope: a new budget needs one"));
+    let out = tollgate_cli(dir.path(), &["budgets", "set", "--id", "t", "--scope", "team:eng", "--limit", "1"]);
+    assert!(out.contains("note: no --org"), "{out}");
+}
+
+/// A verb that only reads a store says which it read, and refuses to create
+/// an empty one where none is.
+#[test]
+fn read_only_verbs_name_their_store_and_never_create_one() {
+    let dir = config_dir(&[]);
+    let out = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no store at") && err.contains("tollgate.db"), "{err}");
+    assert!(!dir.path().join("tollgate.db").exists(), "no empty store was created");
+    cli_key(dir.path(), "eng", "acme");
+    let out = std::process::Command::new(TOLLGATE)
+        .arg("--config")
+        .arg(dir.path().join("tollgate.toml"))
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let db = std::fs::canonicalize(dir.path().join("tollgate.db")).unwrap();
+    assert!(err.contains(&format!("store {}", db.display())) || err.contains("tollgate.db"), "{err}");
+}

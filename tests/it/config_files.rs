@@ -188,6 +188,23 @@ fn every_shipped_example_and_manifest_loads() {
     if root.join("tollgate.toml").exists() {
         configs.push(root.join("tollgate.toml"));
     }
+    // `check` refuses a stdio command that is not on PATH; the shipped ones
+    // (npx, mcp-server-time) are installed by .ci/install-deps.sh, not by a
+    // bare `cargo test`, so stand-ins are put first on PATH here.
+    let bin = tempfile::tempdir().unwrap();
+    for program in ["npx", "mcp-server-time"] {
+        use std::os::unix::fs::PermissionsExt;
+        let p = bin.path().join(program);
+        std::fs::write(
+            &p,
+            "#!/bin/sh
+exit 0
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
     for c in configs {
         // Every referenced variable is set; OpenTelemetry's own are not (they would turn export on).
         let lookup = |n: &str| (!n.starts_with("OTEL_")).then(|| "placeholder".to_string());
@@ -198,6 +215,7 @@ fn every_shipped_example_and_manifest_loads() {
             .arg("--config")
             .arg(&c)
             .arg("check")
+            .env("PATH", &path)
             .env("OPENAI_API_KEY", "placeholder")
             .env("ANTHROPIC_API_KEY", "placeholder")
             .output()
@@ -240,4 +258,38 @@ fn llm_manifests_are_checked_with_file_line_and_field() {
     assert!(e.contains("model `fast` is also offered by provider `x`"), "{e}");
     let e = load_errors("[llm]\ntool = \"bad name!\"\n", &[]);
     assert!(e.contains("tollgate.toml:2: llm.tool"), "{e}");
+}
+
+#[test]
+fn check_refuses_a_missing_policy_folder_and_a_command_not_on_path() {
+    let run = |dir: &std::path::Path| {
+        let out = std::process::Command::new(TOLLGATE)
+            .arg("--config")
+            .arg(dir.join("tollgate.toml"))
+            .arg("check")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "tollgate.toml", "policies_dir = \"no-such-folder\"\n");
+    std::fs::create_dir_all(dir.path().join("tool-manifests")).unwrap();
+    let (code, err) = run(dir.path());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no-such-folder") && err.contains("policy folder"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "tollgate.toml", "");
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    write(
+        dir.path(),
+        "tool-manifests/ghost.toml",
+        "name = \"ghost\"\n[transport]\ntype = \"stdio\"\ncommand = \"no-such-program-tollgate-test\"\n",
+    );
+    let (code, err) = run(dir.path());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("ghost.toml") && err.contains("`no-such-program-tollgate-test` is not found on PATH"),
+        "{err}"
+    );
 }

@@ -96,7 +96,51 @@ fn parts() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi_json))
         .split_for_parts();
     open_views(&mut doc);
+    describe_responses(&mut doc);
     (router, doc)
+}
+
+/// What OpenAPI requires and the route attributes leave out: every response
+/// has a description (one without words of its own gets its status's reason
+/// phrase, "Not Found"), and operation ids are unique (utoipa takes the
+/// handler's name, and `grants::list` and `keys::list` are both `list`: the
+/// path's first segment is put before it, `grants_list`).
+fn describe_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let area = path.trim_start_matches('/').split('/').next().unwrap_or("").replace(['.', '-'], "_");
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            if let Some(id) = op.operation_id.as_mut()
+                && !area.is_empty()
+                && !id.starts_with(&format!("{area}_"))
+            {
+                *id = format!("{area}_{id}");
+            }
+            for (status, response) in &mut op.responses.responses {
+                if let RefOr::T(r) = response
+                    && r.description.trim().is_empty()
+                {
+                    r.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|s| http::StatusCode::from_u16(s).ok())
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("Response")
+                        .to_string();
+                }
+            }
+        }
+    }
 }
 
 /// Views flatten a request type that refuses unknown fields; in a view the

@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 mod approvals;
 mod audit;
 mod budgets;
+mod call;
 mod explain;
 mod grants;
+mod init;
 mod keys;
 pub mod logging;
 mod remote;
@@ -43,6 +45,26 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a deployment folder to start from (the quickstart: configuration,
+    /// one upstream, grants, a budget) with its store and an agent key.
+    Init {
+        /// The folder to create (must not exist, or be empty).
+        #[arg(default_value = "tollgate-quickstart")]
+        dir: PathBuf,
+    },
+    /// Call one tool through a running gateway, as an agent would.
+    Call {
+        /// The tool's name in tollgate's catalog, e.g. everything__echo.
+        tool: String,
+        /// The arguments, a JSON object.
+        arguments: Option<String>,
+        /// The agent's API key.
+        #[arg(long, env = "TOLLGATE_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// Print the whole result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the gateway: Streamable HTTP at /mcp, WebSocket at /ws.
     Serve {
         /// Listen address, overriding `server.listen`.
@@ -98,6 +120,24 @@ pub fn main() -> ExitCode {
     if let Command::Check = cli.command {
         return check(&cli.config);
     }
+    if let Command::Init { dir } = &cli.command {
+        return block_on(init::run(dir)).map_or_else(failed, |()| ExitCode::SUCCESS);
+    }
+    if let Command::Call { tool, arguments, key, json } = &cli.command {
+        let Some(key) = key.as_deref().filter(|k| !k.trim().is_empty()) else {
+            eprintln!("tollgate: call needs the agent's key: --key tg_... or TOLLGATE_KEY");
+            return ExitCode::from(2);
+        };
+        let url = match mcp_url(cli.url.as_deref(), &cli.config) {
+            Ok(u) => u,
+            Err(e) => return failed(e),
+        };
+        return match block_on(call::run(&url, key, tool, arguments.as_deref(), *json)) {
+            Ok(call::Outcome::Answered) => ExitCode::SUCCESS,
+            Ok(call::Outcome::Refused) => ExitCode::FAILURE,
+            Err(e) => failed(e),
+        };
+    }
     let verb = match cli.command {
         Command::Grants { command } => remote::Verb::Grants(command),
         Command::Keys { command } if cli.url.is_some() => remote::Verb::Keys(command),
@@ -127,6 +167,33 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn failed(e: String) -> ExitCode {
+    eprintln!("tollgate: {e}");
+    ExitCode::FAILURE
+}
+
+/// Runs `f` on a small runtime of its own (the verbs that are clients).
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(f)
+}
+
+/// The `/mcp` endpoint of the gateway: `--url` (its base, or its `/mcp`), else
+/// the listen address of the configuration.
+fn mcp_url(url: Option<&str>, config_path: &Path) -> Result<String, String> {
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let config = config::load(config_path).map_err(|e| format!("{e}\n(or give the gateway with --url)"))?;
+            format!("http://{}", config.server.listen)
+        }
+    };
+    Ok(if base.ends_with("/mcp") { base } else { format!("{base}/mcp") })
 }
 
 /// The verbs that run on this machine: the gateway itself, or the store the
@@ -160,7 +227,9 @@ fn local(config_path: PathBuf, command: Command) -> ExitCode {
             Command::Budgets { command } => budgets::run(config, command).await,
             Command::Audit { command } => audit::run(config, command).await,
             Command::Approvals { command } => approvals::run(config, command).await,
-            Command::Check | Command::Grants { .. } => unreachable!("handled in main"),
+            Command::Check | Command::Grants { .. } | Command::Init { .. } | Command::Call { .. } => {
+                unreachable!("handled in main")
+            }
         }
     });
     match result {

@@ -76,22 +76,21 @@ async fn list(a: &Approvals, status: Option<&str>, org: Option<&str>, limit: i64
         println!("{}", serde_json::to_string_pretty(&json!({"approvals": items})).unwrap_or_default());
         return Ok(());
     }
-    println!(
-        "{:<36}  {:<9}  {:<8}  {:<28}  {:<10}  {:<20}  EXPIRES",
-        "ID", "STATUS", "ORG", "TOOL", "COST", "PRINCIPAL"
-    );
-    for r in rows {
-        println!(
-            "{:<36}  {:<9}  {:<8}  {:<28}  {:<10}  {:<20}  {}",
-            r.id,
-            r.status,
-            r.org,
-            r.tool,
-            crate::money::Micros(r.cost).to_string(),
-            r.principal_label,
-            crate::audit::rfc3339(r.expires_at)
-        );
-    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.status.clone(),
+                r.org.clone(),
+                r.tool.clone(),
+                crate::money::Micros(r.cost).to_string(),
+                r.principal_label.clone(),
+                crate::audit::rfc3339(r.expires_at),
+            ]
+        })
+        .collect();
+    super::table::print(&["ID", "STATUS", "ORG", "TOOL", "COST", "PRINCIPAL", "EXPIRES"], &rows, &[4]);
     Ok(())
 }
 

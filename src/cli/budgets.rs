@@ -230,37 +230,32 @@ async fn spend(store: &Store, org: Option<&str>, json_out: bool, usage: bool) ->
         println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
         return Ok(());
     }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|u| {
+            let unit = Unit::parse(&u.budget.unit).unwrap_or(Unit::Money);
+            let mut row = vec![
+                u.budget.id.clone(),
+                u.budget.scope.clone(),
+                u.budget.period.clone(),
+                unit.show(u.budget.limit_amount),
+            ];
+            if usage {
+                row.extend([
+                    unit.show(u.spent),
+                    unit.show(u.held),
+                    unit.show(u.budget.limit_amount - u.spent - u.held),
+                ]);
+            } else {
+                row.push(u.budget.source.clone());
+            }
+            row
+        })
+        .collect();
     if usage {
-        println!(
-            "{:<24} {:<20} {:<8} {:>16} {:>16} {:>16} {:>16}",
-            "ID", "SCOPE", "PERIOD", "LIMIT", "SPENT", "HELD", "REMAINING"
-        );
+        super::table::print(&["ID", "SCOPE", "PERIOD", "LIMIT", "SPENT", "HELD", "REMAINING"], &rows, &[3, 4, 5, 6]);
     } else {
-        println!("{:<24} {:<20} {:<8} {:>16} SOURCE", "ID", "SCOPE", "PERIOD", "LIMIT");
-    }
-    for u in rows {
-        let unit = Unit::parse(&u.budget.unit).unwrap_or(Unit::Money);
-        if usage {
-            println!(
-                "{:<24} {:<20} {:<8} {:>16} {:>16} {:>16} {:>16}",
-                u.budget.id,
-                u.budget.scope,
-                u.budget.period,
-                unit.show(u.budget.limit_amount),
-                unit.show(u.spent),
-                unit.show(u.held),
-                unit.show(u.budget.limit_amount - u.spent - u.held)
-            );
-        } else {
-            println!(
-                "{:<24} {:<20} {:<8} {:>16} {}",
-                u.budget.id,
-                u.budget.scope,
-                u.budget.period,
-                unit.show(u.budget.limit_amount),
-                u.budget.source
-            );
-        }
+        super::table::print(&["ID", "SCOPE", "PERIOD", "LIMIT", "SOURCE"], &rows, &[3]);
     }
     Ok(())
 }

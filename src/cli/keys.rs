@@ -99,19 +99,21 @@ async fn list(store: &Store, org: Option<&str>, json: bool) -> Result<(), String
         println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("{:<20} {:<16} {:<16} {:<9} {:<8} LABEL", "ID", "ORG", "TEAM", "ROLE", "STATE");
-    for k in keys {
-        let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-        println!(
-            "{:<20} {:<16} {:<16} {:<9} {:<8} {}",
-            k.id,
-            k.org,
-            k.team,
-            k.role.as_deref().unwrap_or("-"),
-            state,
-            k.label.as_deref().unwrap_or("")
-        );
-    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+            vec![
+                k.id.clone(),
+                k.org.clone(),
+                k.team.clone(),
+                k.role.clone().unwrap_or_else(|| "-".into()),
+                state.into(),
+                k.label.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    super::table::print(&["ID", "ORG", "TEAM", "ROLE", "STATE", "LABEL"], &rows, &[]);
     Ok(())
 }
 

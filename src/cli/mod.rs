@@ -17,6 +17,7 @@ mod init;
 mod keys;
 pub mod logging;
 mod remote;
+mod table;
 
 use crate::config::{self, Config};
 use crate::gateway::Gateway;
@@ -384,7 +385,15 @@ async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
         return Err("stdio needs an API key: --key tg_... or TOLLGATE_KEY".into());
     };
     let store = crate::gateway::open_store(&config).await?;
-    let principal = crate::identity::authenticate(&store, &key).await.map_err(|e| format!("--key: {e}"))?;
+    let principal = match crate::identity::authenticate(&store, &key).await {
+        Ok(p) => p,
+        Err(e) => {
+            return server::stdio::refuse(format!(
+                "unauthorized: the key tollgate was started with (--key or TOLLGATE_KEY): {e}"
+            ))
+            .await;
+        }
+    };
     let shutdown = shutdown_on_signal();
     let gw = Gateway::open(&config, store, shutdown).await?;
     let tracing = gw.tracing.clone();
@@ -433,16 +442,30 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         let out = serde_json::json!({"tools": tools, "quarantined": quarantined, "upstreams": health});
         println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
     } else {
-        println!("{:<40} {:<16} {:<10} HASH", "TOOL", "UPSTREAM", "HEALTH");
-        for t in catalog.tools() {
-            println!("{:<40} {:<16} {:<10} {}", t.name, t.upstream_name, health_of(&t.upstream_name), t.hash);
-            for f in &t.flags {
-                println!("    flagged by the description scan: {f}");
-            }
-        }
-        for q in catalog.quarantined() {
-            println!("{:<40} {:<16} {:<10} {} (quarantined: {})", q.name, q.upstream_name, "blocked", q.hash, q.reason);
-        }
+        let mut rows: Vec<Vec<String>> = catalog
+            .tools()
+            .iter()
+            .map(|t| {
+                let flags = t.flags.iter().map(|f| format!("flagged: {f}")).collect::<Vec<_>>().join("; ");
+                vec![
+                    t.name.to_string(),
+                    t.upstream_name.to_string(),
+                    health_of(&t.upstream_name),
+                    t.hash.clone(),
+                    flags,
+                ]
+            })
+            .collect();
+        rows.extend(catalog.quarantined().iter().map(|q| {
+            vec![
+                q.name.to_string(),
+                q.upstream_name.to_string(),
+                "blocked".into(),
+                q.hash.clone(),
+                format!("quarantined: {}", q.reason),
+            ]
+        }));
+        table::print(&["TOOL", "UPSTREAM", "HEALTH", "HASH", "NOTE"], &rows, &[]);
         for s in &health {
             if !matches!(s.health, Health::Up) {
                 println!("upstream {}: {}", s.name, health_of(&s.name));

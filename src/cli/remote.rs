@@ -110,18 +110,9 @@ fn table(rows: &[Value], columns: &[(&str, &str)]) {
         }
         other => other.to_string(),
     };
-    let widths: Vec<usize> = columns
-        .iter()
-        .map(|(h, f)| rows.iter().map(|r| cell(r, f).chars().count()).max().unwrap_or(0).max(h.len()).min(48))
-        .collect();
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(columns.iter().map(|(h, _)| h.to_string()).collect());
-    for r in rows {
-        line(columns.iter().map(|(_, f)| cell(r, f)).collect());
-    }
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|(_, f)| cell(r, f)).collect()).collect();
+    super::table::print(&header, &cells, &[]);
 }
 
 fn items(v: &Value, field: &str) -> Vec<Value> {

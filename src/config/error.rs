@@ -87,9 +87,33 @@ impl<'a> Sink<'a> {
         // The parser's message carries a code excerpt; keep the first line only,
         // the location is given separately.
         let message = err.message().lines().next().unwrap_or("invalid TOML").to_string();
-        let field = field_from_toml_message(err.message());
+        let mut field = field_from_toml_message(err.message());
+        if field.is_empty()
+            && let Some(span) = err.span()
+        {
+            field = field_at(self.text, span.start);
+        }
         self.errors.push(Error { file: self.file.to_path_buf(), line, field, message });
     }
+}
+
+/// The dotted name of the key whose value starts at `offset` (`server.max_body_bytes`),
+/// read from the source: a type error names the line, and this names the field.
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[start..];
+    let line = &line[..line.find('\n').unwrap_or(line.len())];
+    let Some((key, _)) = line.split_once('=') else { return String::new() };
+    let key = key.trim().trim_matches('"');
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    if table.is_empty() { key.to_string() } else { format!("{table}.{key}") }
 }
 
 fn field_from_toml_message(message: &str) -> String {
@@ -107,6 +131,15 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_type_error_names_its_field_from_the_source() {
+        let text = "store = \"x\"\n[server]\nlisten = \"a\"\nmax_body_bytes = \"big\"\n";
+        assert_eq!(field_at(text, text.find("\"big\"").unwrap()), "server.max_body_bytes");
+        assert_eq!(field_at(text, text.find("\"x\"").unwrap()), "store");
+        let manifest = "name = \"x\"\n[[tools]]\nconnect_timeout = 5\n";
+        assert_eq!(field_at(manifest, manifest.find('5').unwrap()), "tools.connect_timeout");
+    }
 
     #[test]
     fn line_of_counts_newlines_before_offset() {

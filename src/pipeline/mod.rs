@@ -42,6 +42,9 @@ const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 /// JSON-RPC error code for a request whose key is missing, unknown or revoked.
 pub const UNAUTHORIZED: ErrorCode = ErrorCode(-32001);
 
+/// JSON-RPC error code for a tool whose upstream is not connected now.
+pub const UNAVAILABLE: ErrorCode = ErrorCode(-32004);
+
 /// Who is calling, as the edge established it.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -100,16 +103,24 @@ pub async fn call(
             Some(q) if policy.visible(&principal, &q.name) => {
                 McpError::invalid_params(format!("tool `{}` is quarantined: {}", q.name, q.reason), None)
             }
-            _ => McpError::invalid_params(
-                format!("unknown tool: {}", crate::audit::record::bounded(&params.name, 256)),
-                None,
-            ),
+            _ => match gw.upstreams.unavailable_owner(&params.name) {
+                Some(owner) => McpError::new(
+                    UNAVAILABLE,
+                    format!("tool `{}` is unavailable: upstream `{}` is {}", params.name, owner.name, owner.health),
+                    None,
+                ),
+                None => McpError::invalid_params(
+                    format!("unknown tool: {}", crate::audit::record::bounded(&params.name, 256)),
+                    None,
+                ),
+            },
         };
         match catalog.tool(&params.name) {
             Some(_) => rec.reason = Some(err.message.to_string()),
             None => {
                 rec.unlisted_tool(&params.name);
-                rec.reason = Some("unknown tool".into());
+                let why = if err.code == UNAVAILABLE { "upstream unavailable" } else { "unknown tool" };
+                rec.reason = Some(why.into());
             }
         }
         rec.stage("resolve");

@@ -350,8 +350,22 @@ async fn readyz(State(edge): State<Edge>) -> Response {
     let ready = edge.gw.upstreams.settled();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let policy = edge.gw.policies.status();
+    // Serving, but not everything: a load balancer keeps routing (the other
+    // upstreams work), a person sees which are down and why.
+    let down: Vec<&str> = upstreams
+        .iter()
+        .filter(|u| matches!(u.health, crate::upstream::Health::Down { .. }))
+        .map(|u| u.name.as_str())
+        .collect();
+    let state = match (ready, down.is_empty()) {
+        (false, _) => "starting",
+        (true, true) => "ready",
+        (true, false) => "degraded",
+    };
     let body = json!({
         "ready": ready,
+        "status": state,
+        "upstreams_down": down,
         "upstreams": upstreams,
         "policy": {"version": policy.version, "last_error": policy.last_error},
         "store": edge.gw.store.status(),

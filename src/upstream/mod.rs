@@ -43,6 +43,16 @@ pub enum Health {
     },
 }
 
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Starting => f.write_str("starting"),
+            Health::Up => f.write_str("up"),
+            Health::Down { error } => write!(f, "down ({error})"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     pub name: String,
@@ -218,6 +228,19 @@ impl Upstreams {
 
     pub fn all(&self) -> &[Arc<Upstream>] {
         &self.inner.list
+    }
+
+    /// The upstream, not up now, whose namespace `tool` is in: its tools are
+    /// not in the catalog while it is down, and an agent calling one should
+    /// hear that, not "unknown tool".
+    pub fn unavailable_owner(&self, tool: &str) -> Option<Status> {
+        self.inner.list.iter().find_map(|u| {
+            let prefix = &u.live().prefix;
+            let namespaced = !prefix.is_empty()
+                && tool.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with(&self.inner.separator));
+            let status = u.status();
+            (namespaced && status.health != Health::Up).then_some(status)
+        })
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {

@@ -123,3 +123,19 @@ fn read_only_verbs_name_their_store_and_never_create_one() {
     let db = std::fs::canonicalize(dir.path().join("tollgate.db")).unwrap();
     assert!(err.contains(&format!("store {}", db.display())) || err.contains("tollgate.db"), "{err}");
 }
+
+/// A stdio agent started with a key tollgate refuses hears why in the answer
+/// to its handshake, not a closed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_agent_with_a_bad_key_is_told_why() {
+    let dir = config_dir(&[("fs", stdio_fixture("fs"))]);
+    cli_key(dir.path(), "eng", "acme");
+    let mut cmd = tokio::process::Command::new(TOLLGATE);
+    cmd.arg("--config").arg(dir.path().join("tollgate.toml")).arg("stdio");
+    cmd.env("TOLLGATE_KEY", "tg_thisisnotakeythatexistsanywhere0123456789");
+    cmd.stderr(std::process::Stdio::null());
+    let refused = ().serve(TokioChildProcess::new(cmd).unwrap()).await;
+    let Err(err) = refused else { panic!("the handshake is refused") };
+    let err = err.to_string();
+    assert!(err.contains("unauthorized") && err.contains("TOLLGATE_KEY"), "{err}");
+}

@@ -76,6 +76,18 @@ async fn dead_upstreams_do_not_block_start_up_or_the_others() {
     let ready: serde_json::Value = reqwest_get_json(&format!("{}/readyz", tg.base)).await;
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["upstreams"].as_array().unwrap().len(), 3);
+    // Honest: serving, with two upstreams down, each named with its error
+    // and an RFC 3339 time.
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["upstreams_down"], json!(["gone", "missing"]), "{ready}");
+    let since = ready["upstreams"][0]["since"].as_str().unwrap_or_default();
+    assert!(chrono::DateTime::parse_from_rfc3339(since).is_ok(), "{ready}");
+    // A tool of a dead upstream is unavailable, not unknown.
+    let err = agent.peer().call_tool(call_params("missing__anything", json!({}))).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("unavailable") && text.contains("upstream `missing` is down"), "{text}");
+    let err = agent.peer().call_tool(call_params("nowhere__anything", json!({}))).await.unwrap_err();
+    assert!(err.to_string().contains("unknown tool"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

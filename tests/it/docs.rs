@@ -115,3 +115,26 @@ fn every_toml_block_in_the_docs_loads_through_the_real_loader() {
     }
     assert!(checked >= 9, "only {checked} blocks checked");
 }
+
+/// Every command block (sh, bash, json) says how it is checked: run by the
+/// quickstart test, a synopsis, or why it is not run as written.
+#[test]
+fn every_command_block_in_the_docs_says_how_it_is_checked() {
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let lang = line.trim_start().strip_prefix("```").unwrap_or("");
+            if ["sh", "bash", "json"].contains(&lang) {
+                let marker = i.checked_sub(1).map_or("", |p| lines[p].trim());
+                let known = ["<!-- quickstart -->", "<!-- synopsis", "<!-- untested", "<!-- tested"];
+                assert!(
+                    known.iter().any(|k| marker.starts_with(k)),
+                    "{}:{}: a {lang} block without a marker saying how it is checked",
+                    file.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}

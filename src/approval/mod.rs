@@ -213,9 +213,13 @@ impl Approvals {
         Ok(row)
     }
 
-    /// Stores an executed action's result.
+    /// Stores an executed action's result, for a repeat of its call or its
+    /// task's result. The store never holds a secret in clear: credential
+    /// shapes and secret-named fields are redacted first (the call that
+    /// waited for the action got the result as the tool gave it).
     pub async fn finish(&self, id: &str, result: &Value, reported: bool) -> Result<(), StoreError> {
-        let text = serde_json::to_string(result).unwrap_or_else(|_| "null".into());
+        let result = crate::audit::redact::value(result, &[]);
+        let text = serde_json::to_string(&result).unwrap_or_else(|_| "null".into());
         if let Some(row) = self.inner.store.finish_execution(id, &text, reported, crate::audit::now_micros()).await? {
             self.inner.events.publish(Arc::new(row));
         }

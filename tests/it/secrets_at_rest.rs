@@ -31,6 +31,13 @@ tools = ["fs__echo", "fs__document"]
 effect = "allow"
 
 [[grant]]
+id = "secret-document-needs-approval"
+principals = ["team:eng"]
+tools = ["fs__document"]
+effect = "approve"
+when = { properties = { name = { const = "secret" } }, required = ["name"] }
+
+[[grant]]
 id = "add-needs-approval"
 principals = ["team:eng"]
 tools = ["fs__add"]
@@ -49,6 +56,10 @@ async fn canaries_reach_neither_the_log_nor_the_store_at_trace_level() {
     std::fs::write(dir.path().join("tollgate.toml"), "[approval]\nwait = \"1s\"\n").unwrap();
     std::fs::remove_file(dir.path().join("policies/all.toml")).unwrap();
     std::fs::write(dir.path().join("policies/acme.toml"), POLICY).unwrap();
+    // Scans off: what is kept must be clean because the store redacts, not
+    // because a scan masked it on the way.
+    let scans_off = "[scans.secrets]\narguments = \"off\"\nresults = \"off\"\n[scans.pii]\nresults = \"off\"\n";
+    std::fs::write(dir.path().join("policies/scans.toml"), scans_off).unwrap();
     let (key, _) = cli_key(dir.path(), "eng", "acme");
     let log = dir.path().join("tollgate.log");
     let mut served = serve_binary_env(
@@ -67,16 +78,24 @@ async fn canaries_reach_neither_the_log_nor_the_store_at_trace_level() {
         .await
         .expect("echo");
     assert_eq!(text_of(&echoed), "echo: hi");
+    // An approved action's result is kept for a repeat of its call: the
+    // document waits for approval, is approved, and the repeat runs it.
+    let pending_id = |tool: &str| {
+        let listed: Value =
+            serde_json::from_str(&tollgate_cli(dir.path(), &["approvals", "list", "--json"])).expect("approvals list");
+        let mine = listed["approvals"].as_array().unwrap().iter().find(|a| a["tool"] == tool).cloned();
+        mine.and_then(|a| a["id"].as_str().map(str::to_string)).unwrap_or_else(|| panic!("pending {tool}: {listed}"))
+    };
+    let first = peer.call_tool(call("fs__document", json!({"name": "secret"}))).await;
+    assert!(format!("{first:?}").contains("pending"), "{first:?}");
+    tollgate_cli(dir.path(), &["approvals", "approve", &pending_id("fs__document")]);
     let document = peer.call_tool(call("fs__document", json!({"name": "secret"}))).await.expect("document");
-    assert!(!text_of(&document).is_empty());
-    // A call that waits for approval, then is answered "pending"; denied below.
+    assert!(text_of(&document).contains(RESULT_CANARIES[0]), "scans are off: {}", text_of(&document));
+    // A call that waits for approval, then is answered "pending"; denied.
     let pending = peer.call_tool(call("fs__add", json!({"a": 1, "b": 2, "password": PENDING_CANARY}))).await;
     let pending = format!("{pending:?}");
     assert!(pending.contains("pending") || pending.contains("approval"), "{pending}");
-    let listed: Value =
-        serde_json::from_str(&tollgate_cli(dir.path(), &["approvals", "list", "--json"])).expect("approvals list");
-    let id = listed["approvals"][0]["id"].as_str().unwrap_or_else(|| panic!("a pending action: {listed}")).to_string();
-    tollgate_cli(dir.path(), &["approvals", "deny", &id, "--reason", "no"]);
+    tollgate_cli(dir.path(), &["approvals", "deny", &pending_id("fs__add"), "--reason", "no"]);
     let _ = agent.cancel().await;
     // kill -9: nothing is flushed or checkpointed on the way out.
     served.child.kill().await.unwrap();

@@ -347,6 +347,8 @@ impl Upstreams {
             Ok(cat) => {
                 self.inner.catalog.send_replace(Arc::new(cat));
             }
+            // The runtime is shutting down: nothing to keep.
+            Err(e) if e.is_cancelled() => {}
             Err(e) => {
                 tracing::error!(error = %e, "catalog build failed; keeping the previous catalog")
             }
@@ -457,6 +459,9 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 // A connection that did not stay up is a crash loop: keep backing off.
                 if connected_at.elapsed() >= STABLE {
                     backoff = m.restart.initial;
+                }
+                if shutdown.is_cancelled() {
+                    return;
                 }
                 tracing::warn!(upstream = %up.name, %reason, "upstream connection ended; reconnecting");
                 up.set(|st| {

@@ -34,10 +34,12 @@ pub enum Format {
 /// the agent's client usually shows tollgate's stderr to its user.
 pub fn init(stdio: bool, format: Format) {
     let default = if stdio { "warn" } else { "info" };
+    let mut refused = None;
     let filter = ["TOLLGATE_LOG", "RUST_LOG"]
         .iter()
         .find_map(|var| {
-            std::env::var(var).ok().filter(|v| !v.trim().is_empty()).and_then(|v| EnvFilter::try_new(v).ok())
+            let v = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            EnvFilter::try_new(&v).map_err(|e| refused = Some(format!("{var}=`{v}` is not a log filter ({e})"))).ok()
         })
         .unwrap_or_else(|| EnvFilter::new(default));
     let ansi = io::stderr().is_terminal();
@@ -46,6 +48,9 @@ pub fn init(stdio: bool, format: Format) {
         Format::Json => tracing_subscriber::fmt::layer().json().with_writer(RedactingWriter).boxed(),
     };
     let _ = tracing_subscriber::registry().with(caps()).with(layer.with_filter(filter)).try_init();
+    if let Some(why) = refused {
+        tracing::warn!("{why}; logging at `{default}`");
+    }
 }
 
 /// The most each crate may log, whatever the filter asks.

@@ -306,7 +306,7 @@ async fn open_session_with(client: &reqwest::Client, base: &str, key: &str) -> R
 async fn sessions_are_capped_per_key_and_in_total_and_freed_when_closed_or_idle() {
     let tg = TestGateway::builder()
         .server(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_key = 5\nmax_sessions = 8\nsession_idle = \"3s\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_sessions_per_key = 5\nmax_sessions = 8\nsession_idle = \"10s\"\n",
         )
         .stdio_fixture("fs")
         .spawn()

@@ -254,13 +254,14 @@ pub fn runtime(server: &config::Server) -> std::io::Result<tokio::runtime::Runti
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => match crate::policy::load::load_dir(&c.policies_dir) {
-            Ok(_) if !missing_programs(&c).is_empty() => {
-                for m in missing_programs(&c) {
-                    eprintln!("{m}");
-                }
-                ExitCode::from(2)
-            }
             Ok(p) => {
+                let missing = missing_programs(&c);
+                if !missing.is_empty() {
+                    for m in missing {
+                        eprintln!("{m}");
+                    }
+                    return ExitCode::from(2);
+                }
                 println!(
                     "ok: {} ({} upstream manifests, {} LLM providers, {} grants in {} policy files)",
                     path.display(),
@@ -421,13 +422,8 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
     upstreams.wait_settled(deadline).await;
     let catalog = upstreams.catalog();
     let health: Vec<_> = upstreams.all().iter().map(|u| u.status()).collect();
-    let health_of = |name: &str| {
-        health.iter().find(|s| s.name == name).map_or("unknown".to_string(), |s| match &s.health {
-            Health::Up => "up".to_string(),
-            Health::Starting => "starting".to_string(),
-            Health::Down { error } => format!("down: {error}"),
-        })
-    };
+    let health_of =
+        |name: &str| health.iter().find(|s| s.name == name).map_or("unknown".to_string(), |s| s.health.to_string());
     if json {
         let tools: Vec<_> = catalog
             .tools()

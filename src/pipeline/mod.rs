@@ -96,7 +96,8 @@ pub async fn call(
     }
     let catalog = gw.upstreams.catalog();
     let policy = gw.policies.current();
-    let Some(entry) = catalog.tool(&params.name).filter(|e| policy.visible(&principal, &e.name)).cloned() else {
+    let listed = catalog.tool(&params.name);
+    let Some(entry) = listed.filter(|e| policy.visible(&principal, &e.name)).cloned() else {
         // A tool the principal may never call is indistinguishable from one
         // that does not exist.
         let err = match catalog.quarantine_of(&params.name) {
@@ -115,7 +116,7 @@ pub async fn call(
                 ),
             },
         };
-        match catalog.tool(&params.name) {
+        match listed {
             Some(_) => rec.reason = Some(err.message.to_string()),
             None => {
                 rec.unlisted_tool(&params.name);

@@ -48,7 +48,7 @@ impl std::fmt::Display for Health {
         match self {
             Health::Starting => f.write_str("starting"),
             Health::Up => f.write_str("up"),
-            Health::Down { error } => write!(f, "down ({error})"),
+            Health::Down { error } => write!(f, "down: {error}"),
         }
     }
 }

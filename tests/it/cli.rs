@@ -84,14 +84,8 @@ fn budgets_set_is_a_partial_update_in_decimal_units() {
         serde_json::from_str(&tollgate_cli(dir.path(), &["budgets", "spend", "--json"])).expect("spend --json");
     assert_eq!(spend.to_string().matches("\"daily\"").count(), 1, "{spend}");
     // A new budget needs a scope and a limit.
-    let refused = std::process::Command::new(TOLLGATE)
-        .arg("--config")
-        .arg(dir.path().join("tollgate.toml"))
-        .args(["budgets", "set", "--id", "b2", "--limit", "1"])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--scope: a new budget needs one"));
+    let (code, _, err) = tollgate_run(dir.path(), &["budgets", "set", "--id", "b2", "--limit", "1"]);
+    assert!(code != Some(0) && err.contains("--scope: a new budget needs one"), "{err}");
     let out = tollgate_cli(dir.path(), &["budgets", "set", "--id", "t", "--scope", "team:eng", "--limit", "1"]);
     assert!(out.contains("note: no --org"), "{out}");
 }
@@ -102,13 +96,8 @@ fn budgets_set_is_a_partial_update_in_decimal_units() {
 fn read_only_verbs_name_their_store_and_never_create_one() {
     let dir = config_dir(&[]);
     let verify = || {
-        let out = std::process::Command::new(TOLLGATE)
-            .arg("--config")
-            .arg(dir.path().join("tollgate.toml"))
-            .args(["audit", "verify"])
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let (code, _, err) = tollgate_run(dir.path(), &["audit", "verify"]);
+        (code == Some(0), err)
     };
     let (ok, err) = verify();
     assert!(!ok, "{err}");

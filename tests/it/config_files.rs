@@ -263,13 +263,8 @@ fn llm_manifests_are_checked_with_file_line_and_field() {
 #[test]
 fn check_refuses_a_missing_policy_folder_and_a_command_not_on_path() {
     let run = |dir: &std::path::Path| {
-        let out = std::process::Command::new(TOLLGATE)
-            .arg("--config")
-            .arg(dir.join("tollgate.toml"))
-            .arg("check")
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let (code, _, err) = tollgate_run(dir, &["check"]);
+        (code, err)
     };
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "tollgate.toml", "policies_dir = \"no-such-folder\"\n");

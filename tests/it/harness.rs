@@ -406,16 +406,23 @@ pub fn config_dir(manifests: &[(&str, String)]) -> tempfile::TempDir {
     dir
 }
 
-/// Runs the `tollgate` binary against the config in `dir`; panics on failure.
-pub fn tollgate_cli(dir: &Path, args: &[&str]) -> String {
+/// Runs the `tollgate` binary against the config in `dir`: (exit code, stdout, stderr).
+pub fn tollgate_run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(TOLLGATE)
         .arg("--config")
         .arg(dir.join("tollgate.toml"))
         .args(args)
         .output()
         .expect("run tollgate");
-    assert!(out.status.success(), "tollgate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Runs the `tollgate` binary against the config in `dir`; panics on failure.
+pub fn tollgate_cli(dir: &Path, args: &[&str]) -> String {
+    let (code, stdout, stderr) = tollgate_run(dir, args);
+    assert_eq!(code, Some(0), "tollgate {args:?}: {stderr}");
+    stdout
 }
 
 /// Creates a key with `tollgate keys create`; returns (secret, id).

@@ -55,14 +55,25 @@ pub(super) fn compile(raw: raw::LlmManifest, file: &Path, env: Lookup<'_>, sink:
         },
         None => secret::resolve(default_url, env).ok()?,
     };
-    let api_key = raw.api_key.as_ref().and_then(|k| {
+    // An optional provider without its credentials loads unconfigured
+    // rather than failing the whole deployment over one absent key.
+    let unset: Vec<String> = raw
+        .api_key
+        .iter()
+        .chain(raw.headers.iter().flat_map(|h| h.values()))
+        .flat_map(|t| secret::unset(t.get_ref(), env))
+        .collect();
+    let unconfigured = (raw.optional && !unset.is_empty()).then_some(unset);
+    let none = |_: &str| Some(String::new());
+    let cred_env: Lookup<'_> = if unconfigured.is_some() { &none } else { env };
+    let api_key = raw.api_key.as_ref().filter(|_| unconfigured.is_none()).and_then(|k| {
         if !secret::has_reference(k.get_ref()) {
             sink.at(Some(k.span()), "api_key", "give the key as a `${env:NAME}` reference, never inline");
             return None;
         }
         secret::resolve(k.get_ref(), env).map_err(|e| sink.at(Some(k.span()), "api_key", e)).ok()
     });
-    let headers = secret::resolve_pairs(raw.headers, "headers", env, sink);
+    let headers = secret::resolve_pairs(raw.headers, "headers", cred_env, sink);
     let retries = match &raw.retries {
         Some(n) if *n.get_ref() > 10 => {
             sink.at(Some(n.span()), "retries", "must be at most 10");
@@ -148,6 +159,7 @@ pub(super) fn compile(raw: raw::LlmManifest, file: &Path, env: Lookup<'_>, sink:
         record_content: raw.record_content,
         risk,
         failure_cost,
+        unconfigured,
         models,
     };
     (sink.count() == before).then_some(provider)

@@ -96,6 +96,10 @@ pub struct LlmProvider {
     pub record_content: bool,
     pub risk: Option<Risk>,
     pub failure_cost: Option<Micros>,
+    /// Set when an `optional` provider's credentials are not in the
+    /// environment: the environment variables missing. Its models stay in
+    /// the catalog (so fallbacks keep their meaning) and fail over at once.
+    pub unconfigured: Option<Vec<String>>,
     /// Models by the name agents use.
     pub models: BTreeMap<String, LlmModel>,
 }

@@ -174,6 +174,9 @@ pub struct LlmManifest {
     pub record_content: bool,
     pub risk: Option<Spanned<String>>,
     pub failure_cost: Option<Spanned<String>>,
+    /// Whether the gateway may start without this provider's credentials.
+    #[serde(default)]
+    pub optional: bool,
     #[serde(default)]
     pub models: BTreeMap<String, Spanned<LlmModel>>,
 }

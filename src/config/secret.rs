@@ -82,6 +82,19 @@ pub fn resolve_pairs(
     out
 }
 
+/// The environment variables `template` references that `lookup` does not
+/// know (a malformed reference is left for `resolve` to report).
+pub fn unset(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    template
+        .split("${env:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| name)
+        .filter(|name| lookup(name).is_none())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether a template contains at least one reference.
 pub fn has_reference(template: &str) -> bool {
     template.contains("${env:")
@@ -126,6 +139,8 @@ mod tests {
         assert!(resolve("${env:NOPE}", &env).unwrap_err().contains("NOPE"));
         assert!(resolve("${file:/x}", &env).unwrap_err().contains("only"));
         assert!(resolve("${env:GH", &env).is_err());
+        assert_eq!(unset("${env:GH} ${env:NOPE} ${env:NOPE2}", &env), ["NOPE", "NOPE2"]);
+        assert!(unset("plain", &env).is_empty());
     }
 
     #[test]

@@ -183,6 +183,10 @@ async fn once(
     sink: Option<&Sink>,
 ) -> Result<(Reply, u16), AttemptError> {
     let p = t.provider;
+    if let Some(unset) = &p.unconfigured {
+        // Nothing is sent: the chain moves on to the model's fallback.
+        return Err(AttemptError::new(format!("not configured: {} not set", unset.join(", ")), None, Retry::No));
+    }
     let stream = sink.is_some();
     let body = match p.kind {
         LlmKind::OpenAi => wire::openai::body(chat, &t.model.id, stream),

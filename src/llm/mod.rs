@@ -61,6 +61,13 @@ impl Llm {
     pub fn new(settings: &LlmSettings) -> Llm {
         let mut models = HashMap::new();
         for (i, p) in settings.providers.iter().enumerate() {
+            if let Some(unset) = &p.unconfigured {
+                tracing::warn!(
+                    provider = %p.name,
+                    "optional LLM provider left unconfigured ({} not set): its models fail over to their fallbacks",
+                    unset.join(", ")
+                );
+            }
             for m in p.models.keys() {
                 models.insert(m.clone(), i);
             }
@@ -221,6 +228,7 @@ mod tests {
             record_content: false,
             risk: None,
             failure_cost: None,
+            unconfigured: None,
             models: models
                 .iter()
                 .map(|(n, i, o, f)| {

@@ -288,3 +288,33 @@ fn check_refuses_a_missing_policy_folder_and_a_command_not_on_path() {
         "{err}"
     );
 }
+
+/// An `optional` LLM provider whose key is not in the environment loads
+/// unconfigured (naming what is missing); without `optional` the same file
+/// is a load error naming the variable.
+#[test]
+fn an_optional_llm_provider_without_its_key_loads_unconfigured() {
+    let provider = |optional: &str| {
+        format!(
+            "name = \"ai\"\nkind = \"llm\"\nprovider = \"openai\"\napi_key = \"${{env:NO_SUCH_KEY}}\"\n{optional}\n\
+             [models.\"m\"]\ninput_per_mtok = \"1\"\noutput_per_mtok = \"1\"\n"
+        )
+    };
+    let e = load_errors("", &[("ai.toml", &provider(""))]);
+    assert!(e.contains("ai.toml:4: api_key:") && e.contains("NO_SUCH_KEY"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "tollgate.toml", "");
+    write(dir.path(), "tool-manifests/ai.toml", &provider("optional = true"));
+    let lookup = |_: &str| None;
+    let config = tollgate::config::load_with_env(&dir.path().join("tollgate.toml"), &lookup).expect("loads");
+    let p = &config.llm.providers[0];
+    assert_eq!(p.unconfigured.as_deref(), Some(&["NO_SUCH_KEY".to_string()][..]));
+    assert!(p.api_key.is_none());
+
+    // With the key set, `optional` changes nothing.
+    let lookup = |n: &str| (n == "NO_SUCH_KEY").then(|| "sk-1".to_string());
+    let config = tollgate::config::load_with_env(&dir.path().join("tollgate.toml"), &lookup).expect("loads");
+    assert!(config.llm.providers[0].unconfigured.is_none());
+    assert_eq!(config.llm.providers[0].api_key.as_ref().map(|k| k.expose().to_string()).as_deref(), Some("sk-1"));
+}

@@ -648,3 +648,47 @@ async fn a_stream_cut_midway_ends_in_an_error_and_charges_what_was_sent_openai()
 async fn a_stream_cut_midway_ends_in_an_error_and_charges_what_was_sent_anthropic() {
     a_stream_cut_midway_ends_in_an_error_and_charges_what_was_sent_on("anthropic").await;
 }
+
+/// The shipped example's shape with one key: the optional provider whose key
+/// is unset sends nothing and fails over to its fallback; a model with no
+/// fallback fails with 502 naming the variable.
+#[tokio::test]
+async fn an_unconfigured_optional_provider_fails_over_without_a_request() {
+    let p = Provider::start().await;
+    let keyless = p.manifest(
+        "keyless",
+        "openai",
+        &format!("{SETTINGS}\napi_key = \"${{env:TOLLGATE_TEST_UNSET_KEY}}\"\noptional = true"),
+        &[
+            ("main", "id = \"ok\"\ninput_per_mtok = \"1\"\noutput_per_mtok = \"1\"\nfallback = \"spare\""),
+            ("alone", "id = \"ok\"\ninput_per_mtok = \"1\"\noutput_per_mtok = \"1\""),
+        ],
+    );
+    let backup = p.manifest(
+        "backup",
+        "anthropic",
+        SETTINGS,
+        &[("spare", "id = \"ok\"\ninput_per_mtok = \"2\"\noutput_per_mtok = \"2\"")],
+    );
+    let tg = TestGateway::builder()
+        .manifest("keyless", keyless)
+        .manifest("backup", backup)
+        .policy("p", budgets(""))
+        .spawn()
+        .await;
+
+    let (status, body) = post(&tg, &tg.key, &chat("main", "hi", None)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "spare");
+    let seen = p.seen();
+    assert_eq!(seen.iter().map(|s| s.wire).collect::<Vec<_>>(), ["anthropic"], "nothing sent for the keyless provider");
+    let rec = call_records(&tg).await.pop().unwrap();
+    assert_eq!(rec["llm"]["attempts"][0]["provider"], "keyless");
+    assert!(rec["llm"]["attempts"][0]["error"].as_str().unwrap().contains("TOLLGATE_TEST_UNSET_KEY"), "{rec}");
+
+    let (status, body) = post(&tg, &tg.key, &chat("alone", "hi", None)).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("TOLLGATE_TEST_UNSET_KEY"), "{body}");
+    assert_eq!(p.seen().len(), 1, "still nothing sent for the keyless provider");
+}

@@ -796,3 +796,38 @@ async fn the_bootstrap_key_from_the_config_administers_a_fresh_deployment() {
     let audit = Api::of(&tg).get("/audit?kind=key.bootstrap", secret).await;
     assert_eq!(audit.body["records"].as_array().unwrap().len(), 1);
 }
+
+/// docs/admin-api.md's two command blocks, run as written with bash against
+/// a gateway (`$TG`) and an admin key of org acme (`$ADMIN`): the grant
+/// they create ends as a deny at revision 2, and the CLI makes a key in acme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_docs_blocks_run_as_written() {
+    let curl_block = doc_block("docs/admin-api.md", "admin-grants");
+    let body = curl_block.split("-d '").nth(1).and_then(|r| r.split('\'').next()).expect("the POST body").to_string();
+    for (block, file) in [(curl_block, None), (doc_block("docs/admin-api.md", "remote-cli"), Some(body))] {
+        let tg = gateway().await;
+        let (admin, _) = role_key(&tg, "acme", Role::Admin).await;
+        let work = tempfile::tempdir().unwrap();
+        if let Some(f) = &file {
+            std::fs::write(work.path().join("eng-echo.json"), f).unwrap();
+        }
+        let (ok, out) = run_doc_block(work.path(), &block, &[("TG", &tg.base), ("ADMIN", &admin)]).await;
+        assert!(ok, "{block}\n---\n{out}");
+        let api = Api::of(&tg);
+        let g = api.get("/grants/eng-echo", &admin).await;
+        assert_eq!(g.status, 200, "{}", g.body);
+        let revisions = api.get("/grants/eng-echo/revisions", &admin).await;
+        let revisions = revisions.body["revisions"].as_array().cloned().unwrap_or_default();
+        if file.is_none() {
+            assert_eq!(g.body["effect"], "deny", "{}", g.body);
+            assert_eq!(revisions.len(), 2, "created, then updated: {revisions:?}");
+        } else {
+            // Created, then updated with the same body; listed; a key made in acme.
+            assert_eq!(g.body["effect"], "allow", "{}", g.body);
+            assert_eq!(revisions.len(), 2, "{revisions:?}");
+            assert!(out.contains("eng-echo"), "{out}");
+            let keys = tg.gw.store.list_keys(Some("acme")).await.unwrap();
+            assert!(keys.iter().any(|k| k.team == "eng"), "the CLI made an eng key in acme");
+        }
+    }
+}

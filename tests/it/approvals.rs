@@ -788,3 +788,26 @@ async fn a_waiting_call_hears_progress_until_it_is_decided() {
     assert_eq!(s, 200);
     assert_eq!(text_of(&waiting.await.unwrap().unwrap()), "echo: tick");
 }
+
+/// docs/approvals.md's two decision blocks, run as written with bash (curl,
+/// openssl): an approver's key approves one pending action, the signed
+/// callback denies the other, naming its approver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvals_docs_blocks_run_as_written() {
+    set_secret();
+    let (tg, _up, _rx, a, b) = two_pending_actions("100ms").await;
+    let key = approver(&tg, "acme").await;
+    let work = tempfile::tempdir().unwrap();
+
+    let block = doc_block("docs/approvals.md", "decide-with-key");
+    let (ok, out) = run_doc_block(work.path(), &block, &[("TG", &tg.base), ("ID", &a), ("APPROVER_KEY", &key)]).await;
+    assert!(ok && out.contains("approved"), "{block}\n---\n{out}");
+    assert_eq!(status(&tg, &a).await.0, "approved");
+
+    let block = doc_block("docs/approvals.md", "decide-signed");
+    let (ok, out) = run_doc_block(work.path(), &block, &[("TG", &tg.base), ("ID", &b), ("SECRET", SECRET)]).await;
+    assert!(ok && out.contains("denied"), "{block}\n---\n{out}");
+    let (state, by) = status(&tg, &b).await;
+    assert_eq!(state, "denied");
+    assert!(by.as_deref().is_some_and(|d| d.contains("alice")), "decided by {by:?}");
+}

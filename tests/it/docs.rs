@@ -127,7 +127,7 @@ fn every_command_block_in_the_docs_says_how_it_is_checked() {
             let lang = line.trim_start().strip_prefix("```").unwrap_or("");
             if ["sh", "bash", "json"].contains(&lang) {
                 let marker = i.checked_sub(1).map_or("", |p| lines[p].trim());
-                let known = ["<!-- quickstart -->", "<!-- synopsis", "<!-- untested", "<!-- tested"];
+                let known = ["<!-- quickstart -->", "<!-- synopsis", "<!-- untested", "<!-- tested", "<!-- run: "];
                 assert!(
                     known.iter().any(|k| marker.starts_with(k)),
                     "{}:{}: a {lang} block without a marker saying how it is checked",
@@ -137,4 +137,30 @@ fn every_command_block_in_the_docs_says_how_it_is_checked() {
             }
         }
     }
+}
+
+/// A `<!-- run: NAME (module::test ...) -->` block names the test that runs
+/// it, and that test exists and reads the block by its name.
+#[test]
+fn every_run_block_names_a_test_that_runs_it() {
+    let mut seen = 0;
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines().filter_map(|l| l.trim().strip_prefix("<!-- run: ")) {
+            let (name, rest) =
+                line.split_once(" (").unwrap_or_else(|| panic!("{}: `{line}` names no test", file.display()));
+            let test = rest.split([' ', ',', ')']).next().unwrap();
+            let (module, function) = test.split_once("::").expect("module::test");
+            let source = std::fs::read_to_string(repo_root().join(format!("tests/it/{module}.rs")))
+                .unwrap_or_else(|_| panic!("{}: no test module `{module}`", file.display()));
+            let body = source
+                .split(&format!("fn {function}("))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{}: `{test}` does not exist", file.display()));
+            let body = body.split("\n}\n").next().unwrap();
+            assert!(body.contains(&format!("\"{name}\"")), "{test} does not run the block `{name}`");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "{seen} run blocks");
 }

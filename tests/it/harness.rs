@@ -502,3 +502,53 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &st
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The command block of `doc` (a path under the repository) marked
+/// `<!-- run: NAME ... -->` on the line before it.
+pub fn doc_block(doc: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join(doc)).expect("the doc");
+    let lines: Vec<&str> = text.lines().collect();
+    let marker = format!("<!-- run: {name} ");
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(&marker))
+        .unwrap_or_else(|| panic!("{doc}: no block `{name}`"));
+    assert!(lines[at + 1].trim_start().starts_with("```"), "{doc}: the marker of `{name}` is not before a block");
+    let end = (at + 2..lines.len()).find(|&j| lines[j].trim_start().starts_with("```")).expect("closed block");
+    lines[at + 2..end].join("\n")
+}
+
+/// Runs a docs command block as written with bash (`set -e`) in `dir`, the
+/// binary this test build made first on PATH and `env` set; returns (success,
+/// stdout + stderr). The block's process group is killed afterwards, so
+/// servers it starts in the background do not outlive it.
+pub async fn run_doc_block(dir: &Path, block: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let bin = Path::new(TOLLGATE).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // Output to a file, not a pipe: a server the block leaves in the
+    // background would hold a pipe open after bash exits.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -e\n{block}"))
+        .current_dir(dir)
+        .env("PATH", path)
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("TOLLGATE_KEY")
+        .env_remove("TOLLGATE_URL")
+        .env_remove("TOLLGATE_ADMIN_KEY")
+        .envs(env.iter().copied())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.as_file().try_clone().unwrap())
+        .stderr(log.as_file().try_clone().unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bash");
+    let group = child.id().expect("pid");
+    let status = tokio::time::timeout(Duration::from_secs(300), child.wait()).await;
+    // Whatever the block left running in the background goes with it.
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+    let status = status.expect("the block finished within 5 minutes").expect("bash ran");
+    (status.success(), std::fs::read_to_string(log.path()).unwrap_or_default())
+}

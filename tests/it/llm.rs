@@ -692,3 +692,19 @@ async fn an_unconfigured_optional_provider_fails_over_without_a_request() {
     assert!(body["error"]["message"].as_str().unwrap().contains("TOLLGATE_TEST_UNSET_KEY"), "{body}");
     assert_eq!(p.seen().len(), 1, "still nothing sent for the keyless provider");
 }
+
+/// docs/llm.md's request, run as written with bash (curl) against a gateway
+/// whose `gpt-4o-mini` is served by the stand-in provider.
+#[tokio::test]
+async fn the_llm_docs_block_runs_as_written() {
+    let p = Provider::start().await;
+    let tg = gateway(&p, "openai", &[("gpt-4o-mini", FAST)], budgets("")).await;
+    let block = doc_block("docs/llm.md", "chat-completions");
+    let work = tempfile::tempdir().unwrap();
+    let (ok, out) = run_doc_block(work.path(), &block, &[("TG", &tg.base), ("TG_KEY", &tg.key)]).await;
+    assert!(ok, "{block}\n---\n{out}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["choices"][0]["message"]["content"], "echo hi", "{v}");
+    assert_eq!(v["model"], "gpt-4o-mini");
+    assert_eq!(p.seen().len(), 1);
+}

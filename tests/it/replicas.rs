@@ -463,3 +463,58 @@ async fn a_legacy_session_lives_on_its_replica_another_says_404_and_a_new_sessio
     let r = agent.peer().call_tool(call("fs__echo", json!({"message": "again"}))).await.unwrap();
     assert_eq!(text_of(&r), "echo: again");
 }
+
+/// docs/operations.md's replicas block, run as written with bash (createdb,
+/// two `serve` in the background, curl), on a database of its own: the
+/// block's database name is the one thing changed. Both replicas answer
+/// ready on PostgreSQL with notifications, and the key it made is in the
+/// shared store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
+async fn the_replicas_docs_block_runs_as_written() {
+    let block = doc_block("docs/operations.md", "replicas");
+    let name = format!("tollgate_doc_{}", uuid::Uuid::new_v4().simple());
+    let ours = block
+        .replace("-U postgres tollgate ", &format!("-U postgres {name} "))
+        .replace("5432/tollgate\"", &format!("5432/{name}\""));
+    assert_eq!(ours.matches(&name).count(), 2, "the block names its database twice: {block}");
+    let work = tempfile::tempdir().unwrap();
+    let (ok, out) = run_doc_block(work.path(), &ours, &[]).await;
+    // The database goes whatever happened (createdb made it, not pg::Database).
+    let admin = pg::admin_url();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+    let keys: Result<i64, _> = {
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/{name}")).await.unwrap();
+        let n = sqlx::query_scalar("SELECT count(*) FROM keys").fetch_one(&mut db).await;
+        let _ = sqlx::Connection::close(db).await;
+        n
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(ok, "{ours}\n---\n{out}");
+    assert_eq!(keys.expect("the key table"), 1, "the key it made is in the shared store");
+    // curl prints each /readyz answer without a newline: read JSON values
+    // wherever they start.
+    let mut ready = Vec::new();
+    let mut at = 0;
+    while let Some(i) = out[at..].find('{') {
+        let mut values = serde_json::Deserializer::from_str(&out[at + i..]).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => {
+                at += i + values.byte_offset();
+                if v.get("store").is_some() {
+                    ready.push(v);
+                }
+            }
+            _ => at += i + 1,
+        }
+    }
+    assert_eq!(ready.len(), 2, "both replicas answered /readyz: {out}");
+    for r in ready {
+        assert_eq!(r["store"]["backend"], "postgres", "{r}");
+        assert_eq!(r["store"]["notifications"], true, "{r}");
+    }
+}

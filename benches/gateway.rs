@@ -76,9 +76,9 @@ impl rmcp::ServerHandler for BareProxy {
 }
 
 async fn run_bare_proxy(config: tollgate::config::Config) {
-    let store = tollgate::gateway::open_store(&config).await.expect("store");
+    let store = tollgate::app::open_store(&config).await.expect("store");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let gw = tollgate::gateway::Gateway::open(&config, store, shutdown.clone()).await.expect("gateway");
+    let gw = tollgate::app::open(&config, store, shutdown.clone()).await.expect("gateway");
     let router = tollgate::server::http::ungoverned_router(gw.clone(), &config.server, BareProxy { gw });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("tollgate listening on http://{}", listener.local_addr().expect("addr"));
@@ -128,7 +128,7 @@ async fn run_relay(upstream: String) {
 /// records (every allowed call records its stage latencies).
 async fn stage_report(path: &str, dir: &tempfile::TempDir) {
     let config = tollgate::config::load(&dir.path().join("tollgate.toml")).expect("config");
-    let store = tollgate::gateway::open_store(&config).await.expect("store");
+    let store = tollgate::app::open_store(&config).await.expect("store");
     let filter = tollgate::store::AuditFilter { kind: Some("call".into()), ..Default::default() };
     let rows = store.audit(&filter).await.expect("audit");
     // The governed path's first 600 calls are its warm-up and first latency

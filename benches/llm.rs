@@ -196,7 +196,7 @@ async fn main() {
 /// p50 of each pipeline stage, from the gateway's own audit records.
 async fn stage_report(dir: &tempfile::TempDir) {
     let config = tollgate::config::load(&dir.path().join("tollgate.toml")).expect("config");
-    let store = tollgate::gateway::open_store(&config).await.expect("store");
+    let store = tollgate::app::open_store(&config).await.expect("store");
     let filter = tollgate::store::AuditFilter { kind: Some("call".into()), ..Default::default() };
     let rows = store.audit(&filter).await.expect("audit");
     stages::report_stages("all", &rows);

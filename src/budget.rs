@@ -64,7 +64,7 @@ impl Unit {
     }
 }
 
-pub const PERIODS: [&str; 4] = ["none", "daily", "weekly", "monthly"];
+pub use crate::calendar::PERIODS;
 
 /// Whose calls a budget counts: `key:<id>`, `team:<name>` or `org:<name>`.
 pub fn valid_scope(scope: &str) -> bool {

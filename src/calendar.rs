@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
+/// The period names a budget may have.
+pub const PERIODS: [&str; 4] = ["none", "daily", "weekly", "monthly"];
+
 /// The first instant of the period containing `now`: midnight UTC for
 /// `daily`, Monday midnight for `weekly`, the 1st for `monthly`, and 0 for
 /// `none` (one period forever). `None` for an unknown period name.

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::gateway::Gateway;
+use crate::admin::Admin;
 use crate::store::StoreError;
 
 #[derive(Default)]
@@ -32,8 +32,8 @@ impl Freshness {
     /// before the call. Fails closed: when the store cannot be read, the
     /// request is refused (the caller answers 503), never decided on what
     /// this process happened to know.
-    pub async fn ensure(&self, gw: &Gateway) -> Result<(), StoreError> {
-        if !gw.store.is_shared() {
+    pub async fn ensure(&self, admin: &Admin) -> Result<(), StoreError> {
+        if !admin.store.is_shared() {
             return Ok(());
         }
         let arrived = self.started.load(Ordering::SeqCst);
@@ -43,13 +43,13 @@ impl Freshness {
             return Ok(());
         }
         let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(admin) = gw.store.catch_up().await?
-            && gw.admin.applied().await != Some(admin)
+        if let Some(counter) = admin.store.catch_up().await?
+            && admin.applied().await != Some(counter)
         {
             // On a task of its own: a request dropped mid-reload (its client
             // went away) must not leave the reload half done.
-            let gw = gw.clone();
-            let reloaded = tokio::spawn(async move { crate::admin::reload(&gw).await }).await;
+            let admin = admin.clone();
+            let reloaded = tokio::spawn(async move { crate::admin::reload(&admin).await }).await;
             reloaded.map_err(|e| StoreError::Unavailable(format!("admin reload failed: {e}")))??;
         }
         self.finished.store(n, Ordering::SeqCst);

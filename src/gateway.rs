@@ -1,5 +1,7 @@
 //! The gateway's shared state: a `Clone` bundle of cheap handles that every
-//! agent session, the HTTP edge and background tasks hold.
+//! agent session, the HTTP edge and background tasks hold. It is built, and
+//! its background work started, by [`crate::app`]; it depends on nothing
+//! above it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,15 +9,11 @@ use std::sync::{Arc, Mutex};
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::record;
-use crate::config::{Config, Limits};
+use crate::config::Limits;
 use crate::journal::Journal;
-use crate::policy::watch::{Policies, Reload};
+use crate::policy::watch::Policies;
 use crate::store::Store;
 use crate::upstream::Upstreams;
-
-/// How often the policy folder is checked for changes.
-const POLICY_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -27,7 +25,7 @@ pub struct Gateway {
     /// Legacy sessions subscribed to resource URIs.
     pub watchers: Watchers,
     /// Calls waiting for a 2026-07-28 agent's answer to an upstream's question.
-    pub parked: Arc<crate::pipeline::park::Lot>,
+    pub parked: Arc<crate::upstream::park::Lot>,
     pub store: Store,
     pub journal: Journal,
     pub ledger: crate::budget::Ledger,
@@ -35,12 +33,10 @@ pub struct Gateway {
     pub approvals: crate::approval::Approvals,
     /// The LLM providers behind the chat tool.
     pub llm: Arc<crate::llm::Llm>,
-    /// Serialises reloads of admin changes (grants, pins) in this process.
-    pub admin: Arc<crate::admin::Reloads>,
+    /// What admins change live (API grants, pins), and how it is put in force.
+    pub admin: crate::admin::Admin,
     /// Read-your-writes across replicas for keys and grants.
     pub freshness: Arc<crate::freshness::Freshness>,
-    /// Orgs whose admins manage what every org shares (`[admin] operator_orgs`).
-    pub operators: Arc<Vec<String>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether `/metrics` is served (`[telemetry] metrics`).
     pub serve_metrics: bool,
@@ -50,157 +46,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the store, loads the policy (an invalid policy stops the start),
-    /// starts the audit writer, the policy watcher, the upstream supervisors
-    /// and the list-change fan-out. Upstreams connect in the background.
-    pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, String> {
-        if let Some(b) = &config.admin.bootstrap {
-            match crate::identity::ensure_bootstrap(&store, b, crate::audit::now_micros()).await {
-                Ok(true) => {
-                    let detail = serde_json::json!({"team": b.team, "role": "admin", "from": "admin.bootstrap_key"});
-                    store
-                        .append_audit(&[record::change("key.bootstrap", Some(&b.org), "tollgate", detail)])
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    tracing::info!(org = %b.org, "bootstrap admin key stored");
-                }
-                Ok(false) => {}
-                Err(e) => return Err(format!("cannot store the bootstrap admin key: {e}")),
-            }
-        }
-        // Other replicas' changes are heard from here on (PostgreSQL).
-        store.listen(shutdown.clone());
-        let digest = crate::policy::watch::folder_digest(&config.policies_dir);
-        let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
-        let journal = Journal::start(store.clone());
-        let files: Vec<_> = policy.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
-        let grants: Vec<_> = policy.grants.iter().map(|g| g.id.clone()).collect();
-        journal
-            .audit(record::change(
-                "policy.load",
-                None,
-                "tollgate",
-                serde_json::json!({"files": files, "grants": grants}),
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
-        sync_budgets(&store, &policy).await?;
-        let ledger =
-            crate::budget::Ledger::new(journal.clone(), store.clone(), crate::budget::Owner::register(&store).await);
-        // Holds left by processes that died (kill -9) are released before serving.
-        match ledger.sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("released {n} budget holds left by stopped processes"),
-            Err(e) => return Err(format!("cannot release abandoned budget holds: {e}")),
-        }
-        let policies = Policies::new(&config.policies_dir, policy, digest);
-        let approvals = crate::approval::Approvals::new(
-            store.clone(),
-            config.approval.clone(),
-            format!("http://{}", config.server.listen),
-        );
-        let llm = Arc::new(crate::llm::Llm::new(&config.llm));
-        let tracing = match &config.telemetry.otlp {
-            Some(o) => crate::trace::Tracing::start(o)?,
-            None => crate::trace::Tracing::default(),
-        };
-        // Admins' pins are in force before the first listing arrives.
-        let pins = crate::admin::pins_of(&store).await?;
-        let upstreams = Upstreams::start(
-            config.manifests.clone(),
-            config.catalog.separator.clone(),
-            llm.builtin().into_iter().collect(),
-            pins,
-            shutdown.clone(),
-        );
-        let gw = Gateway {
-            upstreams,
-            limits: config.server.limits,
-            sessions: Sessions::default(),
-            watchers: Watchers::default(),
-            parked: Arc::default(),
-            store,
-            journal,
-            ledger,
-            policies,
-            approvals,
-            llm,
-            admin: Arc::default(),
-            freshness: Arc::default(),
-            operators: Arc::new(config.admin.operator_orgs.clone()),
-            metrics: Arc::default(),
-            serve_metrics: config.telemetry.metrics,
-            tracing,
-            shutdown,
-        };
-        // The API's grants are in force before the first call is served.
-        crate::admin::reload(&gw).await.map_err(|e| format!("cannot load the admin API's grants: {e}"))?;
-        tokio::spawn(crate::admin::follow(gw.clone()));
-        let audit = gw.journal.clone();
-        let (store, policies) = (gw.store.clone(), gw.policies.clone());
-        tokio::spawn(gw.policies.clone().watch(POLICY_POLL, gw.shutdown.clone(), move |outcome| {
-            let audit = audit.clone();
-            let (store, policies) = (store.clone(), policies.clone());
-            async move {
-                if matches!(outcome, Reload::Applied(_))
-                    && let Err(e) = sync_budgets(&store, &policies.current()).await
-                {
-                    tracing::error!("{e}");
-                }
-                let draft = match outcome {
-                    Reload::Applied(d) if d.is_empty() => return,
-                    Reload::Applied(d) => {
-                        let files: Vec<_> =
-                            d.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
-                        record::change(
-                            "policy.change",
-                            None,
-                            "policy files",
-                            serde_json::json!({"added": d.added, "removed": d.removed, "changed": d.changed, "files": files}),
-                        )
-                    }
-                    Reload::Refused(e) => record::change(
-                        "policy.refused",
-                        None,
-                        "policy files",
-                        serde_json::json!({"error": e, "in_force": "the previous policy"}),
-                    ),
-                };
-                if let Err(e) = audit.audit(draft).await {
-                    tracing::error!("policy change not audited: {e}");
-                }
-            }
-        }));
-        tokio::spawn(gw.ledger.clone().sweeper(HOLD_SWEEP, gw.shutdown.clone()));
-        if gw.store.is_shared() {
-            let store = gw.store.clone();
-            tokio::spawn(crate::periodic::every(RATE_PRUNE, gw.shutdown.clone(), move || {
-                let store = store.clone();
-                async move {
-                    if let Err(e) = store.prune_rates().await {
-                        tracing::warn!("cannot prune rate buckets: {e}");
-                    }
-                }
-            }));
-        }
-        tokio::spawn(crate::server::fanout::run(gw.clone()));
-        tokio::spawn(audit_catalog(gw.clone()));
-        tokio::spawn(watch_manifests(gw.clone(), config.path.clone(), config.manifests_dir.clone()));
-        tokio::spawn(crate::server::fanout::resource_updates(gw.clone()));
-        tokio::spawn(gw.approvals.clone().expirer(APPROVAL_SWEEP, gw.shutdown.clone()));
-        tokio::spawn(gw.approvals.events().clone().follow(gw.store.clone(), APPROVAL_FEED, gw.shutdown.clone()));
-        tokio::spawn(crate::approval::webhook::deliver(gw.approvals.clone(), gw.policies.clone(), gw.shutdown.clone()));
-        tokio::spawn(crate::pipeline::approve::executor(gw.clone()));
-        tokio::spawn(gw.parked.clone().sweeper(std::time::Duration::from_secs(15), gw.shutdown.clone()));
-        Ok(gw)
-    }
-}
-
-impl Gateway {
     /// The principal of `secret`, decided against every key and grant change
     /// committed before the request (by any replica).
     pub async fn authenticate(&self, secret: &str) -> Result<crate::identity::Principal, crate::identity::AuthError> {
-        self.freshness.ensure(self).await?;
+        self.freshness.ensure(&self.admin).await?;
         crate::identity::authenticate(&self.store, secret).await
     }
 
@@ -209,127 +58,9 @@ impl Gateway {
         &self,
         principal: &crate::identity::Principal,
     ) -> Result<crate::identity::Principal, crate::identity::AuthError> {
-        self.freshness.ensure(self).await?;
+        self.freshness.ensure(&self.admin).await?;
         crate::identity::reverify(&self.store, principal).await
     }
-}
-
-/// Hot reload of the tool manifests: when a file in the folder changes, the
-/// whole configuration is read again; a valid one puts the manifests'
-/// catalog settings (tool overrides, prefix, scans) in force, an invalid one
-/// leaves everything as it was. Both are logged and audited.
-async fn watch_manifests(gw: Gateway, config: std::path::PathBuf, dir: std::path::PathBuf) {
-    let mut seen = crate::policy::watch::folder_digest(&dir);
-    let mut tick = tokio::time::interval(POLICY_POLL);
-    loop {
-        tokio::select! {
-            _ = gw.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let digest = crate::policy::watch::folder_digest(&dir);
-        if digest == seen {
-            continue;
-        }
-        seen = digest;
-        let draft = match crate::config::load(&config) {
-            Ok(cfg) => {
-                let notes = gw.upstreams.reload_manifests(&cfg.manifests).await;
-                for n in &notes {
-                    tracing::warn!("{n}");
-                }
-                tracing::info!("tool manifests reloaded");
-                let files: Vec<String> = cfg.manifests.iter().map(|m| m.file.display().to_string()).collect();
-                record::change(
-                    "manifests.change",
-                    None,
-                    "tool manifests",
-                    serde_json::json!({"files": files, "notes": notes}),
-                )
-            }
-            Err(e) => {
-                tracing::error!("tool manifests not reloaded, the previous ones stay in force: {e}");
-                record::change(
-                    "manifests.refused",
-                    None,
-                    "tool manifests",
-                    serde_json::json!({"error": e.to_string(), "in_force": "the previous manifests"}),
-                )
-            }
-        };
-        if let Err(e) = gw.journal.audit(draft).await {
-            tracing::error!("manifest reload not audited: {e}");
-        }
-    }
-}
-
-/// Audits what the catalog's checks decide about a tool definition, once
-/// per definition and process: `tool.quarantined` (rug pull, description
-/// scan, unusable schema, name collision) and `tool.flagged` (the
-/// description scan's findings on a tool it let through).
-async fn audit_catalog(gw: Gateway) {
-    let mut rx = gw.upstreams.watch();
-    let mut seen: std::collections::HashSet<(String, String, &'static str)> = Default::default();
-    loop {
-        let catalog = rx.borrow_and_update().clone();
-        // Bounded: an upstream that churns definitions cannot grow it forever
-        // (after a clear, standing quarantines are audited once more).
-        if seen.len() > 10_000 {
-            seen.clear();
-        }
-        let mut drafts = Vec::new();
-        for q in catalog.quarantined() {
-            if seen.insert((q.name.clone(), q.hash.clone(), "quarantined")) {
-                let detail = serde_json::json!({
-                    "tool": q.name, "upstream": &*q.upstream_name, "upstream_tool": q.upstream_tool,
-                    "hash": q.hash, "reason": q.reason.to_string(),
-                });
-                drafts.push(record::change("tool.quarantined", None, "tollgate", detail));
-            }
-        }
-        for t in catalog.tools().iter().filter(|t| !t.flags.is_empty()) {
-            if seen.insert((t.name.clone(), t.hash.clone(), "flagged")) {
-                let findings: Vec<String> = t.flags.iter().map(ToString::to_string).collect();
-                let detail = serde_json::json!({
-                    "tool": t.name, "upstream": &*t.upstream_name, "hash": t.hash, "findings": findings,
-                });
-                drafts.push(record::change("tool.flagged", None, "tollgate", detail));
-            }
-        }
-        for d in drafts {
-            if let Err(e) = gw.journal.audit(d).await {
-                tracing::error!("catalog change not audited: {e}");
-            }
-        }
-        tokio::select! {
-            _ = gw.shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-/// How often pending actions past their expiry are expired.
-const APPROVAL_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
-/// How often approval changes by other processes are looked for.
-const APPROVAL_FEED: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// How often the shared rate buckets that are full again are forgotten.
-const RATE_PRUNE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// How often expired holds and holds of stopped processes are released
-/// (a dead process's holds block budget until then).
-const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Puts the policy files' budgets in the store, where holds read their limits.
-async fn sync_budgets(store: &Store, policy: &crate::policy::Policy) -> Result<(), String> {
-    let now = crate::audit::now_micros();
-    let rows: Vec<_> = policy.budgets.iter().map(|b| b.row(now)).collect();
-    store.sync_file_budgets(&rows).await.map_err(|e| format!("cannot store the policy files' budgets: {e}"))
-}
-
-/// Opens the store the configuration names.
-pub async fn open_store(config: &Config) -> Result<Store, String> {
-    let base = config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    Store::open(config.store.expose(), &base, config.durability).await.map_err(|e| e.to_string())
 }
 
 /// Legacy agent sessions that asked to hear about list changes.

@@ -34,6 +34,7 @@
 //! - [`protocol`]: which MCP era a peer speaks.
 
 pub mod admin;
+pub mod app;
 pub mod approval;
 pub mod audit;
 pub mod budget;

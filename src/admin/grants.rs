@@ -2,14 +2,12 @@
 //! revisions. Grants from policy files are listed (read-only); a change to
 //! one answers a conflict naming its file.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Actor, AdminError};
+use super::error::{Actor, AdminError};
+use super::live::{Admin, reload};
 use crate::audit::{now_micros, record, rfc3339};
-use crate::gateway::Gateway;
 use crate::policy::spec::{self, GrantSpec};
 use crate::policy::{Grant, PAGE_ROUTE, PrincipalRef, Source};
 use crate::store::{GrantEdit, GrantRevisionRow, GrantRow, StoreError};
@@ -114,7 +112,7 @@ fn concerns(g: &Grant, org: &str) -> bool {
 }
 
 /// The file grants that concern `org`, then its API grants.
-pub async fn list(gw: &Gateway, org: &str) -> Result<Vec<GrantView>, AdminError> {
+pub async fn list(gw: &Admin, org: &str) -> Result<Vec<GrantView>, AdminError> {
     let files = gw.policies.files();
     let mut out: Vec<GrantView> = files.grants.iter().filter(|g| concerns(g, org)).map(|g| file_view(g)).collect();
     for row in gw.store.grants(Some(org)).await? {
@@ -123,7 +121,7 @@ pub async fn list(gw: &Gateway, org: &str) -> Result<Vec<GrantView>, AdminError>
     Ok(out)
 }
 
-pub async fn get(gw: &Gateway, org: &str, id: &str) -> Result<GrantView, AdminError> {
+pub async fn get(gw: &Admin, org: &str, id: &str) -> Result<GrantView, AdminError> {
     if let Some(g) = gw.policies.files().grant(id).filter(|g| concerns(g, org)) {
         return Ok(file_view(g));
     }
@@ -146,7 +144,7 @@ fn file_conflict(g: &Grant) -> AdminError {
 }
 
 /// Checks a spec for `actor`'s org and compiles it.
-fn admit(gw: &Gateway, actor: &Actor, mut spec: GrantSpec) -> Result<GrantSpec, AdminError> {
+fn admit(gw: &Admin, actor: &Actor, mut spec: GrantSpec) -> Result<GrantSpec, AdminError> {
     match &spec.org {
         Some(o) if *o != actor.org => {
             return Err(AdminError::invalid(
@@ -183,7 +181,7 @@ fn as_json(spec: &GrantSpec) -> Value {
     serde_json::to_value(spec).unwrap_or(Value::Null)
 }
 
-pub async fn create(gw: &Gateway, actor: &Actor, spec: GrantSpec) -> Result<GrantView, AdminError> {
+pub async fn create(gw: &Admin, actor: &Actor, spec: GrantSpec) -> Result<GrantView, AdminError> {
     let spec = admit(gw, actor, spec)?;
     let id = spec.id.clone();
     if let Some(g) = gw.policies.files().grant(&id) {
@@ -206,7 +204,7 @@ pub async fn create(gw: &Gateway, actor: &Actor, spec: GrantSpec) -> Result<Gran
 }
 
 pub async fn replace(
-    gw: &Gateway,
+    gw: &Admin,
     actor: &Actor,
     id: &str,
     mut spec: GrantSpec,
@@ -237,7 +235,7 @@ pub async fn replace(
     get(gw, &actor.org, id).await
 }
 
-pub async fn delete(gw: &Gateway, actor: &Actor, id: &str, if_match: Option<&str>) -> Result<(), AdminError> {
+pub async fn delete(gw: &Admin, actor: &Actor, id: &str, if_match: Option<&str>) -> Result<(), AdminError> {
     if let Some(g) = gw.policies.files().grant(id).filter(|g| concerns(g, &actor.org)) {
         return Err(file_conflict(g));
     }
@@ -328,12 +326,12 @@ fn audit_record(actor: &Actor, id: &str, action: &str, revision: i64, diff: &Val
 
 /// After a committed change: put it in force before answering, so the
 /// caller's next call already meets it.
-async fn done(gw: &Gateway) -> Result<(), AdminError> {
-    super::reload(gw).await?;
+async fn done(gw: &Admin) -> Result<(), AdminError> {
+    reload(gw).await?;
     Ok(())
 }
 
-pub async fn revisions(gw: &Gateway, org: &str, id: &str) -> Result<Vec<RevisionView>, AdminError> {
+pub async fn revisions(gw: &Admin, org: &str, id: &str) -> Result<Vec<RevisionView>, AdminError> {
     let rows: Vec<GrantRevisionRow> =
         gw.store.grant_revisions(id).await?.into_iter().filter(|r| r.org == org).collect();
     if rows.is_empty() {
@@ -356,45 +354,4 @@ pub async fn revisions(gw: &Gateway, org: &str, id: &str) -> Result<Vec<Revision
             grant_after: r.spec.and_then(|s| serde_json::from_str(&s).ok()),
         })
         .collect())
-}
-
-/// Compiles every stored grant and puts them in force if they differ from
-/// those in force. Any that fails to compile leaves all as they were.
-pub(super) async fn load(gw: &Gateway) -> Result<(), StoreError> {
-    let rows = gw.store.grants(None).await?;
-    let in_force = gw.policies.stored();
-    let same = rows.len() == in_force.len()
-        && rows
-            .iter()
-            .zip(in_force.iter())
-            .all(|(r, g)| r.id == g.id && matches!(g.source, Source::Api { revision } if revision == r.revision));
-    if same {
-        return Ok(());
-    }
-    let mut grants = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let compiled = serde_json::from_str::<GrantSpec>(&row.spec)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                spec::compile(&s, Source::Api { revision: row.revision }).map_err(|errors| {
-                    errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
-                })
-            })
-            .map(|mut g| {
-                // The org is the row's, whatever the spec says.
-                g.org = Some(row.org.clone());
-                g
-            });
-        match compiled {
-            Ok(g) => grants.push(Arc::new(g)),
-            Err(e) => {
-                tracing::error!(grant = %row.id, "a stored grant does not compile; the stored grants in force stay as they were: {e}");
-                gw.policies.note_stored_error(Some(format!("grant `{}`: {e}", row.id)));
-                return Ok(());
-            }
-        }
-    }
-    gw.policies.note_stored_error(None);
-    gw.policies.set_stored(grants);
-    Ok(())
 }

@@ -7,17 +7,11 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Actor, AdminError};
+use super::error::{Actor, AdminError};
+use super::live::{Admin, reload};
 use crate::audit::{now_micros, record};
-use crate::catalog::{Pins, QuarantineReason};
-use crate::gateway::Gateway;
-use crate::store::{PinRow, Store};
-
-/// The admins' pins in the store, as the catalog takes them.
-pub async fn pins_of(store: &Store) -> Result<Pins, String> {
-    let rows = store.pins().await.map_err(|e| format!("cannot read tool pins: {e}"))?;
-    Ok(rows.into_iter().map(|r| ((r.upstream, r.tool), r.hash)).collect())
-}
+use crate::catalog::QuarantineReason;
+use crate::store::PinRow;
 
 /// A tool's pin as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -40,7 +34,7 @@ pub struct PinView {
 }
 
 /// Every tool of the catalog (quarantined ones too) with its pin.
-pub fn list(gw: &Gateway) -> Vec<PinView> {
+pub fn list(gw: &Admin) -> Vec<PinView> {
     let catalog = gw.upstreams.catalog();
     let admin = gw.upstreams.pins();
     let manifest_pin = |upstream: &str, tool: &str| {
@@ -99,7 +93,7 @@ pub fn may_operate(gw_operators: &[String], actor: &Actor) -> Result<(), AdminEr
     }
 }
 
-fn find(gw: &Gateway, tool: &str) -> Result<PinView, AdminError> {
+fn find(gw: &Admin, tool: &str) -> Result<PinView, AdminError> {
     list(gw)
         .into_iter()
         .find(|p| p.tool == tool)
@@ -108,7 +102,7 @@ fn find(gw: &Gateway, tool: &str) -> Result<PinView, AdminError> {
 
 /// Pins `tool` to the definition its upstream offers now. With `expected`,
 /// only if that is still the definition (the admin accepts what they saw).
-pub async fn accept(gw: &Gateway, actor: &Actor, tool: &str, expected: Option<&str>) -> Result<PinView, AdminError> {
+pub async fn accept(gw: &Admin, actor: &Actor, tool: &str, expected: Option<&str>) -> Result<PinView, AdminError> {
     may_operate(&gw.operators, actor)?;
     let view = find(gw, tool)?;
     if let Some(e) = expected
@@ -133,14 +127,14 @@ pub async fn accept(gw: &Gateway, actor: &Actor, tool: &str, expected: Option<&s
 }
 
 /// Removes `tool`'s pin (the manifest's too, until an admin pins it again).
-pub async fn unpin(gw: &Gateway, actor: &Actor, tool: &str) -> Result<PinView, AdminError> {
+pub async fn unpin(gw: &Admin, actor: &Actor, tool: &str) -> Result<PinView, AdminError> {
     may_operate(&gw.operators, actor)?;
     let view = find(gw, tool)?;
     set(gw, actor, &view, None, "tool.pin.remove").await?;
     find(gw, tool)
 }
 
-async fn set(gw: &Gateway, actor: &Actor, view: &PinView, hash: Option<String>, kind: &str) -> Result<(), AdminError> {
+async fn set(gw: &Admin, actor: &Actor, view: &PinView, hash: Option<String>, kind: &str) -> Result<(), AdminError> {
     let row = PinRow {
         upstream: view.upstream.clone(),
         tool: view.upstream_tool.clone(),
@@ -154,6 +148,6 @@ async fn set(gw: &Gateway, actor: &Actor, view: &PinView, hash: Option<String>, 
     });
     let draft = record::change(kind, Some(&actor.org), &actor.who, detail);
     gw.store.set_pin(&row, draft).await?;
-    super::reload(gw).await?;
+    reload(gw).await?;
     Ok(())
 }

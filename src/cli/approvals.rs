@@ -46,7 +46,7 @@ pub enum ApprovalsCommand {
 }
 
 pub async fn run(config: Config, command: ApprovalsCommand) -> Result<(), String> {
-    let store = crate::gateway::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await?;
     let base = config.approval.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
     let approvals = Approvals::new(store.clone(), config.approval.clone(), base);
     let result = match command {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Error, Sink};
-use super::load::{opt_duration, valid_upstream_name};
+use super::fields::{is_http_url, opt_duration, valid_upstream_name};
 use super::{LlmKind, LlmModel, LlmProvider, Risk, raw, secret};
 use crate::money::Micros;
 
@@ -43,7 +43,7 @@ pub(super) fn compile(raw: raw::LlmManifest, file: &Path, env: Lookup<'_>, sink:
         Some(u) => match secret::resolve(u.get_ref(), env) {
             Ok(s) => {
                 let text = s.expose();
-                if !super::load::is_http_url(text) {
+                if !is_http_url(text) {
                     sink.at(Some(u.span()), "base_url", "must be an http:// or https:// URL");
                 }
                 s

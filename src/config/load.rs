@@ -8,9 +8,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Error, Errors, Sink};
+use super::fields::{is_http_url, opt_duration, valid_tool_name_chars, valid_upstream_name};
 use super::{
-    Backoff, CatalogSettings, Config, Limits, Manifest, Remote, Risk, Server, Stdio, ToolOverride, Transport, duration,
-    raw, secret,
+    Backoff, CatalogSettings, Config, Limits, Manifest, Remote, Risk, Server, Stdio, ToolOverride, Transport, raw,
+    secret,
 };
 use crate::money::Micros;
 
@@ -257,10 +258,6 @@ fn compile_telemetry(raw: raw::Telemetry, env: Lookup<'_>, sink: &mut Sink<'_>) 
 }
 
 /// An absolute `http://` or `https://` URL.
-pub(super) fn is_http_url(text: &str) -> bool {
-    (text.starts_with("http://") || text.starts_with("https://")) && reqwest::Url::parse(text).is_ok()
-}
-
 fn compile_approval(raw: &raw::Approval, sink: &mut Sink<'_>) -> super::ApprovalSettings {
     let d = super::ApprovalSettings::default();
     let public_url = raw.public_url.as_ref().and_then(|u| {
@@ -703,30 +700,6 @@ fn scans(
     }
 }
 
-pub(super) fn opt_duration(v: &Option<Spanned<String>>, field: &str, sink: &mut Sink<'_>) -> Option<Duration> {
-    let v = v.as_ref()?;
-    match duration::parse(v.get_ref()) {
-        Ok(d) if d.is_zero() => {
-            sink.at(Some(v.span()), field, "must be greater than zero");
-            None
-        }
-        Ok(d) => Some(d),
-        Err(e) => {
-            sink.at(Some(v.span()), field, e);
-            None
-        }
-    }
-}
-
 fn error_count(sink: &Sink<'_>) -> usize {
     sink.count()
-}
-
-pub(super) fn valid_upstream_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The character set MCP allows in tool names.
-pub fn valid_tool_name_chars(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

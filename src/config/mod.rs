@@ -4,6 +4,7 @@
 
 mod duration;
 pub mod error;
+mod fields;
 mod llm;
 mod load;
 mod raw;

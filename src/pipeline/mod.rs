@@ -10,7 +10,6 @@ pub mod approve;
 mod bridge;
 mod forward;
 mod llm;
-pub mod park;
 mod scans;
 mod via;
 
@@ -281,7 +280,8 @@ pub async fn call(
     // `approve_above`, makes the call a pending action (see `approve`). A
     // retry that answers a question of an approved call already in flight
     // (a parked call) is that call, not a new one.
-    let resumes_parked = params.request_state.as_deref().is_some_and(|s| s.starts_with(park::STATE_PREFIX));
+    let resumes_parked =
+        params.request_state.as_deref().is_some_and(|s| s.starts_with(crate::upstream::park::STATE_PREFIX));
     let over = grant.approve_above.is_some_and(|limit| cost > limit.0);
     if (decided.effect == Effect::Approve || over) && !resumes_parked {
         let effect = decided.effect;
@@ -423,7 +423,9 @@ async fn run(
                 Via::Mcp(ctx) => forward_tool(gw, &up, entry, params, &trace, ctx).await,
                 Via::Http(_) | Via::Detached => {
                     let arguments = Value::Object(params.arguments.unwrap_or_default());
-                    forward::forward_detached(&up, entry, arguments, &trace).await.map(CallToolResponse::Complete)
+                    crate::upstream::flight::call_detached(&up, entry, arguments, &trace)
+                        .await
+                        .map(CallToolResponse::Complete)
                 }
             };
             (outcome, Charge::Fixed(cost))

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::Hit;
+use super::detector::{Hit, pointer_segment};
 
 /// A finding in a tool's definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ fn schema_texts<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>, 
     match v {
         Value::Object(map) => {
             for (k, child) in map {
-                let here = format!("{at}/{}", super::pointer_segment(k));
+                let here = format!("{at}/{}", pointer_segment(k));
                 match (k.as_str(), child) {
                     ("description" | "title", Value::String(t)) => out.push((here, t)),
                     _ => schema_texts(child, here, out, depth + 1),

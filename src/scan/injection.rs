@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Action, Detector, Direction, Hit};
+use super::detector::{Action, Detector, Direction, Hit};
 
 pub struct Injection;
 

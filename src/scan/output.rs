@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::CallScan;
+use super::detector::pointer_segment;
+use super::envelope::closing;
+use super::finding::CallScan;
 use super::settings::{OtherContent, OtherUrls, Output, Oversize};
 
 static URL: LazyLock<Regex> =
@@ -165,7 +167,7 @@ fn strings(v: &mut Value, at: &str, f: &mut dyn FnMut(&mut String, &str)) {
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                strings(item, &format!("{at}/{}", super::pointer_segment(k)), f);
+                strings(item, &format!("{at}/{}", pointer_segment(k)), f);
             }
         }
         _ => {}
@@ -232,7 +234,7 @@ fn size(r: &mut Value, max: usize, oversize: Oversize, call: &mut CallScan, dire
                 t.push_str(&marker);
                 // A cut envelope still ends with its own closing line.
                 if let Some(nonce) = t.strip_prefix("[untrusted content ").and_then(|r| r.split(' ').next()) {
-                    let close = super::closing(nonce);
+                    let close = closing(nonce);
                     if !t.ends_with(&close) {
                         t.push('\n');
                         t.push_str(&close);

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Action, Detector, Direction, Hit};
+use super::detector::{Action, Detector, Direction, Hit, Spans};
 
 pub struct Pii;
 
@@ -201,7 +201,7 @@ fn iban_valid(chars: &[u8]) -> bool {
 /// Every piece of personal data in `text`.
 pub fn find(text: &str, _key: Option<&str>, out: &mut Vec<Hit>) {
     let first = out.len();
-    let mut taken = super::Spans::default();
+    let mut taken = Spans::default();
     for m in EMAIL.find_iter(text) {
         out.push(Hit { start: m.start(), end: m.end(), kind: "email" });
     }

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Action, Detector, Direction, Hit};
+use super::detector::{Action, Detector, Direction, Hit, apply, entropy};
 
 pub struct Secrets;
 
@@ -98,7 +98,7 @@ pub fn redact<'a>(text: &'a str, mark: &str) -> std::borrow::Cow<'a, str> {
         return std::borrow::Cow::Borrowed(text);
     }
     let edits = hits.into_iter().map(|h| (h.start, h.end, Some(mark.to_string()))).collect();
-    std::borrow::Cow::Owned(super::walk::apply(text, edits))
+    std::borrow::Cow::Owned(apply(text, edits))
 }
 
 /// Whether a property name says its value is a secret whatever it looks like.
@@ -157,7 +157,7 @@ fn random_looking(v: &str) -> bool {
     } else {
         2.8
     };
-    classes >= 2 && has_digit && super::entropy(v) >= bar
+    classes >= 2 && has_digit && entropy(v) >= bar
 }
 
 /// Template text where a secret would go, not a secret.

@@ -25,45 +25,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{DETECTORS, Direction};
-
-/// What a text scan does with a hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Off,
-    /// Recorded in the audit; the data passes unchanged.
-    Log,
-    /// The text is wrapped in an untrusted-content envelope (injection).
-    Flag,
-    /// The hit is replaced by a mask (`[EMAIL_1]`), the same for the same value within the call.
-    Mask,
-    /// The call (arguments) or its result is refused.
-    Block,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Off => "off",
-            Action::Log => "log",
-            Action::Flag => "flag",
-            Action::Mask => "mask",
-            Action::Block => "block",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Action> {
-        Some(match s {
-            "off" => Action::Off,
-            "log" => Action::Log,
-            "flag" => Action::Flag,
-            "mask" => Action::Mask,
-            "block" => Action::Block,
-            _ => return None,
-        })
-    }
-}
+use super::detector::{Action, Direction};
+use super::registry::{DETECTORS, detector};
 
 /// What a finding in a tool's description does to the tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -173,7 +136,7 @@ pub fn compile(v: &Value, place: Place) -> Result<Layer, Vec<(String, String)>> 
                 name.clone(),
                 "tool descriptions are scanned when the catalog is built: configure them in a manifest".into(),
             )),
-            other => match super::detector(other) {
+            other => match detector(other) {
                 Some((i, d)) => {
                     let mut dl = DetectorLayer::default();
                     for (field, value) in body {

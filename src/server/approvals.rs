@@ -30,7 +30,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::admin::{caller, caller_of, error};
+use super::admin::wire::{caller, caller_of, error};
 use crate::approval::{Verdict, webhook};
 use crate::gateway::Gateway;
 use crate::identity::{Principal, Role};

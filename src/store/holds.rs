@@ -30,7 +30,7 @@ pub fn scopes(reqs: &[HoldRequest]) -> Vec<&str> {
 /// Every period start a request of the batch can fall in.
 pub fn period_starts(reqs: &[HoldRequest], period_start: fn(&str, i64) -> Option<i64>) -> Vec<i64> {
     let mut starts: Vec<i64> =
-        reqs.iter().flat_map(|r| crate::budget::PERIODS.iter().filter_map(move |p| period_start(p, r.now))).collect();
+        reqs.iter().flat_map(|r| crate::calendar::PERIODS.iter().filter_map(move |p| period_start(p, r.now))).collect();
     starts.sort_unstable();
     starts.dedup();
     starts

@@ -38,7 +38,8 @@ pub struct Handler {
     pub progress: Progress,
     pub inflight: Inflight,
     pub refresh: mpsc::UnboundedSender<Refresh>,
-    pub subscriptions: super::Subscriptions,
+    /// Where resource updates are published (see `subscription`).
+    pub updates: tokio::sync::broadcast::Sender<String>,
 }
 
 impl ClientHandler for Handler {
@@ -65,7 +66,7 @@ impl ClientHandler for Handler {
         params: ResourceUpdatedNotificationParam,
         _ctx: NotificationContext<RoleClient>,
     ) {
-        self.subscriptions.publish(params.uri);
+        let _ = self.updates.send(params.uri);
     }
 
     async fn on_resource_list_changed(&self, _ctx: NotificationContext<RoleClient>) {

@@ -7,9 +7,11 @@
 //! dead or slow upstream never delays the others or the gateway's start.
 
 mod connect;
+pub mod flight;
 pub use connect::resolve_program;
 pub mod handler;
 pub mod inflight;
+pub mod park;
 pub mod progress;
 mod sse;
 pub mod subscription;
@@ -394,7 +396,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             progress: progress.clone(),
             inflight: inflight.clone(),
             refresh: refresh_tx.clone(),
-            subscriptions: pool.inner.subscriptions.clone(),
+            updates: pool.inner.subscriptions.publisher(),
         };
         let attempt = async {
             let service = connect::open(&up.name, &m.transport, handler).await?;

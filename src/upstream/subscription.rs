@@ -64,6 +64,11 @@ impl Subscriptions {
         let _ = rx.wait_for(|_| self.is_active(uri)).await;
     }
 
+    /// The sender of [`Subscriptions::updates`], for a session's handler.
+    pub(super) fn publisher(&self) -> broadcast::Sender<String> {
+        self.updates.clone()
+    }
+
     pub(super) fn publish(&self, uri: String) {
         let _ = self.updates.send(uri);
     }

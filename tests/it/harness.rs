@@ -95,10 +95,10 @@ impl Builder {
             std::fs::write(dir.path().join("policies").join(format!("{name}.toml")), toml).unwrap();
         }
         let cfg = config::load(&dir.path().join("tollgate.toml")).unwrap_or_else(|e| panic!("config: {e}"));
-        let store = tollgate::gateway::open_store(&cfg).await.expect("store opens");
+        let store = tollgate::app::open_store(&cfg).await.expect("store opens");
         let key = identity::create_key(&store, "acme", "eng", None, Some("test agent"), 0).await.expect("key");
         let shutdown = CancellationToken::new();
-        let gw = Gateway::open(&cfg, store, shutdown.clone()).await.expect("gateway opens");
+        let gw = tollgate::app::open(&cfg, store, shutdown.clone()).await.expect("gateway opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         gw.approvals.bound_to(addr);

@@ -12,6 +12,7 @@ mod durability;
 mod edge;
 mod faults;
 mod governance;
+mod layers;
 mod llm;
 mod mediation;
 mod otlp;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{ADMINS, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, reply};
+use super::wire::{ADMINS, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, reply};
 use crate::admin::AdminError;
 use crate::audit::{now_micros, record};
 use crate::budget::{PERIODS, Unit, valid_scope};

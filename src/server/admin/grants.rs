@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{ADMINS, ErrorBody, Failure, READERS, caller, json_body, path_arg, reply};
+use super::wire::{ADMINS, ErrorBody, Failure, READERS, caller, json_body, path_arg, reply};
 use crate::admin::grants::{self as domain, GrantView, RevisionView};
 use crate::admin::{Actor, AdminError};
 use crate::gateway::Gateway;
@@ -40,7 +40,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<String>, Failure> {
         None => Ok(None),
         Some(v) => match v.to_str() {
             Ok(s) if !s.trim().is_empty() => Ok(Some(s.to_string())),
-            _ => Err(super::invalid("If-Match", "must be an ETag such as \"3\", or *")),
+            _ => Err(super::wire::invalid("If-Match", "must be an ETag such as \"3\", or *")),
         },
     }
 }
@@ -52,7 +52,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<String>, Failure> {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Response, Failure> {
     let p = caller(&gw, &headers, READERS).await?;
-    Ok(reply(StatusCode::OK, GrantList { grants: domain::list(&gw, &p.org).await? }))
+    Ok(reply(StatusCode::OK, GrantList { grants: domain::list(&gw.admin, &p.org).await? }))
 }
 
 /// Creates a grant in the caller's org. It is in force for the next call on every session.
@@ -68,7 +68,7 @@ pub async fn create(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -
     if spec.id.is_empty() {
         return Err(AdminError::invalid("id", "is required").into());
     }
-    let view = domain::create(&gw, &Actor::of(&p), spec).await?;
+    let view = domain::create(&gw.admin, &Actor::of(&p), spec).await?;
     let location = format!("/admin/v1/grants/{}", view.spec.id);
     let mut r = with_etag(StatusCode::CREATED, view);
     if let Ok(v) = header::HeaderValue::from_str(&location) {
@@ -91,7 +91,7 @@ pub async fn one(
 ) -> Result<Response, Failure> {
     let p = caller(&gw, &headers, READERS).await?;
     let id = path_arg(id)?;
-    Ok(with_etag(StatusCode::OK, domain::get(&gw, &p.org, &id).await?))
+    Ok(with_etag(StatusCode::OK, domain::get(&gw.admin, &p.org, &id).await?))
 }
 
 /// Replaces an API grant. With `If-Match`, only if it is still at that ETag (else 412).
@@ -113,7 +113,7 @@ pub async fn replace(
     let id = path_arg(id)?;
     let if_match = if_match(&headers)?;
     let spec: GrantSpec = json_body(&headers, body).await?;
-    let view = domain::replace(&gw, &Actor::of(&p), &id, spec, if_match.as_deref()).await?;
+    let view = domain::replace(&gw.admin, &Actor::of(&p), &id, spec, if_match.as_deref()).await?;
     Ok(with_etag(StatusCode::OK, view))
 }
 
@@ -134,7 +134,7 @@ pub async fn remove(
     let p = caller(&gw, &headers, ADMINS).await?;
     let id = path_arg(id)?;
     let if_match = if_match(&headers)?;
-    domain::delete(&gw, &Actor::of(&p), &id, if_match.as_deref()).await?;
+    domain::delete(&gw.admin, &Actor::of(&p), &id, if_match.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -152,6 +152,6 @@ pub async fn revisions(
 ) -> Result<Response, Failure> {
     let p = caller(&gw, &headers, READERS).await?;
     let id = path_arg(id)?;
-    let revisions = domain::revisions(&gw, &p.org, &id).await?;
+    let revisions = domain::revisions(&gw.admin, &p.org, &id).await?;
     Ok(reply(StatusCode::OK, RevisionList { grant: id, revisions }))
 }

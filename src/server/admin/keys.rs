@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ADMINS, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, reply};
+use super::wire::{ADMINS, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, reply};
 use crate::admin::AdminError;
 use crate::audit::{now_micros, record, rfc3339};
 use crate::gateway::Gateway;

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::super::approvals::ListQuery;
-use super::{ADMINS, ANY_ROLE, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, query_arg, reply};
+use super::wire::{
+    ADMINS, ANY_ROLE, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, query_arg, reply,
+};
 use crate::admin::Actor;
 use crate::admin::pins::{self, PinView};
 use crate::gateway::Gateway;
@@ -306,7 +308,7 @@ pub async fn catalog(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Re
             flags: t.flags.iter().map(ToString::to_string).collect(),
         })
         .collect();
-    let quarantined = pins::list(&gw).into_iter().filter(|p| p.state == "quarantined").collect();
+    let quarantined = pins::list(&gw.admin).into_iter().filter(|p| p.state == "quarantined").collect();
     Ok(reply(StatusCode::OK, CatalogView { tools, quarantined, upstreams }))
 }
 
@@ -328,7 +330,7 @@ pub struct AcceptBody {
     responses((status = 200, body = PinList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn pins(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Response, Failure> {
     caller(&gw, &headers, READERS).await?;
-    Ok(reply(StatusCode::OK, PinList { pins: pins::list(&gw) }))
+    Ok(reply(StatusCode::OK, PinList { pins: pins::list(&gw.admin) }))
 }
 
 /// Accepts a tool's current definition: pins it to its hash, which releases a
@@ -350,7 +352,7 @@ pub async fn accept(
     let empty = headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
         || (headers.get(header::CONTENT_LENGTH).is_none() && headers.get(header::CONTENT_TYPE).is_none());
     let b: AcceptBody = if empty { AcceptBody::default() } else { json_body(&headers, body).await? };
-    let view = pins::accept(&gw, &Actor::of(&p), &tool, b.hash.as_deref()).await?;
+    let view = pins::accept(&gw.admin, &Actor::of(&p), &tool, b.hash.as_deref()).await?;
     Ok(reply(StatusCode::OK, view))
 }
 
@@ -367,6 +369,6 @@ pub async fn unpin(
 ) -> Result<Response, Failure> {
     let p = caller(&gw, &headers, ADMINS).await?;
     let tool = path_arg(tool)?;
-    let view = pins::unpin(&gw, &Actor::of(&p), &tool).await?;
+    let view = pins::unpin(&gw.admin, &Actor::of(&p), &tool).await?;
     Ok(reply(StatusCode::OK, view))
 }

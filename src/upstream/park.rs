@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::forward::Flight;
-use crate::upstream::inflight::Pending;
+use super::flight::Flight;
+use super::inflight::Pending;
 
 pub const STATE_PREFIX: &str = "tollgate-parked:";
 const TTL: Duration = Duration::from_secs(600);

@@ -63,7 +63,7 @@ impl rmcp::ServerHandler for BareProxy {
         let index =
             entry.target.upstream().ok_or_else(|| rmcp::ErrorData::invalid_params("not an upstream tool", None))?;
         let upstream = self.gw.upstreams.get(index).clone();
-        tollgate::pipeline::forward_tool(
+        tollgate::pipeline::bench_floor::forward_ungoverned(
             &self.gw,
             &upstream,
             &entry,

@@ -21,15 +21,19 @@ use rmcp::model::{
 };
 use serde_json::{Value, json};
 
-use super::{Via, finish, run, tool_error};
+use super::admit::Admitted;
+use super::execute;
+use super::hold::over_budget;
+use super::outcome::{Outcome, Refusal, Waiting};
+use super::permit::{Dispatch, Permit};
+use super::via::Via;
 use crate::approval::{Verdict, task};
 use crate::audit::CallRecord;
 use crate::audit::record::decision;
 use crate::budget::{Ask, Held, Hold};
-use crate::catalog::ToolEntry;
 use crate::gateway::Gateway;
 use crate::identity::Principal;
-use crate::policy::{Effect, Grant, PAGE_ROUTE};
+use crate::policy::{Effect, PAGE_ROUTE};
 use crate::store::{ApprovalRow, StoreError};
 
 /// How long after an approved action ran a repeat of its call gets the same
@@ -44,109 +48,251 @@ fn replay_since() -> i64 {
 /// How often a waiting call tells its agent it is still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// A call that needs approval, as the earlier stages left it.
-pub(super) struct Asked<'a> {
-    pub principal: &'a Principal,
-    pub entry: &'a ToolEntry,
-    pub grant: &'a Grant,
-    pub effect: Effect,
-    pub arguments: Value,
-    pub params: CallToolRequestParams,
-    pub cost: i64,
-    pub tokens: i64,
-    pub call_ttl: Duration,
+/// Where the approve stage leaves a call.
+pub(super) enum Next {
+    /// An approved action this process claimed: run it, then store its
+    /// result on the action.
+    Run { permit: Permit, action: String },
+    /// The action already ran: its stored result, answered again.
+    Replayed(Outcome),
+    /// The call ends here: refused, or waiting for a person.
+    End(Outcome),
 }
 
-pub(super) async fn stage(
-    gw: &Gateway,
-    mut rec: CallRecord,
-    asked: Asked<'_>,
-    via: Via,
-) -> Result<CallToolResponse, McpError> {
-    let digest = digest_of(&asked.arguments);
+pub(super) async fn stage(gw: &Gateway, rec: &mut CallRecord, a: Admitted, via: &Via) -> Next {
+    let digest = digest_of(&a.arguments);
     let tasks = via.supports_tasks();
     rec.decision = decision::NEEDS_APPROVAL;
 
     // The retry of a 2026-07-28 agent whose user answered our question.
-    if let Some(id) = asked.params.request_state.as_deref().and_then(|s| s.strip_prefix(USER_STATE_PREFIX)) {
-        let row = match gw.approvals.get(id).await {
-            Ok(r) => r,
-            Err(e) => return unavailable(gw, rec, "approval", &e).await,
-        };
-        // The state names an action; it counts only for the exact call it was asked for.
-        let Some(row) = row.filter(|r| {
-            r.principal == asked.principal.key_id
-                && r.tool == asked.entry.name
-                && r.digest == digest
-                && r.tool_hash == asked.entry.hash
-        }) else {
-            rec.decision = decision::DENIED;
-            rec.stage("approve");
-            return finish(
-                gw,
-                rec,
-                Ok(tool_error(
-                    "this answer belongs to an approval that is unknown or not this call's; call the tool again",
-                )),
-            )
-            .await;
-        };
-        // Only a route that asks the agent's user takes an answer from the
-        // agent's client: anywhere else it would be the agent approving itself.
-        let user_route = gw.policies.current().route(&row.route).is_some_and(|r| r.user);
-        let answer =
-            asked.params.input_responses.as_ref().and_then(|r| r.get(USER_KEY)).cloned().filter(|_| user_route);
-        if let Err(e) = apply_user_answer(gw, &row, asked.principal, answer).await {
-            return unavailable(gw, rec, "approval", &e).await;
-        }
-        let row = match gw.approvals.get(&row.id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => row,
-            Err(e) => return unavailable(gw, rec, "approval", &e).await,
-        };
-        return resume(gw, rec, row, false, asked, via).await;
+    if let Some(id) = a.params.request_state.as_deref().and_then(|s| s.strip_prefix(USER_STATE_PREFIX)) {
+        let id = id.to_string();
+        return answered(gw, rec, &id, &digest, a, via).await;
     }
 
     // The same call again: resume its action.
     let existing = gw
         .approvals
         .store()
-        .approval_for_call(&asked.principal.key_id, &asked.entry.name, &digest, &asked.entry.hash, replay_since())
+        .approval_for_call(&a.principal.key_id, &a.entry.name, &digest, &a.entry.hash, replay_since())
         .await;
     match existing {
-        Ok(Some(row)) => return resume(gw, rec, row, tasks, asked, via).await,
+        Ok(Some(row)) => return resume(gw, rec, row, tasks, a, via).await,
         Ok(None) => {}
-        Err(e) => return unavailable(gw, rec, "approval", &e).await,
+        Err(e) => return unavailable(rec, "approval", &e),
     }
-
-    let settings = gw.approvals.settings();
-    let route_id = asked.grant.approval.as_ref().and_then(|a| a.route.clone()).unwrap_or_else(|| PAGE_ROUTE.into());
-    let timeout = asked.grant.approval.as_ref().and_then(|a| a.timeout).unwrap_or(settings.timeout);
+    let row = match open_action(gw, rec, &a, digest, tasks).await {
+        Ok(Opened::New(row)) => row,
+        Ok(Opened::Joined(row)) => return resume(gw, rec, row, tasks, a, via).await,
+        Err(end) => return end,
+    };
+    if tasks {
+        return Next::End(Outcome::Waiting(Waiting::Task(task::created(&row))));
+    }
     let policy = gw.policies.current();
-    let webhooks: Vec<String> =
-        policy.route(&route_id).map(|r| r.webhooks.iter().map(|w| w.url.clone()).collect()).unwrap_or_default();
+    let ask_user = policy.route(&row.route).is_some_and(|r| r.user) && via.can_elicit();
+    let Some(ctx) = via.mcp().filter(|_| ask_user) else {
+        return follow(gw, rec, row, a, via).await;
+    };
+    let question = user_question(&row);
+    if via.is_modern() {
+        // 2026-07-28: an input_required result; the retry carries the answer.
+        let requests: InputRequests = [(USER_KEY.to_string(), question)].into_iter().collect();
+        let state = format!("{USER_STATE_PREFIX}{}", row.id);
+        return Next::End(Outcome::Waiting(Waiting::Question(InputRequiredResult::new(Some(requests), Some(state)))));
+    }
+    // 2025-11-25: asked on the agent's session, within the call.
+    let answer = tokio::time::timeout(gw.approvals.settings().wait, super::bridge::answer(ctx, question)).await;
+    if let Ok(Ok(answer)) = answer
+        && let Err(e) = apply_user_answer(gw, &row, &a.principal, Some(answer)).await
+    {
+        return unavailable(rec, "approval", &e);
+    }
+    let row = match gw.approvals.get(&row.id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => row,
+        Err(e) => return unavailable(rec, "approval", &e),
+    };
+    follow(gw, rec, row, a, via).await
+}
 
-    // hold: taken now, for the action's whole life (its expiry, then the call).
+/// The retry that carries the agent's user's answer to tollgate's question
+/// about action `id`.
+async fn answered(gw: &Gateway, rec: &mut CallRecord, id: &str, digest: &str, a: Admitted, via: &Via) -> Next {
+    let row = match gw.approvals.get(id).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(rec, "approval", &e),
+    };
+    // The state names an action; it counts only for the exact call it was asked for.
+    let Some(row) = row.filter(|r| {
+        r.principal == a.principal.key_id && r.tool == a.entry.name && r.digest == digest && r.tool_hash == a.entry.hash
+    }) else {
+        rec.stage("approve");
+        let text = "this answer belongs to an approval that is unknown or not this call's; call the tool again";
+        return Next::End(Outcome::Refused(Refusal::Denied(text.into())));
+    };
+    // Only a route that asks the agent's user takes an answer from the
+    // agent's client: anywhere else it would be the agent approving itself.
+    let user_route = gw.policies.current().route(&row.route).is_some_and(|r| r.user);
+    let answer = a.params.input_responses.as_ref().and_then(|r| r.get(USER_KEY)).cloned().filter(|_| user_route);
+    if let Err(e) = apply_user_answer(gw, &row, &a.principal, answer).await {
+        return unavailable(rec, "approval", &e);
+    }
+    let row = match gw.approvals.get(&row.id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => row,
+        Err(e) => return unavailable(rec, "approval", &e),
+    };
+    resume(gw, rec, row, false, a, via).await
+}
+
+enum Opened {
+    New(ApprovalRow),
+    /// The same call, made concurrently, opened the action first.
+    Joined(ApprovalRow),
+}
+
+/// Opens the pending action: its hold, taken now for the action's whole
+/// life (its expiry, then the call), and its row, which notifies the route.
+async fn open_action(
+    gw: &Gateway,
+    rec: &mut CallRecord,
+    a: &Admitted,
+    digest: String,
+    tasks: bool,
+) -> Result<Opened, Next> {
+    let settings = gw.approvals.settings();
+    let route_id = a.grant.approval.as_ref().and_then(|x| x.route.clone()).unwrap_or_else(|| PAGE_ROUTE.into());
+    let timeout = a.grant.approval.as_ref().and_then(|x| x.timeout).unwrap_or(settings.timeout);
+    let webhooks: Vec<String> = gw
+        .policies
+        .current()
+        .route(&route_id)
+        .map(|r| r.webhooks.iter().map(|w| w.url.clone()).collect())
+        .unwrap_or_default();
     let now = crate::audit::now_micros();
+    let hold_ttl = timeout.saturating_add(a.call_ttl);
+    let hold = hold_action(gw, rec, a, hold_ttl).await?;
+    let why = match a.decided.effect {
+        Effect::Approve => format!("grant `{}` requires approval", a.grant.id),
+        _ => format!(
+            "the call costs {}, above the {} grant `{}` allows without approval",
+            crate::money::Micros(a.cost),
+            a.grant.approve_above.unwrap_or_default(),
+            a.grant.id
+        ),
+    };
     let expires_at = now.saturating_add(micros(timeout));
-    let hold_ttl = timeout.saturating_add(asked.call_ttl);
-    let hold = if asked.cost > 0 || asked.tokens > 0 {
+    let row =
+        pending_row(rec, a, Pending { digest, route: route_id, why: why.clone(), hold: &hold, tasks, now, expires_at });
+    let created = gw.approvals.create(row, now.saturating_add(micros(hold_ttl)), webhooks).await;
+    if !matches!(created, Ok(Some(_)))
+        && let Some(h) = &hold
+        && let Err(e) = gw.ledger.settle(h, 0, 0, None).await
+    {
+        tracing::warn!(hold = %h.id, "hold of an unstored approval not released (it will expire): {e}");
+    }
+    match created {
+        Ok(Some(row)) => {
+            rec.approval_id = Some(row.id.clone());
+            rec.reason = Some(format!("{why}; pending action {}", row.id));
+            rec.stage("approve");
+            Ok(Opened::New(row))
+        }
+        // The same call, made concurrently, opened the action first: join it.
+        Ok(None) => join(gw, rec, a).await,
+        Err(e) => Err(unavailable(rec, "approval", &e)),
+    }
+}
+
+/// What a pending action is made of, besides the call.
+struct Pending<'a> {
+    digest: String,
+    route: String,
+    why: String,
+    hold: &'a Option<Hold>,
+    tasks: bool,
+    now: i64,
+    expires_at: i64,
+}
+
+/// The action's row, as stored.
+fn pending_row(rec: &CallRecord, a: &Admitted, p: Pending<'_>) -> ApprovalRow {
+    ApprovalRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        org: a.principal.org.clone(),
+        principal: a.principal.key_id.clone(),
+        principal_label: a.principal.to_string(),
+        team: a.principal.team.clone(),
+        tool: a.entry.name.clone(),
+        upstream: Some(a.entry.upstream_name.to_string()),
+        arguments: Some(serde_json::to_string(&a.arguments).unwrap_or_default()),
+        arguments_redacted: rec.arguments.as_ref().map(Value::to_string).unwrap_or_else(|| "null".into()),
+        digest: p.digest,
+        tool_hash: a.entry.hash.clone(),
+        grant_id: Some(a.grant.id.clone()),
+        route: p.route,
+        reason: p.why,
+        risk: a.entry.settings.risk.map(|r| format!("{r:?}").to_lowercase()),
+        cost: a.cost,
+        hold_id: p.hold.as_ref().map(|h| h.id.clone()),
+        call_id: rec.call_id.clone(),
+        mode: if p.tasks { "task" } else { "wait" }.into(),
+        status: "pending".into(),
+        created_at: p.now,
+        expires_at: p.expires_at,
+        decided_at: None,
+        decided_by: None,
+        decision_reason: None,
+        execution: "none".into(),
+        claimed_by: None,
+        result: None,
+        reported: false,
+        rev: 0,
+        updated_at: p.now,
+    }
+}
+
+/// Joins the action a concurrent twin of this call opened.
+async fn join(gw: &Gateway, rec: &mut CallRecord, a: &Admitted) -> Result<Opened, Next> {
+    rec.hold_id = None;
+    rec.cost_held = 0;
+    rec.budgets = Vec::new();
+    let digest = digest_of(&a.arguments);
+    let existing = gw
+        .approvals
+        .store()
+        .approval_for_call(&a.principal.key_id, &a.entry.name, &digest, &a.entry.hash, replay_since())
+        .await;
+    match existing {
+        Ok(Some(row)) => Ok(Opened::Joined(row)),
+        Ok(None) => {
+            let e = StoreError::Unavailable("the open action for this call vanished".into());
+            Err(unavailable(rec, "approval", &e))
+        }
+        Err(e) => Err(unavailable(rec, "approval", &e)),
+    }
+}
+
+/// The action's hold, on every budget of the caller, all or nothing.
+async fn hold_action(gw: &Gateway, rec: &mut CallRecord, a: &Admitted, ttl: Duration) -> Result<Option<Hold>, Next> {
+    let hold = if a.cost > 0 || a.tokens > 0 {
         let ask = Ask {
-            principal: asked.principal,
+            principal: &a.principal,
             call_id: &rec.call_id,
-            tool: &asked.entry.name,
-            money: asked.cost,
-            tokens: asked.tokens,
-            ttl: hold_ttl,
+            tool: &a.entry.name,
+            money: a.cost,
+            tokens: a.tokens,
+            ttl,
         };
         match gw.ledger.hold(ask, None).await {
             Ok(Held::Free) => None,
             Ok(Held::Held(h)) => Some(h),
             Ok(Held::Denied { budget_id, unit, remaining, needed }) => {
-                return super::refused_by_budget(gw, rec, &asked.entry.name, (budget_id, unit, remaining, needed))
-                    .await;
+                let refused = over_budget(rec, &a.entry.name, (budget_id, unit, remaining, needed));
+                return Err(Next::End(Outcome::Refused(refused)));
             }
-            Err(e) => return unavailable(gw, rec, "budget", &e).await,
+            Err(e) => return Err(unavailable(rec, "budget", &e)),
         }
     } else {
         None
@@ -158,121 +304,7 @@ pub(super) async fn stage(
         rec.budgets = h.budget_ids();
     }
     rec.stage("hold");
-
-    let why = match asked.effect {
-        Effect::Approve => format!("grant `{}` requires approval", asked.grant.id),
-        _ => format!(
-            "the call costs {}, above the {} grant `{}` allows without approval",
-            crate::money::Micros(asked.cost),
-            asked.grant.approve_above.unwrap_or_default(),
-            asked.grant.id
-        ),
-    };
-    let row = ApprovalRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        org: asked.principal.org.clone(),
-        principal: asked.principal.key_id.clone(),
-        principal_label: asked.principal.to_string(),
-        team: asked.principal.team.clone(),
-        tool: asked.entry.name.clone(),
-        upstream: Some(asked.entry.upstream_name.to_string()),
-        arguments: Some(serde_json::to_string(&asked.arguments).unwrap_or_default()),
-        arguments_redacted: rec.arguments.as_ref().map(Value::to_string).unwrap_or_else(|| "null".into()),
-        digest,
-        tool_hash: asked.entry.hash.clone(),
-        grant_id: Some(asked.grant.id.clone()),
-        route: route_id,
-        reason: why.clone(),
-        risk: asked.entry.settings.risk.map(|r| format!("{r:?}").to_lowercase()),
-        cost: asked.cost,
-        hold_id: hold.as_ref().map(|h| h.id.clone()),
-        call_id: rec.call_id.clone(),
-        mode: if tasks { "task" } else { "wait" }.into(),
-        status: "pending".into(),
-        created_at: now,
-        expires_at,
-        decided_at: None,
-        decided_by: None,
-        decision_reason: None,
-        execution: "none".into(),
-        claimed_by: None,
-        result: None,
-        reported: false,
-        rev: 0,
-        updated_at: now,
-    };
-    let hold_expires_at = now.saturating_add(micros(hold_ttl));
-    let created = gw.approvals.create(row, hold_expires_at, webhooks).await;
-    if !matches!(created, Ok(Some(_)))
-        && let Some(h) = &hold
-        && let Err(e) = gw.ledger.settle(h, 0, 0, None).await
-    {
-        tracing::warn!(hold = %h.id, "hold of an unstored approval not released (it will expire): {e}");
-    }
-    let row = match created {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            // The same call, made concurrently, opened the action first: join it.
-            rec.hold_id = None;
-            rec.cost_held = 0;
-            rec.budgets = Vec::new();
-            let existing = gw
-                .approvals
-                .store()
-                .approval_for_call(
-                    &asked.principal.key_id,
-                    &asked.entry.name,
-                    &digest_of(&asked.arguments),
-                    &asked.entry.hash,
-                    replay_since(),
-                )
-                .await;
-            return match existing {
-                Ok(Some(row)) => resume(gw, rec, row, tasks, asked, via).await,
-                Ok(None) => {
-                    let e = StoreError::Unavailable("the open action for this call vanished".into());
-                    unavailable(gw, rec, "approval", &e).await
-                }
-                Err(e) => unavailable(gw, rec, "approval", &e).await,
-            };
-        }
-        Err(e) => return unavailable(gw, rec, "approval", &e).await,
-    };
-    rec.approval_id = Some(row.id.clone());
-    rec.reason = Some(format!("{why}; pending action {}", row.id));
-    rec.stage("approve");
-    if tasks {
-        return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
-    }
-    let ask_user = policy.route(&row.route).is_some_and(|r| r.user) && via.can_elicit();
-    if let Some(ctx) = via.mcp().filter(|_| ask_user) {
-        let question = user_question(&row);
-        if via.is_modern() {
-            // 2026-07-28: an input_required result; the retry carries the answer.
-            let requests: InputRequests = [(USER_KEY.to_string(), question)].into_iter().collect();
-            let state = format!("{USER_STATE_PREFIX}{}", row.id);
-            return finish(
-                gw,
-                rec,
-                Ok(CallToolResponse::InputRequired(InputRequiredResult::new(Some(requests), Some(state)))),
-            )
-            .await;
-        }
-        // 2025-11-25: asked on the agent's session, within the call.
-        let answer = tokio::time::timeout(gw.approvals.settings().wait, super::bridge::answer(ctx, question)).await;
-        if let Ok(Ok(answer)) = answer
-            && let Err(e) = apply_user_answer(gw, &row, asked.principal, Some(answer)).await
-        {
-            return unavailable(gw, rec, "approval", &e).await;
-        }
-        let row = match gw.approvals.get(&row.id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => row,
-            Err(e) => return unavailable(gw, rec, "approval", &e).await,
-        };
-        return follow(gw, rec, row, asked, via).await;
-    }
-    follow(gw, rec, row, asked, via).await
+    Ok(hold)
 }
 
 /// The key of tollgate's question in `inputRequests`, and the prefix of the
@@ -330,45 +362,31 @@ async fn apply_user_answer(
 
 /// The same call again, while its action is open: a task client gets its
 /// task back, any other call follows the action.
-async fn resume(
-    gw: &Gateway,
-    mut rec: CallRecord,
-    row: ApprovalRow,
-    tasks: bool,
-    asked: Asked<'_>,
-    via: Via,
-) -> Result<CallToolResponse, McpError> {
+async fn resume(gw: &Gateway, rec: &mut CallRecord, row: ApprovalRow, tasks: bool, a: Admitted, via: &Via) -> Next {
     rec.approval_id = Some(row.id.clone());
     rec.hold_id = row.hold_id.clone();
     rec.cost_held = row.cost;
     rec.reason = Some(format!("resumes pending action {}", row.id));
     rec.stage("approve");
     if tasks && row.mode == "task" {
-        return finish(gw, rec, Ok(CallToolResponse::Task(task::created(&row)))).await;
+        return Next::End(Outcome::Waiting(Waiting::Task(task::created(&row))));
     }
-    follow(gw, rec, row, asked, via).await
+    follow(gw, rec, row, a, via).await
 }
 
 /// Takes an action wherever it stands: waits while pending, runs it once
 /// approved, and reports a refusal or a result already produced.
-async fn follow(
-    gw: &Gateway,
-    mut rec: CallRecord,
-    mut row: ApprovalRow,
-    asked: Asked<'_>,
-    via: Via,
-) -> Result<CallToolResponse, McpError> {
+async fn follow(gw: &Gateway, rec: &mut CallRecord, mut row: ApprovalRow, a: Admitted, via: &Via) -> Next {
     let deadline = tokio::time::Instant::now() + gw.approvals.settings().wait;
-    let token = via.progress_token();
     let ct = via.ct();
-    let mut progress = 0.0;
+    let mut progress = Progress { token: via.progress_token(), peer: via.mcp().map(|c| c.peer.clone()), n: 0.0 };
     loop {
         match (row.status.as_str(), row.execution.as_str()) {
             ("approved", "none") => match gw.approvals.claim(&row.id).await {
-                Ok(Some(claimed)) => return execute(gw, rec, claimed, asked, via).await,
+                Ok(Some(claimed)) => return claimed_action(gw, rec, claimed, a).await,
                 // Someone else claimed it first: wait for their result.
                 Ok(None) => {}
-                Err(e) => return unavailable(gw, rec, "approval", &e).await,
+                Err(e) => return unavailable(rec, "approval", &e),
             },
             ("approved", "done") => {
                 let _ = gw.approvals.mark_reported(&row.id).await;
@@ -376,48 +394,41 @@ async fn follow(
                 rec.approver = row.decided_by.clone();
                 rec.reason = Some(format!("action {} already ran; its result is returned again", row.id));
                 rec.stage("approve");
-                return finish_replayed(gw, rec, &row).await;
+                return Next::Replayed(stored(&row));
             }
             ("pending" | "approved", _) => {}
             _ => {
                 let _ = gw.approvals.mark_reported(&row.id).await;
-                rec.decision = decision::DENIED;
                 rec.approver = row.decided_by.clone();
-                let text = task::refusal(&row);
-                rec.reason = Some(text.clone());
-                rec.stage("approve");
-                return finish(gw, rec, Ok(tool_error(text))).await;
+                return Next::End(Outcome::Refused(super::admit::refuse(
+                    rec,
+                    "approve",
+                    Refusal::Denied(task::refusal(&row)),
+                )));
             }
         }
         if tokio::time::Instant::now() >= deadline || ct.is_cancelled() {
             break;
         }
-        let id = row.id.clone();
-        let peer = via.mcp().map(|c| c.peer.clone());
-        let tick = |r: &ApprovalRow| {
-            if let (Some(t), Some(peer)) = (&token, &peer) {
-                progress += 1.0;
-                let mut n = ProgressNotificationParam::new(t.clone(), progress);
-                n.message = Some(format!("awaiting approval {} ({})", r.id, r.status));
-                let peer = peer.clone();
-                tokio::spawn(async move {
-                    let _ = peer.notify_progress(n).await;
-                });
-            }
-        };
         let seen = row.rev;
-        let waited =
-            gw.approvals.wait(&id, |r| r.rev > seen && changed_enough(r), deadline, &ct, PROGRESS_EVERY, tick).await;
+        let waited = gw
+            .approvals
+            .wait(
+                &row.id.clone(),
+                |r| r.rev > seen && changed_enough(r),
+                deadline,
+                &ct,
+                PROGRESS_EVERY,
+                |r| progress.tick(r),
+            )
+            .await;
         match waited {
             Ok(Some(r)) => row = r,
-            Ok(None) => {
-                return finish(gw, rec, Err(McpError::internal_error("the pending action is gone", None))).await;
-            }
-            Err(e) => return unavailable(gw, rec, "approval", &e).await,
+            Ok(None) => return Next::End(Outcome::Refused(Refusal::Failed("the pending action is gone".into()))),
+            Err(e) => return unavailable(rec, "approval", &e),
         }
     }
     // Still undecided: the agent is told, and may repeat the call to resume.
-    rec.decision = decision::NEEDS_APPROVAL;
     rec.stage("approve");
     let text = if row.status == "approved" {
         format!(
@@ -434,11 +445,29 @@ async fn follow(
             crate::audit::rfc3339(row.expires_at)
         )
     };
-    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
-    result.structured_content = Some(json!({
-        "status": "pending", "approval_id": row.id, "expires_at": crate::audit::rfc3339(row.expires_at),
-    }));
-    finish(gw, rec, Ok(CallToolResponse::Complete(result))).await
+    let expires_at = crate::audit::rfc3339(row.expires_at);
+    Next::End(Outcome::Waiting(Waiting::Pending { text, approval_id: row.id, expires_at }))
+}
+
+/// Progress notifications to an agent that waits on an action.
+struct Progress {
+    token: Option<rmcp::model::ProgressToken>,
+    peer: Option<rmcp::Peer<rmcp::RoleServer>>,
+    n: f64,
+}
+
+impl Progress {
+    fn tick(&mut self, r: &ApprovalRow) {
+        if let (Some(t), Some(peer)) = (&self.token, &self.peer) {
+            self.n += 1.0;
+            let mut n = ProgressNotificationParam::new(t.clone(), self.n);
+            n.message = Some(format!("awaiting approval {} ({})", r.id, r.status));
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let _ = peer.notify_progress(n).await;
+            });
+        }
+    }
 }
 
 /// A change a waiting call acts on: decided, or its execution moved.
@@ -446,84 +475,66 @@ fn changed_enough(r: &ApprovalRow) -> bool {
     r.status != "pending" && !(r.status == "approved" && r.execution == "running")
 }
 
-/// Runs a claimed action for the call that asked for it.
-async fn execute(
-    gw: &Gateway,
-    mut rec: CallRecord,
-    row: ApprovalRow,
-    asked: Asked<'_>,
-    via: Via,
-) -> Result<CallToolResponse, McpError> {
+/// A claimed action, for the call that asked for it: its intent is durable
+/// before its permit is handed out.
+async fn claimed_action(gw: &Gateway, rec: &mut CallRecord, row: ApprovalRow, a: Admitted) -> Next {
     rec.decision = decision::ALLOWED;
     rec.approver = row.decided_by.clone();
     rec.reason =
         Some(format!("approved by {} (action {})", row.decided_by.as_deref().unwrap_or("an approver"), row.id));
     rec.stage("approve");
-    let hold = hold_of(&row);
     if let Err(e) = gw.journal.audit(rec.intent()).await {
         tracing::error!(call = %rec.call_id, "approved call not run, its intent could not be audited: {e}");
         let _ = gw
             .approvals
             .finish(&row.id, &json!({"error": {"code": -32603, "message": "not run: audit unavailable"}}), true)
             .await;
-        return Err(McpError::internal_error(format!("call not run: {e}"), None));
+        return Next::End(Outcome::Refused(Refusal::Failed(format!("call not run: {e}"))));
     }
-    let mut params = asked.params;
+    let mut params = a.params;
     if params.request_state.as_deref().is_some_and(|s| s.starts_with(USER_STATE_PREFIX)) {
         // The answer to tollgate's own question is not the upstream's business.
         params.request_state = None;
         params.input_responses = None;
     }
-    params.arguments = match asked.arguments {
-        Value::Object(map) => Some(map),
-        _ => None,
-    };
-    let outcome = run(gw, rec, asked.entry, params, hold, asked.cost, via).await;
-    let stored = match &outcome {
-        Ok(CallToolResponse::Complete(r)) => json!({"result": r}),
-        Ok(_) => json!({"error": {"code": -32603, "message": "the approved call asked for input; call it again"}}),
-        Err(e) => json!({"error": e}),
-    };
-    if let Err(e) = gw.approvals.finish(&row.id, &stored, true).await {
-        tracing::error!(approval = %row.id, "approved call's result not stored: {e}");
+    let dispatch = Dispatch { params, arguments: a.arguments, hold: hold_of(&row), cost: a.cost };
+    match Permit::approved(&row, &a.entry, dispatch) {
+        Some(permit) => Next::Run { permit, action: row.id },
+        None => Next::End(Outcome::Refused(Refusal::Failed("the approved action is not this call's".into()))),
     }
-    outcome
 }
 
-/// The result an approved action produced, answered to a repeat of its call.
-async fn finish_replayed(gw: &Gateway, rec: CallRecord, row: &ApprovalRow) -> Result<CallToolResponse, McpError> {
-    let outcome = match task::stored_outcome(row) {
+/// Stores what an approved action's call produced, for repeats of the call.
+pub(super) async fn store_result(gw: &Gateway, action: &str, outcome: &Outcome) {
+    let stored = match outcome {
+        Outcome::Ran(Ok(CallToolResponse::Complete(r))) => json!({"result": r}),
+        Outcome::Ran(Err(e)) => json!({"error": e}),
+        _ => json!({"error": {"code": -32603, "message": "the approved call asked for input; call it again"}}),
+    };
+    if let Err(e) = gw.approvals.finish(action, &stored, true).await {
+        tracing::error!(approval = %action, "approved call's result not stored: {e}");
+    }
+}
+
+/// The result an approved action produced.
+fn stored(row: &ApprovalRow) -> Outcome {
+    Outcome::Ran(match task::stored_outcome(row) {
         task::Outcome::Result(r) => match serde_json::from_value::<CallToolResult>(Value::Object(r)) {
             Ok(r) => Ok(CallToolResponse::Complete(r)),
             Err(e) => Err(McpError::internal_error(format!("stored result unreadable: {e}"), None)),
         },
         task::Outcome::Error(e) => Err(serde_json::from_value::<McpError>(Value::Object(e))
             .unwrap_or_else(|_| McpError::internal_error("the approved call failed", None))),
-    };
-    // Recorded as a replay: it ran once, under its own record.
-    let mut rec = rec;
-    super::conclude(&gw.metrics, &mut rec, &outcome);
-    rec.status = Some("replayed");
-    if let Err(e) = gw.journal.audit(rec.outcome()).await {
-        return Err(McpError::internal_error(format!("the call's audit record could not be written: {e}"), None));
-    }
-    super::traced(gw, &mut rec);
-    outcome
+    })
 }
 
-async fn unavailable(
-    gw: &Gateway,
-    mut rec: CallRecord,
-    what: &str,
-    e: &StoreError,
-) -> Result<CallToolResponse, McpError> {
-    // Fail closed: a call whose approval cannot be stored or read does not run.
+/// Fail closed: a call whose approval cannot be stored or read does not run.
+fn unavailable(rec: &mut CallRecord, what: &str, e: &StoreError) -> Next {
     tracing::error!(call = %rec.call_id, "{what} store failed: {e}");
-    rec.decision = decision::DENIED;
     rec.reason = Some(format!("{what} store failed: {e}"));
     rec.stage("approve");
-    let err = McpError::internal_error(format!("the {what} store is unavailable; the call was not run"), None);
-    finish(gw, rec, Err(err)).await
+    let text = format!("the {what} store is unavailable; the call was not run");
+    Next::End(Outcome::Refused(Refusal::Failed(text)))
 }
 
 /// The hold an action took when it was asked for (settled by whoever runs it).
@@ -604,12 +615,11 @@ async fn run_detached(gw: &Gateway, row: &ApprovalRow) -> Result<CallToolResult,
     if let Err(e) = gw.journal.audit(rec.intent()).await {
         return Err(McpError::internal_error(format!("not run: {e}"), None));
     }
-    let mut params = CallToolRequestParams::new(entry.name.clone());
-    params.arguments = match arguments {
-        Value::Object(map) => Some(map),
-        _ => None,
+    let dispatch = Dispatch { params: CallToolRequestParams::new(entry.name.clone()), arguments, hold, cost: row.cost };
+    let Some(permit) = Permit::approved(row, &entry, dispatch) else {
+        return Err(McpError::internal_error("the claimed action is not runnable", None));
     };
-    match run(gw, rec, &entry, params, hold, row.cost, Via::Detached).await {
+    match execute::run(gw, rec, permit, Via::Detached).await.into_mcp() {
         Ok(CallToolResponse::Complete(r)) => Ok(r),
         Ok(_) => Err(McpError::internal_error("unexpected answer", None)),
         Err(e) => Err(e),

@@ -17,7 +17,8 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, RoleServer};
 
-use super::{bridge, tool_error};
+use super::bridge;
+use super::outcome::tool_error;
 use crate::catalog::ToolEntry;
 use crate::gateway::Gateway;
 use crate::trace::Carrier;

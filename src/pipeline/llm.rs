@@ -9,7 +9,8 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, JsonObject};
 use serde_json::{Value, json};
 
-use super::{Charge, Via, tool_error};
+use super::outcome::tool_error;
+use super::via::Via;
 use crate::audit::{CallRecord, redact};
 use crate::gateway::Gateway;
 use crate::llm::{Chat, Metered};
@@ -21,8 +22,8 @@ pub(super) async fn execute(
     arguments: Option<JsonObject>,
     via: &Via,
     trace: &crate::trace::Carrier,
-) -> (Result<CallToolResponse, McpError>, Charge) {
-    let free = Charge::Metered { money: 0, tokens: 0 };
+) -> (Result<CallToolResponse, McpError>, (i64, i64)) {
+    let free = (0, 0);
     let chat = match Chat::from_arguments(&Value::Object(arguments.unwrap_or_default())) {
         Ok(c) => c,
         Err(e) => return (Ok(tool_error(format!("invalid chat: {e}"))), free),
@@ -55,7 +56,7 @@ pub(super) async fn execute(
                 "cost": Micros(m.money).to_string(),
             }));
             rec.llm = Some(redact::value(&detail, &[]));
-            (Ok(CallToolResponse::Complete(result)), Charge::Metered { money: m.money, tokens: m.usage.total() })
+            (Ok(CallToolResponse::Complete(result)), (m.money, m.usage.total()))
         }
         Err(f) => {
             detail["error"] = json!(f.message);
@@ -65,9 +66,9 @@ pub(super) async fn execute(
                     let m = gw.llm.meter(&chat, partial);
                     rec.upstream = Some(partial.provider.clone());
                     describe(&mut detail, partial, &m, record_content);
-                    Charge::Metered { money: m.money, tokens: m.usage.total() }
+                    (m.money, m.usage.total())
                 }
-                None => Charge::Metered { money: gw.llm.failure_cost(&chat.model).map_or(0, |c| c.0), tokens: 0 },
+                None => (gw.llm.failure_cost(&chat.model).map_or(0, |c| c.0), 0),
             };
             rec.llm = Some(redact::value(&detail, &[]));
             (Ok(tool_error(format!("the model call failed: {}", f.message))), charge)

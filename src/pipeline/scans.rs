@@ -5,7 +5,7 @@
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResponse, CallToolResult, GetPromptResult, ReadResourceResult};
 
-use super::tool_error;
+use super::outcome::tool_error;
 use crate::audit::CallRecord;
 use crate::catalog::ToolEntry;
 use crate::gateway::Gateway;

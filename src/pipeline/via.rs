@@ -2,14 +2,11 @@
 //! with its caller while the call runs: relay progress, ask questions, hand
 //! out a task, stream text.
 
-use std::sync::{Arc, Mutex};
-
 use rmcp::RoleServer;
 use rmcp::model::ProgressToken;
 use rmcp::service::RequestContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::record::Concluded;
 use crate::trace::Carrier;
 
 pub enum Via {
@@ -21,13 +18,11 @@ pub enum Via {
     Detached,
 }
 
-/// An HTTP caller: its connection's cancellation, where streamed text goes,
-/// and where the call's conclusion is left for the response to be shaped by.
+/// An HTTP caller: its connection's cancellation and where streamed text goes.
 #[derive(Clone, Default)]
 pub struct Http {
     pub ct: CancellationToken,
     pub sink: Option<crate::llm::Sink>,
-    pub concluded: Arc<Mutex<Option<Concluded>>>,
     /// The request's trace context (`traceparent` header).
     pub trace: Carrier,
 }
@@ -77,12 +72,5 @@ impl Via {
 
     pub fn progress_token(&self) -> Option<ProgressToken> {
         self.mcp().and_then(|c| c.meta.get_progress_token())
-    }
-
-    pub(super) fn observer(&self) -> Option<Arc<Mutex<Option<Concluded>>>> {
-        match self {
-            Via::Http(h) => Some(h.concluded.clone()),
-            _ => None,
-        }
     }
 }

@@ -194,7 +194,7 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&ctx).await;
-        pipeline::call(&self.gw, caller, request, pipeline::Via::Mcp(ctx)).await
+        pipeline::call(&self.gw, caller, request, pipeline::Via::Mcp(ctx)).await.into_mcp()
     }
 
     async fn get_task(

@@ -23,10 +23,9 @@ use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, JsonO
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::audit::record::{Concluded, decision};
 use crate::gateway::Gateway;
 use crate::identity::{self, AuthError};
-use crate::pipeline::{self, Caller, Http, Via};
+use crate::pipeline::{self, Caller, Http, Outcome, Refusal, Via, Waiting};
 
 pub fn router(gw: Gateway) -> Router {
     Router::new()
@@ -140,27 +139,23 @@ async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) 
     // away; the client going away cancels the provider request.
     let cancel_on_drop = http.ct.clone().drop_guard();
     if !asked.stream {
-        let concluded = http.concluded.clone();
         let task = tokio::spawn(call(gw, caller, params, http));
-        let outcome =
-            task.await.unwrap_or_else(|e| Err(McpError::internal_error(format!("the call failed: {e}"), None)));
+        let outcome = task.await.unwrap_or_else(crashed);
         drop(cancel_on_drop);
-        return match answered(&outcome, &concluded) {
+        return match answered(&outcome) {
             Ok(result) => Json(reply.completion(result)).into_response(),
             Err(refused) => *refused,
         };
     }
     let (sink, mut deltas) = mpsc::channel::<String>(64);
     let http = Http { sink: Some(sink), ..http };
-    let concluded = http.concluded.clone();
     let task = tokio::spawn(call(gw, caller, params, http));
     // The status is chosen once something is known: the first text, or the
     // end of a call that produced none (the pipeline drops the sink when it
     // is done, so `None` means done).
     let Some(first) = deltas.recv().await else {
-        let outcome =
-            task.await.unwrap_or_else(|e| Err(McpError::internal_error(format!("the call failed: {e}"), None)));
-        return match answered(&outcome, &concluded) {
+        let outcome = task.await.unwrap_or_else(crashed);
+        return match answered(&outcome) {
             Ok(result) => {
                 let events = reply.whole_as_events(result, asked.include_usage);
                 sse(futures::stream::iter(events.into_iter().map(Ok)))
@@ -182,9 +177,8 @@ async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) 
             }
             next = deltas.recv().await;
         }
-        let outcome =
-            task.await.unwrap_or_else(|e| Err(McpError::internal_error(format!("the call failed: {e}"), None)));
-        for ev in reply.ending(&outcome, &concluded, asked.include_usage) {
+        let outcome = task.await.unwrap_or_else(crashed);
+        for ev in reply.ending(&outcome, asked.include_usage) {
             if events_tx.send(ev).await.is_err() {
                 return;
             }
@@ -197,13 +191,13 @@ fn sse(stream: impl futures::Stream<Item = Result<Event, Infallible>> + Send + '
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
-async fn call(
-    gw: Gateway,
-    caller: Caller,
-    params: CallToolRequestParams,
-    http: Http,
-) -> Result<CallToolResponse, McpError> {
+async fn call(gw: Gateway, caller: Caller, params: CallToolRequestParams, http: Http) -> Outcome {
     pipeline::call(&gw, Ok(caller), params, Via::Http(http)).await
+}
+
+/// The call's task panicked: answered as a failure.
+fn crashed(e: tokio::task::JoinError) -> Outcome {
+    Outcome::Ran(Err(McpError::internal_error(format!("the call failed: {e}"), None)))
 }
 
 /// What the request asked, as the LLM tool's arguments.
@@ -308,56 +302,44 @@ fn translate(req: &Value) -> Result<Asked, (&'static str, String)> {
     Ok(Asked { model, arguments: args, stream, include_usage })
 }
 
-/// The tool result of a call that ran, or the refusal to answer with.
-fn answered<'a>(
-    outcome: &'a Result<CallToolResponse, McpError>,
-    concluded: &std::sync::Mutex<Option<Concluded>>,
-) -> Result<&'a CallToolResult, Box<Response>> {
-    let seen = concluded.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let decision = seen.as_ref().map_or(decision::DENIED, |c| c.decision);
+/// The tool result of a call that ran, or the HTTP refusal to answer with:
+/// the one mapping of a call's [`Outcome`] to OpenAI's statuses and codes.
+fn answered(outcome: &Outcome) -> Result<&CallToolResult, Box<Response>> {
+    let upstream = |text: &str| Box::new(error(StatusCode::BAD_GATEWAY, "api_error", "upstream_error", text, None));
     match outcome {
-        Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) && decision == decision::ALLOWED => Ok(r),
-        Ok(CallToolResponse::Complete(r)) => {
-            let text = text_of(r);
-            let approval = seen.and_then(|c| c.approval_id);
-            Err(Box::new(refusal(decision, &text, approval.as_deref())))
+        Outcome::Ran(Ok(CallToolResponse::Complete(r))) if r.is_error != Some(true) => Ok(r),
+        Outcome::Ran(Ok(CallToolResponse::Complete(r))) => Err(upstream(&text_of(r))),
+        Outcome::Ran(Ok(_)) | Outcome::Waiting(Waiting::Task(_) | Waiting::Question(_)) => {
+            Err(upstream("the call asked for input, which this endpoint cannot give"))
         }
-        Ok(_) => {
-            let text = "the call asked for input, which this endpoint cannot give".to_string();
-            Err(Box::new(error(StatusCode::BAD_GATEWAY, "api_error", "upstream_error", &text, None)))
+        Outcome::Ran(Err(e)) => {
+            Err(Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", &e.message, None)))
         }
-        Err(e) => {
-            let (status, kind, code) = match e.code {
-                pipeline::UNAUTHORIZED => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
-                rmcp::model::ErrorCode::INVALID_PARAMS => {
-                    (StatusCode::FORBIDDEN, "permission_error", "permission_denied")
-                }
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error"),
-            };
-            let text = if status == StatusCode::FORBIDDEN {
-                format!("this key may not use the LLM tool: {}", e.message)
-            } else {
-                e.message.to_string()
-            };
-            Err(Box::new(error(status, kind, code, &text, None)))
+        Outcome::Waiting(Waiting::Pending { text, approval_id, .. }) => {
+            let body = json!({"error": {"message": text, "type": "approval_pending", "code": "approval_pending",
+                "param": null, "approval_id": approval_id}});
+            Err(Box::new((StatusCode::CONFLICT, Json(body)).into_response()))
         }
+        Outcome::Refused(r) => Err(Box::new(refusal(r))),
     }
 }
 
-fn refusal(decision: &str, text: &str, approval: Option<&str>) -> Response {
-    match decision {
-        decision::INVALID => bad_request(text, None),
-        decision::RATE_LIMITED => error(StatusCode::TOO_MANY_REQUESTS, "requests", "rate_limit_exceeded", text, None),
-        decision::OVER_BUDGET => {
-            error(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", "insufficient_quota", text, None)
+fn refusal(r: &Refusal) -> Response {
+    let forbidden = |text: &str| error(StatusCode::FORBIDDEN, "permission_error", "permission_denied", text, None);
+    match r {
+        Refusal::Invalid(t) => bad_request(t, None),
+        Refusal::RateLimited(t) => error(StatusCode::TOO_MANY_REQUESTS, "requests", "rate_limit_exceeded", t, None),
+        Refusal::OverBudget(t) => {
+            error(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", "insufficient_quota", t, None)
         }
-        decision::NEEDS_APPROVAL => {
-            let body = json!({"error": {"message": text, "type": "approval_pending", "code": "approval_pending",
-                "param": null, "approval_id": approval}});
-            (StatusCode::CONFLICT, Json(body)).into_response()
+        Refusal::Unauthorized(t) => error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", t, None),
+        Refusal::UnknownTool(t) | Refusal::Quarantined(t) => {
+            forbidden(&format!("this key may not use the LLM tool: {t}"))
         }
-        decision::ALLOWED => error(StatusCode::BAD_GATEWAY, "api_error", "upstream_error", text, None),
-        _ => error(StatusCode::FORBIDDEN, "permission_error", "permission_denied", text, None),
+        Refusal::Unavailable(t) | Refusal::Failed(t) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", t, None)
+        }
+        Refusal::Denied(t) | Refusal::Blocked(t) => forbidden(t),
     }
 }
 
@@ -456,19 +438,15 @@ impl Shape {
 
     /// The end of a stream whose text has been sent: the finish (and usage),
     /// or an error event when the call failed part way.
-    fn ending(
-        &self,
-        outcome: &Result<CallToolResponse, McpError>,
-        concluded: &std::sync::Mutex<Option<Concluded>>,
-        include_usage: bool,
-    ) -> Vec<Event> {
-        match answered(outcome, concluded) {
+    fn ending(&self, outcome: &Outcome, include_usage: bool) -> Vec<Event> {
+        match answered(outcome) {
             Ok(result) => self.closing(result, include_usage),
             Err(_) => {
                 let message = match outcome {
-                    Ok(CallToolResponse::Complete(r)) => text_of(r),
-                    Ok(_) => "the call ended without a result".into(),
-                    Err(e) => e.message.to_string(),
+                    Outcome::Ran(Ok(CallToolResponse::Complete(r))) => text_of(r),
+                    Outcome::Ran(Err(e)) => e.message.to_string(),
+                    Outcome::Refused(r) => r.text().to_string(),
+                    _ => "the call ended without a result".into(),
                 };
                 let body = json!({"error": {"message": message, "type": "api_error", "code": "upstream_error", "param": null}});
                 vec![Event::default().data(body.to_string())]

@@ -87,7 +87,8 @@ pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) ->
 /// Stores `[admin] bootstrap_key` (once) and audits that it did.
 async fn bootstrap_key(config: &Config, store: &Store) -> Result<(), String> {
     let Some(b) = &config.admin.bootstrap else { return Ok(()) };
-    match crate::identity::ensure_bootstrap(store, b, crate::audit::now_micros()).await {
+    let key = crate::identity::Bootstrap { secret: b.secret.expose(), org: &b.org, team: &b.team };
+    match crate::identity::ensure_bootstrap(store, key, crate::audit::now_micros()).await {
         Ok(true) => {
             let detail = serde_json::json!({"team": b.team, "role": "admin", "from": "admin.bootstrap_key"});
             store

@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::journal::Journal;
 use crate::policy::watch::Policies;
 use crate::store::Store;
+use crate::sync::Locked;
 use crate::upstream::Upstreams;
 
 #[derive(Clone)]
@@ -71,14 +72,14 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn add(&self, peer: Peer<RoleServer>) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.locked();
         peers.retain(|p| !p.is_transport_closed());
         peers.push(peer);
     }
 
     /// The open sessions; closed ones are forgotten.
     pub fn open(&self) -> Vec<Peer<RoleServer>> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.locked();
         peers.retain(|p| !p.is_transport_closed());
         peers.clone()
     }
@@ -93,7 +94,7 @@ pub struct Watchers {
 impl Watchers {
     /// Returns false if this session already watches `uri`.
     pub fn add(&self, uri: &str, peer: Peer<RoleServer>) -> bool {
-        let mut map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.by_uri.locked();
         let peers = map.entry(uri.to_string()).or_default();
         peers.retain(|p| !p.is_transport_closed());
         if peers.iter().any(|p| same_session(p, &peer)) {
@@ -105,7 +106,7 @@ impl Watchers {
 
     /// Returns false if this session did not watch `uri`.
     pub fn remove(&self, uri: &str, peer: &Peer<RoleServer>) -> bool {
-        let mut map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.by_uri.locked();
         let Some(peers) = map.get_mut(uri) else {
             return false;
         };
@@ -119,7 +120,7 @@ impl Watchers {
     }
 
     pub fn of(&self, uri: &str) -> Vec<Peer<RoleServer>> {
-        let map = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.by_uri.locked();
         map.get(uri).map(|v| v.iter().filter(|p| !p.is_transport_closed()).cloned().collect()).unwrap_or_default()
     }
 }

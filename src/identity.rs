@@ -92,23 +92,26 @@ pub fn plausible_secret(text: &str) -> bool {
     text.strip_prefix("tg_").is_some_and(|rest| rest.len() >= 32 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
+/// The admin key `tollgate.toml` names (`[admin] bootstrap_key`).
+pub struct Bootstrap<'a> {
+    pub secret: &'a str,
+    pub org: &'a str,
+    pub team: &'a str,
+}
+
 /// Puts the configured bootstrap admin key in the store unless it is there
 /// (revoked included: a revoked bootstrap key stays revoked). `true` when
 /// it was added now.
-pub async fn ensure_bootstrap(
-    store: &Store,
-    b: &crate::config::Bootstrap,
-    now_micros: i64,
-) -> Result<bool, StoreError> {
-    let hash = hash_secret(b.secret.expose());
+pub async fn ensure_bootstrap(store: &Store, b: Bootstrap<'_>, now_micros: i64) -> Result<bool, StoreError> {
+    let hash = hash_secret(b.secret);
     if store.key_by_hash(&hash).await?.is_some() {
         return Ok(false);
     }
     let row = KeyRow {
         id: format!("k_boot_{}", &hash[..12]),
         secret_hash: hash,
-        org: b.org.clone(),
-        team: b.team.clone(),
+        org: b.org.to_string(),
+        team: b.team.to_string(),
         role: Some(Role::Admin.as_str().to_string()),
         label: Some("bootstrap key from tollgate.toml".into()),
         created_at: now_micros,

@@ -3,35 +3,51 @@
 //! Agents see one MCP server; behind it, every upstream MCP server's tools
 //! as one catalog, with every call governed.
 //!
-//! Codemap (dependencies point down this list, never up):
+//! Codemap, from the top down: a module uses only modules below it (a test,
+//! `tests/it/layers.rs`, holds this list and every file's imports to that).
 //!
 //! - [`cli`]: the `tollgate` command: parses flags, loads config, runs a verb.
-//! - [`server`]: the agent-facing edge: Streamable HTTP at `/mcp`, WebSocket
-//!   at `/ws`, stdio; request guards; list-change fan-out. Speaks MCP only.
-//! - [`pipeline`]: the governed call, one straight-line function of stages.
-//! - [`gateway`]: the shared state handed to every session.
+//! - [`app`]: wiring at the top: opens the store, builds the [`gateway`]'s
+//!   handles and starts every background task.
+//! - [`server`]: the edges: Streamable HTTP at `/mcp`, WebSocket at `/ws`,
+//!   stdio, the OpenAI-compatible `/v1`, the admin API, approvals pages;
+//!   request guards; list-change fan-out.
+//! - [`pipeline`]: the governed call: stages that return a `Refusal` or move
+//!   the call on, a `Permit` the execute stage requires, one `Outcome`.
+//! - [`gateway`]: the shared state handed to every session: a bundle of handles.
+//! - [`freshness`]: read-your-writes across replicas for keys and grants.
 //! - [`admin`]: what admins change live: API grants (revisions, ETags) and
 //!   tool pins, put in force in every process on the store.
 //! - [`approval`]: the approval queue: pending actions, decisions, the
 //!   change feed, signed webhooks, tasks.
-//! - [`audit`]: audit records, redaction, the group-commit writer, verify.
 //! - [`policy`]: grants: loading, hot reload, decisions, rate limits.
-//! - [`identity`]: API keys and principals.
+//! - [`budget`]: the ledger: holds before a call, settles after it.
+//! - [`journal`]: the single writer that groups audit commits.
+//! - [`llm`]: LLM providers behind the chat tool: wire formats, retries,
+//!   fallbacks, token accounting.
+//! - [`audit`]: audit records, redaction, verify.
+//! - [`upstream`]: supervised connections to upstream MCP servers over
+//!   stdio, Streamable HTTP, legacy HTTP+SSE and WebSocket; calls in flight.
 //! - [`catalog`]: namespaced tools/prompts/resources, hashing, pins,
 //!   quarantine, bounded schema compilation. Pure apart from compiling.
-//! - [`upstream`]: supervised connections to upstream MCP servers over
-//!   stdio, Streamable HTTP, legacy HTTP+SSE and WebSocket.
-//! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
-//! - [`config`]: the files, parsed and checked into immutable values.
-//! - [`money`]: integer micro-unit amounts.
-//! - [`metrics`]: Prometheus counters and histograms of calls and stages.
 //! - [`trace`]: W3C trace context in and out; OTLP spans per stage.
-//! - [`periodic`]: background work on a fixed period until shutdown.
+//! - [`config`]: the files, parsed and checked into immutable values.
+//! - [`identity`]: API keys and principals.
 //! - [`scan`]: content scans (secrets, PII, injection, output policy, tool
 //!   descriptions): pure detectors and the engine that applies settings.
+//! - [`store`]: persistence (SQLite, PostgreSQL); SQL confined here.
+//! - [`calendar`]: budget periods on the UTC calendar.
 //! - [`glob`]: `*`/`?` globs for tool names and URLs.
-//! - [`store`]: persistence (SQLite now), SQL confined to backends.
+//! - [`metrics`]: Prometheus counters and histograms of calls and stages.
+//! - [`money`]: integer micro-unit amounts.
+//! - [`periodic`]: background work on a fixed period until shutdown.
 //! - [`protocol`]: which MCP era a peer speaks.
+//! - [`sync`]: locks that outlive a panic.
+//! - [`ws`]: MCP over WebSocket (rmcp has no such transport).
+
+// `unsafe` lives in one module, `store::sqlite::direct` (the audit append
+// through SQLite's C API), which allows it for itself.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod app;
@@ -57,6 +73,7 @@ pub mod protocol;
 pub mod scan;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod trace;
 pub mod upstream;
 pub mod ws;

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::store::changes::Topic;
 use crate::store::{ApprovalRow, Store};
+use crate::sync::Locked;
 
 /// Changes buffered per listener before a slow one lags (and re-reads).
 const CAPACITY: usize = 1024;
@@ -47,7 +48,7 @@ impl Events {
     /// Publishes `row` unless this or a newer change of it was published.
     pub fn publish(&self, row: Arc<ApprovalRow>) {
         {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self.seen.locked();
             if seen.get(&row.id).is_some_and(|r| *r >= row.rev) {
                 return;
             }

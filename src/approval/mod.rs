@@ -27,6 +27,7 @@ use crate::config::ApprovalSettings;
 use crate::money::Micros;
 use crate::store::{ApprovalRow, Store, StoreError, Transition, Transitioned};
 
+pub use crate::store::kinds::{Execution, Mode, Status};
 pub use events::Events;
 
 /// `sha256:<hex>` of the canonical form of `arguments` (object keys sorted).
@@ -52,10 +53,10 @@ impl Verdict {
         }
     }
 
-    fn status(self) -> &'static str {
+    fn status(self) -> Status {
         match self {
-            Verdict::Approve => "approved",
-            Verdict::Deny => "denied",
+            Verdict::Approve => Status::Approved,
+            Verdict::Deny => Status::Denied,
         }
     }
 }
@@ -174,13 +175,13 @@ impl Approvals {
     /// Cancels an action the agent gave up on (a task cancelled): pending, or
     /// approved and not started.
     pub async fn cancel(&self, id: &str, by: &str) -> Result<Transitioned, StoreError> {
-        self.transition(id, "cancelled", by, Some("cancelled by the agent".into())).await
+        self.transition(id, Status::Cancelled, by, Some("cancelled by the agent".into())).await
     }
 
     async fn transition(
         &self,
         id: &str,
-        to: &'static str,
+        to: Status,
         by: &str,
         reason: Option<String>,
     ) -> Result<Transitioned, StoreError> {
@@ -332,14 +333,14 @@ fn decided_record(row: &ApprovalRow, kind: &str) -> crate::store::AuditDraft {
     let detail = json!({
         "id": row.id, "decision": row.status, "reason": row.decision_reason, "tool": row.tool,
         "principal": row.principal_label, "call_id": row.call_id, "hold": row.hold_id,
-        "hold_released": row.status != "approved" && row.hold_id.is_some(),
+        "hold_released": row.status != Status::Approved && row.hold_id.is_some(),
     });
     let actor = row.decided_by.clone().unwrap_or_else(|| "tollgate".into());
     let mut draft = record::change(kind, Some(&row.org), &actor, detail);
     draft.call_id = Some(row.call_id.clone());
     draft.tool = Some(row.tool.clone());
     draft.principal = Some(row.principal_label.clone());
-    draft.decision = Some(row.status.clone());
+    draft.decision = Some(row.status.to_string());
     draft
 }
 

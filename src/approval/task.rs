@@ -9,6 +9,7 @@ use rmcp::model::{
 };
 use serde_json::Value;
 
+use super::{Execution, Status};
 use crate::store::ApprovalRow;
 
 /// Suggested interval between two `tasks/get`.
@@ -30,14 +31,14 @@ fn awaiting(row: &ApprovalRow) -> String {
 
 /// The task's state for `tasks/get`.
 pub fn detailed(row: &ApprovalRow) -> DetailedTask {
-    let (payload, message) = match (row.status.as_str(), row.execution.as_str()) {
-        ("pending", _) => (TaskPayload::Working, awaiting(row)),
-        ("approved", "done") => match stored_outcome(row) {
+    let (payload, message) = match (row.status, row.execution) {
+        (Status::Pending, _) => (TaskPayload::Working, awaiting(row)),
+        (Status::Approved, Execution::Done) => match stored_outcome(row) {
             Outcome::Result(r) => (TaskPayload::Completed { result: r }, approved_by(row)),
             Outcome::Error(e) => (TaskPayload::Failed { error: e }, approved_by(row)),
         },
-        ("approved", _) => (TaskPayload::Working, format!("{}; running", approved_by(row))),
-        ("cancelled", _) => (TaskPayload::Cancelled, "cancelled".to_string()),
+        (Status::Approved, _) => (TaskPayload::Working, format!("{}; running", approved_by(row))),
+        (Status::Cancelled, _) => (TaskPayload::Cancelled, "cancelled".to_string()),
         // denied or expired: the call's answer is a tool error the model can read.
         _ => {
             let text = refusal(row);
@@ -54,14 +55,14 @@ fn approved_by(row: &ApprovalRow) -> String {
 /// Why a denied or expired action did not run, for the agent.
 pub fn refusal(row: &ApprovalRow) -> String {
     let why = row.decision_reason.as_deref().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default();
-    match row.status.as_str() {
-        "expired" => format!(
+    match row.status {
+        Status::Expired => format!(
             "call to {} was not run: its approval {} expired at {} without a decision",
             row.tool,
             row.id,
             crate::audit::rfc3339(row.expires_at)
         ),
-        "cancelled" => format!("call to {} was not run: approval {} was cancelled{why}", row.tool, row.id),
+        Status::Cancelled => format!("call to {} was not run: approval {} was cancelled{why}", row.tool, row.id),
         _ => format!(
             "call to {} was not run: approval {} was denied by {}{why}",
             row.tool,

@@ -20,6 +20,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Manifest, ToolOverride};
+use crate::sync::Locked;
 
 /// What one upstream offered the last time it was listed.
 #[derive(Debug, Default, Clone)]
@@ -230,13 +231,13 @@ impl SchemaCache {
         let mut canonical = String::new();
         hash::write_canonical(schema, &mut canonical);
         let key: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
-        if let Some(hit) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(hit) = self.inner.locked().get(&key) {
             return hit.clone();
         }
         // Compiled outside the lock: compilation may take up to the time bound.
         let result = schema::compile(schema, self.bounds);
         if !matches!(&result, Err(e) if e.starts_with(schema::TIMED_OUT)) {
-            let mut cache = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self.inner.locked();
             // A bound on memory: upstreams that churn schemas cannot grow it forever.
             if cache.len() >= MAX_CACHED_SCHEMAS {
                 cache.clear();

@@ -5,6 +5,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
+use crate::approval::Status;
 use crate::approval::{Approvals, Verdict};
 use crate::config::Config;
 use crate::store::Transitioned;
@@ -51,8 +52,13 @@ pub async fn run(config: Config, command: ApprovalsCommand) -> Result<(), String
     let approvals = Approvals::new(store.clone(), config.approval.clone(), base);
     let result = match command {
         ApprovalsCommand::List { status, org, limit, json } => {
-            let status = (status != "all").then_some(status);
-            list(&approvals, status.as_deref(), org.as_deref(), limit, json).await
+            let status = match status.as_str() {
+                "all" => None,
+                s => Some(Status::parse(s).ok_or_else(|| {
+                    format!("--status `{s}`: use one of pending, approved, denied, expired, cancelled, all")
+                })?),
+            };
+            list(&approvals, status, org.as_deref(), limit, json).await
         }
         ApprovalsCommand::Show { id } => match approvals.get(&id).await.map_err(|e| e.to_string())? {
             Some(row) => {
@@ -69,7 +75,7 @@ pub async fn run(config: Config, command: ApprovalsCommand) -> Result<(), String
     result
 }
 
-async fn list(a: &Approvals, status: Option<&str>, org: Option<&str>, limit: i64, json: bool) -> Result<(), String> {
+async fn list(a: &Approvals, status: Option<Status>, org: Option<&str>, limit: i64, json: bool) -> Result<(), String> {
     let rows = a.store().approvals(org, status, limit.clamp(1, 10_000)).await.map_err(|e| e.to_string())?;
     if json {
         let items: Vec<_> = rows.iter().map(|r| a.view(r)).collect();
@@ -81,7 +87,7 @@ async fn list(a: &Approvals, status: Option<&str>, org: Option<&str>, limit: i64
         .map(|r| {
             vec![
                 r.id.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.org.clone(),
                 r.tool.clone(),
                 crate::money::Micros(r.cost).to_string(),
@@ -104,7 +110,7 @@ async fn decide(a: &Approvals, id: &str, verdict: Verdict, reason: Option<String
             println!("approval {} {}", row.id, row.status);
             Ok(())
         }
-        Transitioned::Standing(row) if row.status == "pending" => Err(format!("approval {id} has expired")),
+        Transitioned::Standing(row) if row.status == Status::Pending => Err(format!("approval {id} has expired")),
         Transitioned::Standing(row) => Err(format!(
             "approval {id} was already {} by {}",
             row.status,

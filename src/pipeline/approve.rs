@@ -27,6 +27,7 @@ use super::hold::over_budget;
 use super::outcome::{Outcome, Refusal, Waiting};
 use super::permit::{Dispatch, Permit};
 use super::via::Via;
+use crate::approval::{Execution, Mode, Status};
 use crate::approval::{Verdict, task};
 use crate::audit::CallRecord;
 use crate::audit::record::decision;
@@ -237,14 +238,14 @@ fn pending_row(rec: &CallRecord, a: &Admitted, p: Pending<'_>) -> ApprovalRow {
         cost: a.cost,
         hold_id: p.hold.as_ref().map(|h| h.id.clone()),
         call_id: rec.call_id.clone(),
-        mode: if p.tasks { "task" } else { "wait" }.into(),
-        status: "pending".into(),
+        mode: if p.tasks { Mode::Task } else { Mode::Wait },
+        status: Status::Pending,
         created_at: p.now,
         expires_at: p.expires_at,
         decided_at: None,
         decided_by: None,
         decision_reason: None,
-        execution: "none".into(),
+        execution: Execution::None,
         claimed_by: None,
         result: None,
         reported: false,
@@ -368,7 +369,7 @@ async fn resume(gw: &Gateway, rec: &mut CallRecord, row: ApprovalRow, tasks: boo
     rec.cost_held = row.cost;
     rec.reason = Some(format!("resumes pending action {}", row.id));
     rec.stage("approve");
-    if tasks && row.mode == "task" {
+    if tasks && row.mode == Mode::Task {
         return Next::End(Outcome::Waiting(Waiting::Task(task::created(&row))));
     }
     follow(gw, rec, row, a, via).await
@@ -381,14 +382,14 @@ async fn follow(gw: &Gateway, rec: &mut CallRecord, mut row: ApprovalRow, a: Adm
     let ct = via.ct();
     let mut progress = Progress { token: via.progress_token(), peer: via.mcp().map(|c| c.peer.clone()), n: 0.0 };
     loop {
-        match (row.status.as_str(), row.execution.as_str()) {
-            ("approved", "none") => match gw.approvals.claim(&row.id).await {
+        match (row.status, row.execution) {
+            (Status::Approved, Execution::None) => match gw.approvals.claim(&row.id).await {
                 Ok(Some(claimed)) => return claimed_action(gw, rec, claimed, a).await,
                 // Someone else claimed it first: wait for their result.
                 Ok(None) => {}
                 Err(e) => return unavailable(rec, "approval", &e),
             },
-            ("approved", "done") => {
+            (Status::Approved, Execution::Done) => {
                 let _ = gw.approvals.mark_reported(&row.id).await;
                 rec.decision = decision::ALLOWED;
                 rec.approver = row.decided_by.clone();
@@ -396,7 +397,7 @@ async fn follow(gw: &Gateway, rec: &mut CallRecord, mut row: ApprovalRow, a: Adm
                 rec.stage("approve");
                 return Next::Replayed(stored(&row));
             }
-            ("pending" | "approved", _) => {}
+            (Status::Pending | Status::Approved, _) => {}
             _ => {
                 let _ = gw.approvals.mark_reported(&row.id).await;
                 rec.approver = row.decided_by.clone();
@@ -430,7 +431,7 @@ async fn follow(gw: &Gateway, rec: &mut CallRecord, mut row: ApprovalRow, a: Adm
     }
     // Still undecided: the agent is told, and may repeat the call to resume.
     rec.stage("approve");
-    let text = if row.status == "approved" {
+    let text = if row.status == Status::Approved {
         format!(
             "call to {} was approved and is running (action {}); call it again with the same arguments for its result",
             row.tool, row.id
@@ -472,7 +473,7 @@ impl Progress {
 
 /// A change a waiting call acts on: decided, or its execution moved.
 fn changed_enough(r: &ApprovalRow) -> bool {
-    r.status != "pending" && !(r.status == "approved" && r.execution == "running")
+    r.status != Status::Pending && !(r.status == Status::Approved && r.execution == Execution::Running)
 }
 
 /// A claimed action, for the call that asked for it: its intent is durable
@@ -635,7 +636,7 @@ pub async fn executor(gw: Gateway) {
         tokio::select! {
             _ = gw.shutdown.cancelled() => return,
             ev = rx.recv() => match ev {
-                Ok(r) if r.mode == "task" && r.status == "approved" && r.execution == "none" => {
+                Ok(r) if r.mode == Mode::Task && r.status == Status::Approved && r.execution == Execution::None => {
                     tokio::spawn(run_task(gw.clone(), r.id.clone()));
                 }
                 Ok(_) => {}
@@ -649,9 +650,9 @@ pub async fn executor(gw: Gateway) {
 
 /// Starts every approved task-mode action that has not run yet.
 async fn run_waiting_tasks(gw: &Gateway) {
-    match gw.approvals.store().approvals(None, Some("approved"), 1000).await {
+    match gw.approvals.store().approvals(None, Some(Status::Approved), 1000).await {
         Ok(rows) => {
-            for r in rows.into_iter().filter(|r| r.mode == "task" && r.execution == "none") {
+            for r in rows.into_iter().filter(|r| r.mode == Mode::Task && r.execution == Execution::None) {
                 tokio::spawn(run_task(gw.clone(), r.id));
             }
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use rmcp::model::CallToolRequestParams;
 use serde_json::Value;
 
+use crate::approval::{Execution, Status};
 use crate::budget::Hold;
 use crate::catalog::ToolEntry;
 use crate::policy::{Decision, Effect, Grant};
@@ -51,8 +52,8 @@ impl Permit {
 
     /// An approved action, claimed by this process to run now.
     pub(super) fn approved(row: &ApprovalRow, entry: &Arc<ToolEntry>, d: Dispatch) -> Option<Permit> {
-        (row.status == "approved"
-            && row.execution == "running"
+        (row.status == Status::Approved
+            && row.execution == Execution::Running
             && row.tool == entry.name
             && row.tool_hash == entry.hash)
             .then(|| Permit::of(entry, d))

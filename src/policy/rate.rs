@@ -4,6 +4,7 @@
 //! the steady rate. On SQLite the buckets are this process's; on a shared
 //! store (PostgreSQL) every replica takes from the same bucket in the store.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -60,7 +61,7 @@ impl Limiter {
     /// Takes one call from the bucket, or says how long until one is free.
     pub fn take(&self, grant: &str, key: &str, rate: Rate, now: Instant) -> Result<(), Duration> {
         let interval = rate.interval();
-        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.tat.locked();
         if map.len() > 100_000 {
             map.retain(|_, tat| *tat > now);
         }

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::rate::Limiter;
 use super::{Grant, Policy, load};
+use crate::sync::Locked;
+use crate::sync::ReadWrite;
 
 /// What the last load attempt did.
 #[derive(Debug, Clone, Default)]
@@ -96,11 +98,11 @@ impl Policies {
     }
 
     pub fn current(&self) -> Arc<Policy> {
-        self.inner.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.current.reading().clone()
     }
 
     pub fn status(&self) -> Status {
-        self.inner.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.status.locked().clone()
     }
 
     /// Ticks with the version each time a new policy is put in force.
@@ -119,21 +121,21 @@ impl Policies {
 
     /// The grants made through the admin API now in force.
     pub fn stored(&self) -> Arc<Vec<Arc<Grant>>> {
-        self.inner.stored.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.stored.reading().clone()
     }
 
     /// Records why the store's grants could not be put in force (`None`: they were).
     pub fn note_stored_error(&self, error: Option<String>) {
-        self.inner.status.lock().unwrap_or_else(|p| p.into_inner()).stored_error = error;
+        self.inner.status.locked().stored_error = error;
     }
 
     /// Puts the store's grants in force beside the files' (after them, in
     /// the order given), and tells listeners.
     pub fn set_stored(&self, grants: Vec<Arc<Grant>>) {
-        *self.inner.stored.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(grants);
+        *self.inner.stored.writing() = Arc::new(grants);
         self.combine();
         let version = {
-            let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
+            let mut status = self.inner.status.locked();
             status.version += 1;
             status.version
         };
@@ -146,8 +148,8 @@ impl Policies {
     fn combine(&self) {
         // Taken first: combines run one at a time, so the last one reads the
         // newest of both parts.
-        let mut current = self.inner.current.write().unwrap_or_else(|p| p.into_inner());
-        let files = self.inner.files.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut current = self.inner.current.writing();
+        let files = self.inner.files.reading().clone();
         let stored = self.stored();
         let mut policy = (*files).clone();
         for g in stored.iter() {
@@ -164,7 +166,7 @@ impl Policies {
     pub fn reload_if_changed(&self) -> Option<Reload> {
         let digest = folder_digest(&self.inner.dir);
         {
-            let mut seen = self.inner.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self.inner.seen.locked();
             if *seen == digest {
                 return None;
             }
@@ -175,7 +177,7 @@ impl Policies {
 
     /// The policy as the files alone define it.
     pub fn files(&self) -> Arc<Policy> {
-        self.inner.files.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.files.reading().clone()
     }
 
     /// Re-reads the folder and puts it in force if it loads.
@@ -183,14 +185,14 @@ impl Policies {
         match load::load_dir(&self.inner.dir) {
             Ok(policy) => {
                 let diff = {
-                    let mut files = self.inner.files.write().unwrap_or_else(|p| p.into_inner());
+                    let mut files = self.inner.files.writing();
                     let diff = diff(&files, &policy);
                     *files = Arc::new(policy);
                     diff
                 };
                 self.combine();
                 let version = {
-                    let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut status = self.inner.status.locked();
                     status.version += 1;
                     status.last_error = None;
                     status.version
@@ -205,7 +207,7 @@ impl Policies {
             Err(errors) => {
                 let text = errors.to_string();
                 tracing::error!("policy reload refused, the previous policy stays in force:\n{text}");
-                self.inner.status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(text.clone());
+                self.inner.status.locked().last_error = Some(text.clone());
                 Reload::Refused(text)
             }
         }

@@ -31,6 +31,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::admin::wire::{caller, caller_of, error};
+use crate::approval::Status;
 use crate::approval::{Verdict, webhook};
 use crate::gateway::Gateway;
 use crate::identity::{Principal, Role};
@@ -98,7 +99,7 @@ pub(super) async fn list(
         return error(StatusCode::BAD_REQUEST, "bad_request", "query: status must be a word, limit a number");
     };
     if let Some(s) = &q.status
-        && !["pending", "approved", "denied", "expired", "cancelled"].contains(&s.as_str())
+        && Status::parse(s).is_none()
     {
         return error(
             StatusCode::BAD_REQUEST,
@@ -110,7 +111,7 @@ pub(super) async fn list(
     if !(1..=1000).contains(&limit) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "limit: must be between 1 and 1000");
     }
-    match gw.approvals.store().approvals(Some(&p.org), q.status.as_deref(), limit).await {
+    match gw.approvals.store().approvals(Some(&p.org), q.status.as_deref().and_then(Status::parse), limit).await {
         Ok(rows) => {
             let items: Vec<Value> = rows.iter().map(|r| gw.approvals.view(r)).collect();
             Json(json!({"approvals": items})).into_response()
@@ -265,7 +266,7 @@ async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed:
             Json(json!({"decision": row.status, "approval": gw.approvals.view(&row)})).into_response()
         }
         Ok(Transitioned::Standing(row)) => {
-            let (code, message) = if row.status == "pending" {
+            let (code, message) = if row.status == Status::Pending {
                 ("expired", format!("approval {} expired at {}", row.id, crate::audit::rfc3339(row.expires_at)))
             } else {
                 (
@@ -278,7 +279,7 @@ async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed:
                     ),
                 )
             };
-            let status = if row.status == "pending" { "expired" } else { row.status.as_str() };
+            let status = if row.status == Status::Pending { "expired" } else { row.status.as_str() };
             let body =
                 json!({"code": code, "message": message, "decision": status, "approval": gw.approvals.view(&row)});
             (StatusCode::CONFLICT, Json(body)).into_response()
@@ -345,7 +346,7 @@ async fn stream(State(gw): State<Gateway>, headers: HeaderMap, ws: WebSocketUpgr
 /// Sends the org's pending actions, then every change of the org's actions.
 async fn feed(gw: Gateway, p: Principal, mut socket: WebSocket) {
     let mut rx = gw.approvals.subscribe();
-    let snapshot = match gw.approvals.store().approvals(Some(&p.org), Some("pending"), 1000).await {
+    let snapshot = match gw.approvals.store().approvals(Some(&p.org), Some(Status::Pending), 1000).await {
         Ok(rows) => rows.iter().map(|r| gw.approvals.view(r)).collect::<Vec<_>>(),
         Err(e) => {
             tracing::warn!("approval feed snapshot: {e}");

@@ -8,17 +8,17 @@
 #![allow(deprecated)]
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientRequest, CompleteRequest,
-    CompleteRequestParams, CompleteResult, CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse,
-    GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
-    ServerResult, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
-    UpdateTaskParams,
+    CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams, CompleteResult,
+    CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    Reference, ResultType, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
+    SubscriptionFilter, Tool, UnsubscribeRequestParams, UpdateTaskParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, ServiceError, SubscriptionContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
+use crate::approval::{Execution, Mode, Status};
 use crate::gateway::Gateway;
 use crate::identity::{self, AuthError, Principal};
 use crate::pipeline::{self, Caller};
@@ -90,7 +90,7 @@ impl Session {
             .get(id)
             .await
             .map_err(|e| McpError::internal_error(format!("the task store is unavailable: {e}"), None))?;
-        row.filter(|r| r.principal == principal.key_id && r.mode == "task").ok_or_else(|| {
+        row.filter(|r| r.principal == principal.key_id && r.mode == Mode::Task).ok_or_else(|| {
             McpError::invalid_params(format!("unknown task: {}", crate::audit::record::bounded(id, 64)), None)
         })
     }
@@ -133,24 +133,6 @@ impl Session {
 const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Awaits an upstream request within the upstream's call timeout.
-async fn bounded<T>(up: &Upstream, request: impl Future<Output = Result<T, ServiceError>>) -> Result<T, McpError> {
-    match tokio::time::timeout(up.manifest.call_timeout, request).await {
-        Ok(r) => r.map_err(|e| relay(up, e)),
-        Err(_) => Err(McpError::internal_error(
-            format!("upstream `{}` did not answer within {:?}", up.name, up.manifest.call_timeout),
-            None,
-        )),
-    }
-}
-
-/// Maps a failure talking to an upstream onto the error the agent receives.
-fn relay(up: &Upstream, e: ServiceError) -> McpError {
-    match e {
-        ServiceError::McpError(e) => e,
-        other => McpError::internal_error(format!("upstream `{}` failed: {other}", up.name), None),
-    }
-}
-
 impl ServerHandler for Session {
     fn get_info(&self) -> ServerConfig {
         let caps = ServerCapabilities::builder()
@@ -203,7 +185,7 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let row = self.own_task(&request.task_id, &ctx).await?;
-        if row.status == "approved" && row.execution == "none" {
+        if row.status == Status::Approved && row.execution == Execution::None {
             // Approved while no process ran it (or its event was missed): run it now.
             tokio::spawn(pipeline::approve::run_task(self.gw.clone(), row.id.clone()));
         }
@@ -263,13 +245,11 @@ impl ServerHandler for Session {
             .filter(|p| policy.visible(&principal, &p.name))
             .ok_or_else(|| McpError::invalid_params(format!("unknown prompt: {}", request.name), None))?;
         let up = self.upstream(entry.upstream);
-        let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
-        let _counted = conn.inflight.other();
         let mut out = GetPromptRequestParams::new(entry.upstream_prompt.clone());
         out.arguments = request.arguments;
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
-        match bounded(up, conn.peer.get_prompt_once(out)).await? {
+        match up.get_prompt(out).await? {
             GetPromptResponse::Complete(r) => {
                 // A prompt's messages go to the agent's model: scanned like results.
                 let mut r = pipeline::scan_prompt(&self.gw, &principal, entry.upstream, &entry.name, r).await?;
@@ -317,12 +297,10 @@ impl ServerHandler for Session {
             .filter(|i| open[*i])
             .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
         let up = self.upstream(index);
-        let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
-        let _counted = conn.inflight.other();
         let mut out = ReadResourceRequestParams::new(request.uri);
         out.input_responses = request.input_responses;
         out.request_state = request.request_state;
-        match bounded(up, conn.peer.read_resource_once(out)).await? {
+        match up.read_resource(out).await? {
             ReadResourceResponse::Complete(r) => {
                 // What the agent reads passes the same scans as tool results.
                 let mut r = pipeline::scan_resource(&self.gw, &principal, index, r).await?;
@@ -364,22 +342,11 @@ impl ServerHandler for Session {
                 return Err(McpError::invalid_params("unsupported completion reference", None));
             }
         };
-        let up = self.upstream(index);
-        let conn = up.conn().map_err(|e| McpError::internal_error(e, None))?;
-        let _counted = conn.inflight.other();
         let mut out = CompleteRequestParams::new(reference, request.argument);
         out.context = request.context;
-        let request = ClientRequest::CompleteRequest(CompleteRequest::new(out));
-        match bounded(up, conn.peer.send_request(request)).await? {
-            ServerResult::CompleteResult(mut r) => {
-                r.result_type = Some(ResultType::COMPLETE);
-                Ok(r)
-            }
-            _ => Err(McpError::internal_error(
-                format!("upstream `{}` answered completion with another result", up.name),
-                None,
-            )),
-        }
+        let mut r = self.upstream(index).complete(out).await?;
+        r.result_type = Some(ResultType::COMPLETE);
+        Ok(r)
     }
 
     async fn set_level(

@@ -38,7 +38,7 @@ async fn refresh(gw: &Gateway) {
         }
         Err(e) => tracing::warn!("metrics: cannot read budget usage: {e}"),
     }
-    match gw.store.approvals(None, Some("pending"), PENDING_SCAN).await {
+    match gw.store.approvals(None, Some(crate::approval::Status::Pending), PENDING_SCAN).await {
         Ok(rows) => {
             m.approvals_pending.clear();
             for r in rows {

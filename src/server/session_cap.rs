@@ -7,6 +7,7 @@
 //! cap; the session keeps its slot for its whole life and gives it back when it
 //! ends (the slot is released when its last clone drops).
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,9 +30,7 @@ struct Counts {
 
 impl Inner {
     fn counts(&self) -> MutexGuard<'_, Counts> {
-        // The counts stay consistent under a panic elsewhere: every update is
-        // one statement under the lock.
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.open.locked()
     }
 }
 

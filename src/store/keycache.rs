@@ -10,6 +10,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use super::KeyRow;
+use crate::sync::ReadWrite;
 
 pub const KEY_TTL: Duration = Duration::from_secs(5);
 
@@ -36,7 +37,7 @@ impl<E> Default for KeyCache<E> {
 impl<E: Copy + Eq> KeyCache<E> {
     /// The row cached for `secret_hash` under `epoch`, if fresh.
     pub fn get(&self, epoch: E, secret_hash: &str) -> Option<KeyRow> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.reading();
         if state.epoch != Some(epoch) {
             return None;
         }
@@ -46,7 +47,7 @@ impl<E: Copy + Eq> KeyCache<E> {
     /// Caches `row`, read in `epoch` (the epoch read *before* the lookup: a
     /// change made meanwhile leaves the entry under an old epoch, unserved).
     pub fn put(&self, epoch: E, row: KeyRow) {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.writing();
         if state.epoch != Some(epoch) {
             state.by_hash.clear();
             state.epoch = Some(epoch);
@@ -58,7 +59,7 @@ impl<E: Copy + Eq> KeyCache<E> {
     }
 
     pub fn clear(&self) {
-        self.state.write().unwrap_or_else(|p| p.into_inner()).by_hash.clear();
+        self.state.writing().by_hash.clear();
     }
 }
 

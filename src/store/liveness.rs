@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Backend, Store, StoreError, postgres};
+use crate::sync::Locked;
 
 /// How long a PostgreSQL owner's lock must stay free before the owner is
 /// called dead: longer than a live replica takes to notice a lost
@@ -104,7 +105,7 @@ impl Liveness {
             Inner::Session { store, suspects, grace, .. } => {
                 let free = store.dead_sessions(&candidates).await?;
                 let now = Instant::now();
-                let mut suspects = suspects.lock().unwrap_or_else(|p| p.into_inner());
+                let mut suspects = suspects.locked();
                 // An owner whose lock is held again is no longer suspect.
                 suspects.retain(|o, _| free.contains(o));
                 Ok(free

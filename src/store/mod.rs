@@ -11,12 +11,14 @@ pub mod chain;
 pub mod changes;
 mod holds;
 mod keycache;
+pub mod kinds;
 pub mod liveness;
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
 
+use kinds::{Execution, Mode, Status};
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -232,17 +234,14 @@ pub struct ApprovalRow {
     pub cost: i64,
     pub hold_id: Option<String>,
     pub call_id: String,
-    /// `wait` (the agent's call waits or repeats) or `task` (SEP-2663 task).
-    pub mode: String,
-    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
-    pub status: String,
+    pub mode: Mode,
+    pub status: Status,
     pub created_at: i64,
     pub expires_at: i64,
     pub decided_at: Option<i64>,
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
-    /// `none`, `running` (claimed by one process) or `done`.
-    pub execution: String,
+    pub execution: Execution,
     pub claimed_by: Option<String>,
     /// The executed call's result (JSON).
     pub result: Option<String>,
@@ -255,8 +254,8 @@ pub struct ApprovalRow {
 #[derive(Debug, Clone)]
 pub struct Transition {
     pub id: String,
-    /// `approved`, `denied`, `expired` or `cancelled`.
-    pub to: &'static str,
+    /// Any status but `Pending`.
+    pub to: Status,
     pub by: Option<String>,
     pub reason: Option<String>,
     pub now: i64,
@@ -609,7 +608,7 @@ impl Store {
     pub async fn approvals(
         &self,
         org: Option<&str>,
-        status: Option<&str>,
+        status: Option<Status>,
         limit: i64,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
         on!(self, b => b.approvals(org, status, limit).await)

@@ -2,6 +2,7 @@
 //! each backend's row type says how to read a column as text, integer or
 //! flag ([`Cols`]), and the mappers below use only that.
 
+use super::kinds::Word;
 use sqlx::Row;
 
 use super::{ApprovalRow, AttemptRow, AuditRow, BudgetRow, DeliveryRow, GrantRevisionRow, GrantRow, KeyRow, PinRow};
@@ -16,6 +17,11 @@ pub trait Cols {
     /// Flags are stored as integers 0/1 in every backend.
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
         Ok(self.int(i)? != 0)
+    }
+    /// One of a [`Word`]'s words; any other text is an invalid row.
+    fn word<W: Word>(&self, i: usize) -> Result<W, StoreError> {
+        let text = self.text(i)?;
+        W::parse(&text).ok_or_else(|| StoreError::Invalid(format!("column {i} holds `{text}`, not a known word")))
     }
 }
 
@@ -123,14 +129,14 @@ pub fn approval(r: &impl Cols) -> Result<ApprovalRow, StoreError> {
         cost: r.int(15)?,
         hold_id: r.opt_text(16)?,
         call_id: r.text(17)?,
-        mode: r.text(18)?,
-        status: r.text(19)?,
+        mode: r.word(18)?,
+        status: r.word(19)?,
         created_at: r.int(20)?,
         expires_at: r.int(21)?,
         decided_at: r.opt_int(22)?,
         decided_by: r.opt_text(23)?,
         decision_reason: r.opt_text(24)?,
-        execution: r.text(25)?,
+        execution: r.word(25)?,
         claimed_by: r.opt_text(26)?,
         result: r.opt_text(27)?,
         reported: r.flag(28)?,

@@ -11,6 +11,7 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 mod admin;
 mod approvals;
+#[allow(unsafe_code)] // The one module that may: see its header.
 mod direct;
 
 use super::keycache::KeyCache;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::Locked;
 #[allow(deprecated)]
 use rmcp::model::LoggingMessageNotificationParam;
 use rmcp::model::{InputRequest, RequestId};
@@ -54,7 +55,7 @@ pub struct Inflight {
 
 impl Inflight {
     pub fn insert(&self, id: RequestId, agent: Agent) -> CallGuard {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), agent);
+        self.calls.locked().insert(id.clone(), agent);
         self.inserted.notify_waiters();
         CallGuard { inflight: self.clone(), id }
     }
@@ -96,7 +97,7 @@ impl Inflight {
     }
 
     fn find(&self, origin: Option<&InboundStreamOrigin>) -> Option<Agent> {
-        let map = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.calls.locked();
         match origin {
             Some(InboundStreamOrigin::OutboundRequest(id)) => map.get(id).cloned(),
             Some(InboundStreamOrigin::Unassociated) => None,
@@ -116,7 +117,7 @@ impl CallGuard {
     /// under a placeholder before sending, so a log message the upstream
     /// writes before the send returns still finds its call.
     pub fn rekey(mut self, id: RequestId) -> CallGuard {
-        let mut map = self.inflight.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.inflight.calls.locked();
         if let Some(agent) = map.remove(&self.id) {
             map.insert(id.clone(), agent);
         }
@@ -129,7 +130,7 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.inflight.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.inflight.calls.locked().remove(&self.id);
     }
 }
 

@@ -13,6 +13,7 @@ pub mod handler;
 pub mod inflight;
 pub mod park;
 pub mod progress;
+mod requests;
 mod sse;
 pub mod subscription;
 mod tap;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Catalog, Listing, SchemaCache};
 use crate::config::Manifest;
+use crate::sync::ReadWrite;
 use handler::Handler;
 use inflight::Inflight;
 use progress::Progress;
@@ -105,7 +107,7 @@ struct State {
 impl Upstream {
     /// The manifest as last (re)loaded: tool overrides, prefix and scans in force.
     pub fn live(&self) -> Arc<Manifest> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.live.reading().clone()
     }
 
     /// The live connection's peer, or why there is none.
@@ -115,7 +117,7 @@ impl Upstream {
 
     /// The live connection, or why there is none.
     pub fn conn(&self) -> Result<Arc<Conn>, String> {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = self.state.reading();
         match (&st.conn, &st.health) {
             (Some(c), _) if !c.peer.is_transport_closed() => Ok(c.clone()),
             (_, Health::Down { error }) => Err(format!("upstream `{}` is unavailable: {error}", self.name)),
@@ -124,7 +126,7 @@ impl Upstream {
     }
 
     pub fn status(&self) -> Status {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = self.state.reading();
         Status {
             name: self.name.to_string(),
             transport: self.manifest.transport.kind(),
@@ -136,7 +138,7 @@ impl Upstream {
     }
 
     fn set(&self, f: impl FnOnce(&mut State)) {
-        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.writing();
         f(&mut st);
     }
 }
@@ -256,13 +258,13 @@ impl Upstreams {
 
     /// Puts admins' pins in force and rebuilds the catalog with them.
     pub async fn set_pins(&self, pins: catalog::Pins) {
-        *self.inner.pins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pins);
+        *self.inner.pins.writing() = Arc::new(pins);
         self.rebuild().await;
     }
 
     /// The admins' pins in force.
     pub fn pins(&self) -> Arc<catalog::Pins> {
-        self.inner.pins.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.pins.reading().clone()
     }
 
     /// Puts reloaded manifests' catalog settings (tool overrides, prefix,
@@ -285,13 +287,13 @@ impl Upstreams {
                 ));
                 continue;
             }
-            *up.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m.clone());
+            *up.live.writing() = Arc::new(m.clone());
         }
         for m in manifests.iter().filter(|m| !self.inner.list.iter().any(|u| *u.name == m.name)) {
             notes.push(format!("upstream `{}` is new: it is connected at the next restart", m.name));
         }
         for up in &self.inner.list {
-            let listing = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone();
+            let listing = up.state.reading().listing.clone();
             if let Some(listing) = listing {
                 self.warm(up, listing).await;
             }
@@ -316,7 +318,7 @@ impl Upstreams {
 
     fn first_attempt_done(&self, up: &Upstream) {
         let first = {
-            let mut st = up.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut st = up.state.writing();
             !std::mem::replace(&mut st.attempted, true)
         };
         if first {
@@ -336,9 +338,9 @@ impl Upstreams {
         let _serial = self.inner.rebuild.lock().await;
         let manifests: Vec<Manifest> = self.inner.list.iter().map(|u| (*u.live()).clone()).collect();
         let listings: Vec<Option<Arc<Listing>>> =
-            self.inner.list.iter().map(|u| u.state.read().unwrap_or_else(|p| p.into_inner()).listing.clone()).collect();
+            self.inner.list.iter().map(|u| u.state.reading().listing.clone()).collect();
         let pool = self.clone();
-        let pins = self.inner.pins.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let pins = self.inner.pins.reading().clone();
         // Schema compilation is CPU work with its own time bound: keep it off the reactor.
         let built = tokio::task::spawn_blocking(move || {
             let inner = &pool.inner;
@@ -476,7 +478,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             }
             Err(error) => {
                 tracing::warn!(upstream = %up.name, %error, retry_in = ?backoff, "upstream connection failed");
-                let was_listed = up.state.read().unwrap_or_else(|p| p.into_inner()).listing.is_some();
+                let was_listed = up.state.reading().listing.is_some();
                 up.set(|st| {
                     st.conn = None;
                     st.listing = None;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::flight::Flight;
 use super::inflight::Pending;
+use crate::sync::Locked;
 
 pub const STATE_PREFIX: &str = "tollgate-parked:";
 const TTL: Duration = Duration::from_secs(600);
@@ -37,7 +38,7 @@ pub struct Lot {
 impl Lot {
     /// Parks a call; returns the `requestState` that resumes it, or `None` when full.
     pub fn park(&self, flight: Flight, pending: Pending, key: String, tool: String) -> Option<String> {
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = self.calls.locked();
         let now = Instant::now();
         if calls.len() >= MAX_PARKED {
             return None;
@@ -51,7 +52,7 @@ impl Lot {
     /// `tool`. A retry naming another tool finds nothing and leaves the call parked.
     pub fn resume(&self, state: &str, tool: &str) -> Option<Parked> {
         let id = state.strip_prefix(STATE_PREFIX)?;
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = self.calls.locked();
         let p = calls.get(id)?;
         if p.tool != tool || p.expires <= Instant::now() {
             return None;
@@ -64,7 +65,7 @@ impl Lot {
         let now = Instant::now();
         // Dropped outside the lock: dropping a flight runs rmcp and channel cleanup.
         let expired: Vec<Parked> = {
-            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            let mut calls = self.calls.locked();
             let ids: Vec<String> = calls.iter().filter(|(_, p)| p.expires <= now).map(|(id, _)| id.clone()).collect();
             ids.into_iter().filter_map(|id| calls.remove(&id)).collect()
         };

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Locked;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use tokio::sync::mpsc;
 
@@ -32,7 +33,7 @@ struct State {
 
 impl Progress {
     pub fn dispatch(&self, n: ProgressNotificationParam) {
-        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.inner.locked();
         match st.slots.get_mut(&n.progress_token) {
             Some(Slot::Claimed(tx)) => {
                 let _ = tx.send(n);
@@ -62,7 +63,7 @@ impl Progress {
         token: ProgressToken,
     ) -> (Subscription, mpsc::UnboundedReceiver<ProgressNotificationParam>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.inner.locked();
         if let Some(Slot::Unclaimed(buf)) = st.slots.remove(&token) {
             for n in buf {
                 let _ = tx.send(n);
@@ -81,7 +82,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut st = self.progress.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.progress.inner.locked();
         st.slots.remove(&self.token);
     }
 }

@@ -13,6 +13,7 @@ use rmcp::model::{ServerNotification, SubscribeRequestParams, SubscriptionFilter
 use tokio::sync::broadcast;
 
 use super::Upstream;
+use crate::sync::Locked;
 
 enum Backing {
     /// Subscribed with `resources/subscribe` on a legacy session.
@@ -53,7 +54,7 @@ impl Subscriptions {
 
     /// Whether `uri` is currently subscribed upstream.
     pub fn is_active(&self, uri: &str) -> bool {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).contains_key(uri)
+        self.entries.locked().contains_key(uri)
     }
 
     /// Waits until `uri` is subscribed upstream. (A 2026-07-28 agent is
@@ -76,7 +77,7 @@ impl Subscriptions {
     /// Registers one agent's interest in `uri`, subscribing upstream on the first.
     pub async fn acquire(&self, uri: &str, upstream: Arc<Upstream>) -> Result<(), String> {
         {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut entries = self.entries.locked();
             if let Some(e) = entries.get_mut(uri) {
                 e.refs += 1;
                 return Ok(());
@@ -86,7 +87,7 @@ impl Subscriptions {
         let backing = tokio::time::timeout(bound, self.subscribe_upstream(uri, &upstream))
             .await
             .map_err(|_| format!("upstream `{}` did not answer the subscription within {bound:?}", upstream.name))??;
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.locked();
         match entries.get_mut(uri) {
             // Another agent subscribed while we were asking the upstream: keep theirs.
             Some(e) => {
@@ -107,7 +108,7 @@ impl Subscriptions {
     /// Drops one agent's interest; the last one unsubscribes upstream.
     pub async fn release(&self, uri: &str) {
         let last = {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut entries = self.entries.locked();
             match entries.get_mut(uri) {
                 Some(e) if e.refs > 1 => {
                     e.refs -= 1;

@@ -332,7 +332,7 @@ async fn two_pending_actions(wait: &str) -> (TestGateway, Listening, Receiver, S
 
 async fn status(tg: &TestGateway, id: &str) -> (String, Option<String>) {
     let row = tg.gw.approvals.get(id).await.unwrap().unwrap();
-    (row.status, row.decided_by)
+    (row.status.to_string(), row.decided_by)
 }
 
 fn pending_row() -> (String, Option<String>) {
@@ -756,7 +756,7 @@ async fn an_approver_approves_in_the_page_in_a_real_browser() {
     assert_eq!(text_of(&waiting.await.unwrap().unwrap()), "echo: clicked");
     assert!(browser.wait().await.unwrap().success());
     let row = tg.gw.approvals.get(&id).await.unwrap().unwrap();
-    assert_eq!(row.status, "approved");
+    assert_eq!(row.status.as_str(), "approved");
     assert_eq!(row.decision_reason.as_deref(), Some("clicked in the browser"));
     assert!(row.decided_by.unwrap().contains("(approver)"));
     assert_eq!(upstream_calls(&up.url, "echo").await, 1);

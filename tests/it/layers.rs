@@ -326,3 +326,40 @@ fn no_file_in_src_reaches_itself_through_its_imports() {
     assert!(gone.is_empty(), "these cycles are gone: take them off KNOWN: {gone:?}");
     assert!(graph.len() > 100 && graph.values().map(BTreeSet::len).sum::<usize>() > 200, "the graph was read");
 }
+
+/// lib.rs's codemap lists every top-level module, and a module uses only
+/// modules listed below it: the layers hold between modules too.
+#[test]
+fn modules_use_only_modules_below_them_in_the_codemap() {
+    let root = repo_root().join("src");
+    let lib = std::fs::read_to_string(root.join("lib.rs")).unwrap();
+    let listed: Vec<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! - [`"))
+        .filter_map(|l| l.split_once('`').map(|(m, _)| m.to_string()))
+        .collect();
+    let declared: BTreeSet<String> =
+        lib.lines().filter_map(|l| l.strip_prefix("pub mod ")).map(|m| m.trim_end_matches(';').to_string()).collect();
+    assert_eq!(listed.iter().cloned().collect::<BTreeSet<_>>(), declared, "the codemap names every module once");
+    let top = |f: &PathBuf| -> String {
+        let rel = f.strip_prefix(&root).unwrap();
+        rel.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_string()
+    };
+    let place = |m: &str| listed.iter().position(|l| l == m);
+    let mut upward = Vec::new();
+    for (file, to) in imports() {
+        let from = top(&file);
+        for t in to {
+            let target = top(&t);
+            if target == from || target == "lib" || from == "lib" {
+                continue;
+            }
+            if let (Some(a), Some(b)) = (place(&from), place(&target))
+                && b < a
+            {
+                upward.push(format!("{} -> {target}", file.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports that run up the codemap:\n{}", upward.join("\n"));
+}

@@ -336,14 +336,14 @@ fn approval(id: &str, digest: &str) -> ApprovalRow {
         cost: 0,
         hold_id: None,
         call_id: format!("call-{id}"),
-        mode: "wait".into(),
-        status: "pending".into(),
+        mode: tollgate::approval::Mode::Wait,
+        status: tollgate::approval::Status::Pending,
         created_at: 10,
         expires_at: 100,
         decided_at: None,
         decided_by: None,
         decision_reason: None,
-        execution: "none".into(),
+        execution: tollgate::approval::Execution::None,
         claimed_by: None,
         result: None,
         reported: false,
@@ -363,11 +363,17 @@ async fn approvals_move_once_and_execute_once(store: Store) {
     let b = store.create_approval(&approval("b1", "d2"), 100, &[], draft(2, "ap")).await.unwrap().unwrap();
     assert!(b.rev > a.rev);
     assert_eq!(store.approval_for_call("k", "fs__write", "d1", "th", 0).await.unwrap().unwrap().id, "a1");
-    assert_eq!(store.approvals(Some("acme"), Some("pending"), 10).await.unwrap().len(), 2);
+    assert_eq!(store.approvals(Some("acme"), Some(tollgate::approval::Status::Pending), 10).await.unwrap().len(), 2);
     assert_eq!(store.approvals(Some("other"), None, 10).await.unwrap().len(), 0);
 
     // Two approvers decide at once: one decision stands.
-    let t = |to: &'static str, by: &str| Transition { id: "a1".into(), to, by: Some(by.into()), reason: None, now: 20 };
+    let t = |to: &str, by: &str| Transition {
+        id: "a1".into(),
+        to: tollgate::approval::Status::parse(to).unwrap(),
+        by: Some(by.into()),
+        reason: None,
+        now: 20,
+    };
     let (approve, deny) = (t("approved", "alice"), t("denied", "bob"));
     let (x, y) = tokio::join!(
         store.transition_approval(&approve, |_| draft(3, "ap")),
@@ -376,7 +382,7 @@ async fn approvals_move_once_and_execute_once(store: Store) {
     let done = [&x, &y].iter().filter(|r| matches!(r, Ok(Transitioned::Done(_)))).count();
     assert_eq!(done, 1, "{x:?} {y:?}");
     let winner = store.approval("a1").await.unwrap().unwrap();
-    if winner.status == "approved" {
+    if winner.status.as_str() == "approved" {
         // Replicas race to run it: exactly one claims it.
         let claims = futures::future::join_all((0..6).map(|i| {
             let store = store.clone();

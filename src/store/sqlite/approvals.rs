@@ -7,6 +7,7 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, Sqlite, append_in, resolve_in};
+use crate::store::kinds::Status;
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::{
     ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, HOLD_OWNER_PREFIX, Resolution, StoreError, Transition,
@@ -48,14 +49,14 @@ impl Sqlite {
         .bind(row.cost)
         .bind(&row.hold_id)
         .bind(&row.call_id)
-        .bind(&row.mode)
-        .bind(&row.status)
+        .bind(row.mode.as_str())
+        .bind(row.status.as_str())
         .bind(row.created_at)
         .bind(row.expires_at)
         .bind(row.decided_at)
         .bind(&row.decided_by)
         .bind(&row.decision_reason)
-        .bind(&row.execution)
+        .bind(row.execution.as_str())
         .bind(&row.claimed_by)
         .bind(&row.result)
         .bind(row.reported)
@@ -132,7 +133,7 @@ impl Sqlite {
     pub async fn approvals(
         &self,
         org: Option<&str>,
-        status: Option<&str>,
+        status: Option<Status>,
         limit: i64,
     ) -> Result<Vec<ApprovalRow>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
@@ -140,7 +141,7 @@ impl Sqlite {
              ORDER BY created_at DESC, id LIMIT ?3"
         )))
         .bind(org)
-        .bind(status)
+        .bind(status.map(Status::as_str))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -171,17 +172,17 @@ impl Sqlite {
         // Decisions need an unexpired pending action; a cancel also stops an
         // approved one that has not started running.
         let condition = match t.to {
-            "cancelled" => "(status = 'pending' OR (status = 'approved' AND execution = 'none'))",
-            "expired" => "status = 'pending'",
+            Status::Cancelled => "(status = 'pending' OR (status = 'approved' AND execution = 'none'))",
+            Status::Expired => "status = 'pending'",
             _ => "status = 'pending' AND expires_at > ?3",
         };
-        let keep_arguments = if t.to == "approved" { "arguments" } else { "NULL" };
+        let keep_arguments = if t.to == Status::Approved { "arguments" } else { "NULL" };
         let changed = sqlx::query(AssertSqlSafe(format!(
             "UPDATE approvals SET status = ?1, decided_at = ?3, decided_by = ?4, decision_reason = ?5,
              arguments = {keep_arguments}, rev = {NEXT_REV}, updated_at = ?3
              WHERE id = ?2 AND {condition} RETURNING {COLUMNS}"
         )))
-        .bind(t.to)
+        .bind(t.to.as_str())
         .bind(&t.id)
         .bind(t.now)
         .bind(&t.by)
@@ -200,12 +201,12 @@ impl Sqlite {
             });
         };
         let row = rows::approval(&changed)?;
-        if t.to != "approved" {
+        if t.to != Status::Approved {
             release_hold(&mut tx, &row, t.to, t.now).await?;
         }
         append_in(&mut tx, &[record(&row)], None).await?;
         tx.commit().await?;
-        if t.to != "approved" {
+        if t.to != Status::Approved {
             self.scrub_log().await;
         }
         Ok(Transitioned::Done(row))
@@ -241,7 +242,7 @@ impl Sqlite {
             .await?;
             if let Some(r) = changed {
                 let row = rows::approval(&r)?;
-                release_hold(&mut tx, &row, "expired", now).await?;
+                release_hold(&mut tx, &row, Status::Expired, now).await?;
                 expired.push(row);
             }
         }
@@ -403,9 +404,9 @@ impl Sqlite {
 }
 
 /// Releases the hold of an action that will not run.
-async fn release_hold(conn: &mut Conn, row: &ApprovalRow, to: &str, now: i64) -> Result<(), StoreError> {
+async fn release_hold(conn: &mut Conn, row: &ApprovalRow, to: Status, now: i64) -> Result<(), StoreError> {
     if let Some(hold) = &row.hold_id {
-        let state = if to == "expired" { "expired" } else { "released" };
+        let state = if to == Status::Expired { "expired" } else { "released" };
         let r = Resolution { hold_id: hold.clone(), state, charged: 0, charged_tokens: 0, now };
         resolve_in(conn, &[r]).await?;
     }

@@ -1,0 +1,105 @@
+//! The words stored rows are made of, typed. Each is written to a text
+//! column as its word and read back through [`Word::parse`]: an unknown
+//! word in a row is an error at the store's boundary, never a string
+//! compared somewhere above it.
+
+/// An enum stored as one of a fixed set of words.
+pub trait Word: Sized + Copy + 'static {
+    /// Every value, in order.
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+}
+
+macro_rules! words {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $variant),+
+        }
+
+        impl Word for $name {
+            const ALL: &'static [$name] = &[$($name::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                Word::as_str(self)
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                <$name as Word>::parse(s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// Where a pending action stands. It leaves `Pending` once.
+    Status {
+        Pending = "pending",
+        Approved = "approved",
+        Denied = "denied",
+        Expired = "expired",
+        Cancelled = "cancelled",
+    }
+}
+
+words! {
+    /// Whether an approved action has run: claimed by exactly one caller
+    /// (`Running`), then `Done` with its result stored.
+    Execution {
+        None = "none",
+        Running = "running",
+        Done = "done",
+    }
+}
+
+words! {
+    /// How the caller waits on an action: its call waits or is repeated
+    /// (`Wait`), or it polls a task (`Task`, SEP-2663).
+    Mode {
+        Wait = "wait",
+        Task = "task",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_reads_back_as_itself() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(*s));
+        }
+        for e in Execution::ALL {
+            assert_eq!(Execution::parse(e.as_str()), Some(*e));
+        }
+        for m in Mode::ALL {
+            assert_eq!(Mode::parse(m.as_str()), Some(*m));
+        }
+        assert_eq!(Status::parse("Approved"), None);
+        assert_eq!(serde_json::to_value(Status::Expired).unwrap(), "expired");
+    }
+}

@@ -8,10 +8,11 @@ use serde_json::Value;
 
 use super::audit::{conclude, finish, traced};
 use super::forward::forward_tool;
+use super::llm;
 use super::outcome::Outcome;
 use super::permit::Permit;
 use super::scans::scan_result;
-use super::{Via, llm};
+use super::via::Via;
 use crate::audit::CallRecord;
 use crate::catalog::{Target, ToolEntry};
 use crate::gateway::Gateway;

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::rows::Cols;
-use super::{HoldLine, HoldOutcome, HoldRequest, Resolution, StoreError};
+use crate::store::error::StoreError;
+use crate::store::ledger::{HoldLine, HoldOutcome, HoldRequest, Resolution};
 
 /// A budget as the admission needs it.
 #[derive(Debug, Clone)]

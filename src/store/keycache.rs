@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::KeyRow;
+use crate::store::keys::KeyRow;
 use crate::sync::ReadWrite;
 
 pub const KEY_TTL: Duration = Duration::from_secs(5);

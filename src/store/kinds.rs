@@ -84,6 +84,16 @@ words! {
     }
 }
 
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives a crash of the process (SQLite `synchronous = NORMAL` in WAL mode).
+    #[default]
+    Normal,
+    /// Survives power loss too (`synchronous = FULL`: an fsync per commit).
+    Full,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

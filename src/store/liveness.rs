@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Backend, Store, StoreError, postgres};
+use super::{Backend, Store, postgres};
+use crate::store::error::StoreError;
 use crate::sync::Locked;
 
 /// How long a PostgreSQL owner's lock must stay free before the owner is

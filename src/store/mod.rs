@@ -1,351 +1,44 @@
-//! Persistence: keys and the audit chain (budgets, holds and approvals follow
-//! in their own issues). Everything above this module speaks in the row
-//! types below; SQL lives only in the backend modules, so a PostgreSQL
-//! backend is one more module, not a change to the domain.
+//! Persistence. Everything above this module speaks in the row types of
+//! its domain files (`keys`, `audit`, `ledger`, `approvals`, `admin`), in
+//! the typed words of `kinds` and in [`StoreError`]; the [`Store`] facade
+//! here dispatches each call to a backend, and SQL lives only in the
+//! backend modules (`sqlite`, `postgres`) and the statements they share
+//! (`sql`). The backends import the domain files, never this one.
 //!
 //! Durability: SQLite runs in WAL mode; `durability = "normal"` (the default)
 //! survives `kill -9` of the gateway without an fsync per commit, `"full"`
 //! also survives power loss.
 
+mod admin;
+mod approvals;
+mod audit;
 pub mod chain;
 pub mod changes;
+mod error;
 mod holds;
 mod keycache;
+mod keys;
 pub mod kinds;
+mod ledger;
 pub mod liveness;
+mod location;
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
 
-use kinds::{Execution, Mode, Status};
+pub use admin::{GrantEdit, GrantRevisionRow, GrantRow, PinRow};
+pub use approvals::{ApprovalRow, AttemptRow, DeliveryRow, Transition, Transitioned};
+pub use audit::{AuditDraft, AuditFilter, AuditRow};
+pub use error::StoreError;
+pub use keys::KeyRow;
+pub use kinds::{Durability, Status};
+pub use ledger::{
+    Applied, BudgetRow, CycleOutcome, HOLD_OWNER_PREFIX, HoldLine, HoldOutcome, HoldRequest, Idempotency, Resolution,
+    ReusedKey, UsageRow,
+};
+pub use location::{Location, scrub};
 use std::path::Path;
-
-use serde_json::{Map, Value};
-
-/// Failures of the store, as the layers above need to tell them apart.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Unavailable(format!("migration failed: {e}"))
-    }
-}
-
-/// How hard a commit is pushed to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Survives a crash of the process (SQLite `synchronous = NORMAL` in WAL mode).
-    #[default]
-    Normal,
-    /// Survives power loss too (`synchronous = FULL`: an fsync per commit).
-    Full,
-}
-
-/// An API key as stored: never the secret, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRow {
-    pub id: String,
-    pub secret_hash: String,
-    pub org: String,
-    pub team: String,
-    pub role: Option<String>,
-    pub label: Option<String>,
-    /// Unix microseconds.
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
-/// An audit record before it joins the chain.
-#[derive(Debug, Clone)]
-pub struct AuditDraft {
-    pub id: String,
-    /// Unix microseconds.
-    pub ts: i64,
-    pub kind: String,
-    pub call_id: Option<String>,
-    pub org: Option<String>,
-    pub principal: Option<String>,
-    pub tool: Option<String>,
-    pub decision: Option<String>,
-    /// Every field of the record; the indexed columns above are copies.
-    pub fields: Map<String, Value>,
-}
-
-/// An audit record in the chain, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRow {
-    pub seq: i64,
-    pub id: String,
-    pub ts: i64,
-    pub kind: String,
-    pub call_id: Option<String>,
-    pub org: Option<String>,
-    pub principal: Option<String>,
-    pub tool: Option<String>,
-    pub decision: Option<String>,
-    pub body: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// Which audit records a query wants.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub after_seq: Option<i64>,
-    pub since_ts: Option<i64>,
-    pub until_ts: Option<i64>,
-    pub org: Option<String>,
-    pub principal: Option<String>,
-    pub tool: Option<String>,
-    pub decision: Option<String>,
-    pub kind: Option<String>,
-    pub call_id: Option<String>,
-    pub limit: i64,
-}
-
-/// A budget as stored. Amounts are micro-units (`unit = "money"`) or tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BudgetRow {
-    pub id: String,
-    /// `key:<id>`, `team:<name>` or `org:<name>`.
-    pub scope: String,
-    pub org: Option<String>,
-    pub unit: String,
-    pub limit_amount: i64,
-    /// `none`, `daily`, `weekly` or `monthly`.
-    pub period: String,
-    /// `file:<path>` or `api`.
-    pub source: String,
-    pub updated_at: i64,
-}
-
-/// A budget with what it has spent and holds in its current period.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageRow {
-    pub budget: BudgetRow,
-    pub period_start: i64,
-    pub spent: i64,
-    pub held: i64,
-}
-
-/// Reserve `money` and `tokens` on every budget of `scopes`, all or nothing.
-#[derive(Debug, Clone)]
-pub struct HoldRequest {
-    pub hold_id: String,
-    /// The process that holds it (see `budget::Owner`).
-    pub owner: String,
-    pub call_id: String,
-    pub principal: String,
-    pub tool: String,
-    pub org: String,
-    pub scopes: Vec<String>,
-    pub money: i64,
-    pub tokens: i64,
-    pub now: i64,
-    pub expires_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HoldLine {
-    pub budget_id: String,
-    pub unit: String,
-    pub period_start: i64,
-    pub amount: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HoldOutcome {
-    /// Reserved on these budgets (none: no budget applies, nothing stored).
-    Held(Vec<HoldLine>),
-    /// This budget would go below zero; nothing was reserved anywhere.
-    Denied { budget_id: String, unit: String, limit: i64, spent: i64, held: i64, needed: i64 },
-}
-
-/// How a hold ends: `settled` (charged), `released` or `expired` (charged 0
-/// unless a failure cost applies).
-#[derive(Debug, Clone)]
-pub struct Resolution {
-    pub hold_id: String,
-    pub state: &'static str,
-    pub charged: i64,
-    pub charged_tokens: i64,
-    pub now: i64,
-}
-
-/// A budget change with an idempotency key: the key and a digest of the request.
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    pub key: String,
-    pub request_hash: String,
-}
-
-/// An idempotency key already used for a different request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReusedKey(pub String);
-
-impl From<ReusedKey> for String {
-    fn from(k: ReusedKey) -> String {
-        format!("idempotency key `{}` was already used for a different request", k.0)
-    }
-}
-
-/// The outcome of an idempotent change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    /// Done now; the stored response.
-    Now(String),
-    /// Done before under the same key; the first response.
-    Replayed(String),
-}
-
-/// A pending action (see `approval`): a call waiting for a human decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApprovalRow {
-    pub id: String,
-    pub org: String,
-    /// The key id of the caller.
-    pub principal: String,
-    pub principal_label: String,
-    pub team: String,
-    pub tool: String,
-    pub upstream: Option<String>,
-    /// The arguments as sent (JSON), kept only while the action may still run.
-    pub arguments: Option<String>,
-    pub arguments_redacted: String,
-    pub digest: String,
-    pub tool_hash: String,
-    pub grant_id: Option<String>,
-    pub route: String,
-    pub reason: String,
-    pub risk: Option<String>,
-    pub cost: i64,
-    pub hold_id: Option<String>,
-    pub call_id: String,
-    pub mode: Mode,
-    pub status: Status,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub decided_at: Option<i64>,
-    pub decided_by: Option<String>,
-    pub decision_reason: Option<String>,
-    pub execution: Execution,
-    pub claimed_by: Option<String>,
-    /// The executed call's result (JSON).
-    pub result: Option<String>,
-    pub reported: bool,
-    pub rev: i64,
-    pub updated_at: i64,
-}
-
-/// A status change of a pending action.
-#[derive(Debug, Clone)]
-pub struct Transition {
-    pub id: String,
-    /// Any status but `Pending`.
-    pub to: Status,
-    pub by: Option<String>,
-    pub reason: Option<String>,
-    pub now: i64,
-}
-
-/// What a transition found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transitioned {
-    /// Made now; the row after it.
-    Done(ApprovalRow),
-    /// The action had already left the state the transition needs: it stands as is.
-    Standing(ApprovalRow),
-    Missing,
-}
-
-/// A webhook notification of a pending action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRow {
-    pub id: i64,
-    pub approval_id: String,
-    pub route: String,
-    pub url: String,
-    /// `pending`, `delivered` or `failed`.
-    pub state: String,
-    pub attempts: i64,
-    pub next_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// One attempt at a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptRow {
-    pub delivery_id: i64,
-    pub attempt: i64,
-    pub at: i64,
-    pub micros: i64,
-    pub status: Option<i64>,
-    pub error: Option<String>,
-}
-
-/// A grant made through the admin API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRow {
-    pub id: String,
-    pub org: String,
-    /// The grant as the API takes it (JSON).
-    pub spec: String,
-    /// Increases with every change; the grant's ETag.
-    pub revision: i64,
-    pub created_at: i64,
-    pub created_by: String,
-    pub updated_at: i64,
-    pub updated_by: String,
-}
-
-/// One change of an API grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRevisionRow {
-    pub grant_id: String,
-    pub revision: i64,
-    pub org: String,
-    pub at: i64,
-    pub actor: String,
-    /// `create`, `update` or `delete`.
-    pub action: String,
-    /// The grant after the change (JSON); none after a delete.
-    pub spec: Option<String>,
-    /// The diff from the previous revision (JSON).
-    pub diff: String,
-}
-
-/// What a grant change does, decided against the current row.
-#[derive(Debug, Clone)]
-pub enum GrantEdit {
-    Put { row: GrantRow, revision: GrantRevisionRow, record: AuditDraft },
-    Delete { revision: GrantRevisionRow, record: AuditDraft },
-}
-
-/// An admin's pin of one upstream tool, overriding the manifest's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinRow {
-    pub upstream: String,
-    /// The tool's name at its upstream.
-    pub tool: String,
-    /// The accepted definition hash; `None`: unpinned.
-    pub hash: Option<String>,
-    pub updated_at: i64,
-    pub updated_by: String,
-}
 
 /// The store: a cheap, cloneable handle.
 #[derive(Clone, Debug)]
@@ -367,21 +60,6 @@ macro_rules! on {
             Backend::Postgres($b) => $call,
         }
     };
-}
-
-/// The owner a hold takes while its action waits: not a process, so no
-/// start-up sweep releases it; it ends with the action or by its expiry.
-pub const HOLD_OWNER_PREFIX: &str = "approval:";
-
-/// What one writer cycle did, per job, in the order given.
-pub struct CycleOutcome {
-    pub resolved: Vec<bool>,
-    pub held: Vec<HoldOutcome>,
-}
-
-/// The answer a budget change gives (and an idempotent retry gets again).
-fn budget_response(b: &BudgetRow) -> String {
-    format!("budget {} ({}) limit {} {} per {}", b.id, b.scope, b.limit_amount, b.unit, b.period)
 }
 
 impl Store {
@@ -773,21 +451,5 @@ impl Writer {
             WriterInner::Sqlite(w) => w.cycle(resolves, holds, audits, period_start, then).await,
             WriterInner::Postgres(w) => w.cycle(resolves, holds, audits, period_start, then).await,
         }
-    }
-}
-
-/// A store URL without its password, for messages.
-/// See [`Store::location`].
-#[derive(Debug, Clone)]
-pub struct Location {
-    pub text: String,
-    /// `false` for a SQLite file not created yet.
-    pub exists: bool,
-}
-
-pub fn scrub(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
-        _ => url.to_string(),
     }
 }

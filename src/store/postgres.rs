@@ -26,9 +26,11 @@ pub mod owners;
 use super::changes::Feed;
 use super::keycache::KeyCache;
 use super::rows;
-use super::{
-    Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, KeyRow,
-    Resolution, ReusedKey, StoreError, UsageRow,
+use crate::store::audit::{AuditDraft, AuditFilter, AuditRow};
+use crate::store::error::StoreError;
+use crate::store::keys::KeyRow;
+use crate::store::ledger::{
+    Applied, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, Resolution, ReusedKey, UsageRow,
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -69,7 +71,7 @@ async fn lock(conn: &mut Conn) -> Result<(), StoreError> {
 impl Postgres {
     pub async fn open(url: &str) -> Result<Postgres, StoreError> {
         let options: PgConnectOptions =
-            url.parse().map_err(|e| StoreError::Invalid(format!("store `{}`: {e}", super::scrub(url))))?;
+            url.parse().map_err(|e| StoreError::Invalid(format!("store `{}`: {e}", super::location::scrub(url))))?;
         // The listener keeps one of these connections for itself.
         let pool = PgPoolOptions::new()
             .max_connections(10)
@@ -77,7 +79,7 @@ impl Postgres {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", super::scrub(url))))?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", super::location::scrub(url))))?;
         let migrations = MIGRATIONS
             .iter()
             .map(|(version, description, sql)| {
@@ -284,7 +286,7 @@ impl Postgres {
             }
         };
         upsert_budget(&mut tx, &new).await?;
-        let response = super::budget_response(&new);
+        let response = super::ledger::budget_response(&new);
         if let Some(i) = &idem {
             sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(&i.key)

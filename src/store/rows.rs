@@ -5,8 +5,13 @@
 use super::kinds::Word;
 use sqlx::Row;
 
-use super::{ApprovalRow, AttemptRow, AuditRow, BudgetRow, DeliveryRow, GrantRevisionRow, GrantRow, KeyRow, PinRow};
-use super::{StoreError, chain};
+use super::chain;
+use crate::store::admin::{GrantRevisionRow, GrantRow, PinRow};
+use crate::store::approvals::{ApprovalRow, AttemptRow, DeliveryRow};
+use crate::store::audit::AuditRow;
+use crate::store::error::StoreError;
+use crate::store::keys::KeyRow;
+use crate::store::ledger::BudgetRow;
 
 /// Column access by position, as every backend's row offers it.
 pub trait Cols {

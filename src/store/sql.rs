@@ -12,9 +12,9 @@ macro_rules! ledger_statements {
         /// the new head.
         pub(super) async fn append_in(
             conn: &mut $conn,
-            drafts: &[$crate::store::AuditDraft],
+            drafts: &[$crate::store::audit::AuditDraft],
             mut head: Option<(i64, String)>,
-        ) -> Result<Option<(i64, String)>, $crate::store::StoreError> {
+        ) -> Result<Option<(i64, String)>, $crate::store::error::StoreError> {
             if drafts.is_empty() {
                 return Ok(head);
             }
@@ -59,7 +59,7 @@ macro_rules! ledger_statements {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Err($crate::store::StoreError::Unavailable(
+            Err($crate::store::error::StoreError::Unavailable(
                 "another writer appended to the audit chain at the same moment".into(),
             ))
         }
@@ -67,7 +67,7 @@ macro_rules! ledger_statements {
         /// The audit rows `f` selects, oldest first. Only the filters given
         /// become conditions, so the planner can use the indexes on `ts`,
         /// `(org, ts)` and `call_id` (`?1 IS NULL OR col = ?1` defeats them).
-        pub(super) fn audit_select(f: &$crate::store::AuditFilter) -> sqlx::QueryBuilder<$db> {
+        pub(super) fn audit_select(f: &$crate::store::audit::AuditFilter) -> sqlx::QueryBuilder<$db> {
             let mut q = sqlx::QueryBuilder::<$db>::new(format!(
                 "SELECT {} FROM audit WHERE TRUE",
                 $crate::store::rows::AUDIT_COLUMNS
@@ -100,9 +100,9 @@ macro_rules! ledger_statements {
         /// denied in memory, and the new totals and holds are written back.
         pub(super) async fn hold_in(
             conn: &mut $conn,
-            reqs: &[$crate::store::HoldRequest],
+            reqs: &[$crate::store::ledger::HoldRequest],
             period_start: fn(&str, i64) -> Option<i64>,
-        ) -> Result<Vec<$crate::store::HoldOutcome>, $crate::store::StoreError> {
+        ) -> Result<Vec<$crate::store::ledger::HoldOutcome>, $crate::store::error::StoreError> {
             if reqs.is_empty() {
                 return Ok(Vec::new());
             }
@@ -158,12 +158,12 @@ macro_rules! ledger_statements {
         /// Resolves a batch of holds: each moves out of `held` at most once (a hold
         /// already resolved answers `false`), and its amounts move from held to
         /// spent (the charge, at most the amount held) on every budget it touched.
-        pub(super) async fn resolve_in(conn: &mut $conn, rs: &[$crate::store::Resolution]) -> Result<Vec<bool>, $crate::store::StoreError> {
+        pub(super) async fn resolve_in(conn: &mut $conn, rs: &[$crate::store::ledger::Resolution]) -> Result<Vec<bool>, $crate::store::error::StoreError> {
             if rs.is_empty() {
                 return Ok(Vec::new());
             }
             let first = $crate::store::holds::first_of_each(rs);
-            let winners: Vec<&$crate::store::Resolution> =
+            let winners: Vec<&$crate::store::ledger::Resolution> =
                 rs.iter().enumerate().filter(|(i, r)| first[r.hold_id.as_str()] == *i).map(|(_, r)| r).collect();
             let mut q = sqlx::QueryBuilder::<$db>::new(
                 "UPDATE holds SET state = v.column2, charged = v.column3, charged_tokens = v.column4, resolved_at = v.column5 FROM (VALUES ",

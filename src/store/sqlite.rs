@@ -16,9 +16,12 @@ mod direct;
 
 use super::keycache::KeyCache;
 use super::rows;
-use super::{
-    Applied, AuditDraft, AuditFilter, AuditRow, BudgetRow, CycleOutcome, Durability, HoldOutcome, HoldRequest,
-    Idempotency, KeyRow, Resolution, ReusedKey, StoreError, UsageRow,
+use crate::store::audit::{AuditDraft, AuditFilter, AuditRow};
+use crate::store::error::StoreError;
+use crate::store::keys::KeyRow;
+use crate::store::kinds::Durability;
+use crate::store::ledger::{
+    Applied, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, Resolution, ReusedKey, UsageRow,
 };
 
 /// How long a statement waits for another writer's lock.
@@ -257,7 +260,7 @@ impl Sqlite {
             }
         };
         upsert_budget(&mut tx, &new).await?;
-        let response = super::budget_response(&new);
+        let response = super::ledger::budget_response(&new);
         if let Some(i) = &idem {
             sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
                 .bind(&i.key)

@@ -110,6 +110,21 @@ fn read_only_verbs_name_their_store_and_never_create_one() {
     assert!(err.contains(&format!("store {}", db.display())), "names the store it read: {err}");
 }
 
+/// `approvals list --status` takes the statuses an action has (or `all`):
+/// another word is refused by name, not answered with an empty list.
+#[test]
+fn approvals_list_refuses_a_status_that_does_not_exist() {
+    let dir = config_dir(&[]);
+    cli_key(dir.path(), "eng", "acme");
+    let (code, _, err) = tollgate_run(dir.path(), &["approvals", "list", "--status", "aproved"]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("--status `aproved`") && err.contains("pending, approved"), "{err}");
+    for status in ["approved", "all"] {
+        let (code, _, err) = tollgate_run(dir.path(), &["approvals", "list", "--status", status]);
+        assert_eq!(code, Some(0), "{status}: {err}");
+    }
+}
+
 /// A stdio agent started with a key tollgate refuses hears why in the answer
 /// to its handshake, not a closed connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,10 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, Postgres, append_in};
+use crate::store::admin::{GrantEdit, GrantRevisionRow, GrantRow, PinRow};
+use crate::store::audit::AuditDraft;
+use crate::store::error::StoreError;
 use crate::store::rows::{self, GRANT_COLUMNS, PIN_COLUMNS, REVISION_COLUMNS};
-use crate::store::{AuditDraft, GrantEdit, GrantRevisionRow, GrantRow, PinRow, StoreError};
 
 impl Postgres {
     pub async fn grants(&self, org: Option<&str>) -> Result<Vec<GrantRow>, StoreError> {

@@ -7,12 +7,12 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, Postgres, append_in, placeholders, resolve_in};
+use crate::store::approvals::{ApprovalRow, AttemptRow, DeliveryRow, Transition, Transitioned};
+use crate::store::audit::AuditDraft;
+use crate::store::error::StoreError;
 use crate::store::kinds::Status;
+use crate::store::ledger::{HOLD_OWNER_PREFIX, Resolution};
 use crate::store::rows::{self, APPROVAL_COLUMNS as COLUMNS, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
-use crate::store::{
-    ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, HOLD_OWNER_PREFIX, Resolution, StoreError, Transition,
-    Transitioned,
-};
 
 const NEXT_REV: &str = "(SELECT COALESCE(MAX(rev), 0) + 1 FROM approvals)";
 

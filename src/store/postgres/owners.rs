@@ -12,7 +12,7 @@ use sqlx::postgres::PgConnection;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::Postgres;
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// The first key of the two-key advisory locks ("toll"); two-key locks
 /// never collide with the one-key write lock.

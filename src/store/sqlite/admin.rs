@@ -4,7 +4,9 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Sqlite, append_in};
-use crate::store::{AuditDraft, GrantEdit, GrantRevisionRow, GrantRow, PinRow, StoreError};
+use crate::store::admin::{GrantEdit, GrantRevisionRow, GrantRow, PinRow};
+use crate::store::audit::AuditDraft;
+use crate::store::error::StoreError;
 
 use crate::store::rows::{self, GRANT_COLUMNS, PIN_COLUMNS, REVISION_COLUMNS};
 

@@ -7,12 +7,12 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Conn, Sqlite, append_in, resolve_in};
+use crate::store::approvals::{ApprovalRow, AttemptRow, DeliveryRow, Transition, Transitioned};
+use crate::store::audit::AuditDraft;
+use crate::store::error::StoreError;
 use crate::store::kinds::Status;
+use crate::store::ledger::{HOLD_OWNER_PREFIX, Resolution};
 use crate::store::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
-use crate::store::{
-    ApprovalRow, AttemptRow, AuditDraft, DeliveryRow, HOLD_OWNER_PREFIX, Resolution, StoreError, Transition,
-    Transitioned,
-};
 
 const COLUMNS: &str = rows::APPROVAL_COLUMNS;
 

@@ -23,7 +23,8 @@ use libsqlite3_sys as ffi;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::LockedSqliteHandle;
 
-use crate::store::{AuditRow, rows};
+use crate::store::audit::AuditRow;
+use crate::store::rows;
 
 /// Largest batch appended here (about 25 µs a record on the runtime's
 /// thread); bigger ones (under load) go through sqlx, where one hand-off is

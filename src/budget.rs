@@ -16,55 +16,11 @@ use std::time::Duration;
 
 use crate::identity::Principal;
 use crate::journal::{Journal, WithHold, WithResolution};
-use crate::money::Micros;
 use crate::store::liveness::Liveness;
 use crate::store::{HoldLine, HoldOutcome, HoldRequest, Resolution, Store, StoreError};
 
-/// What a budget counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Money,
-    Tokens,
-}
-
-impl Unit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unit::Money => "money",
-            Unit::Tokens => "tokens",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Unit> {
-        match s {
-            "money" => Some(Unit::Money),
-            "tokens" => Some(Unit::Tokens),
-            _ => None,
-        }
-    }
-
-    /// Parses an amount of this unit: a decimal for money, an integer for tokens.
-    pub fn amount(self, text: &str) -> Result<i64, String> {
-        match self {
-            Unit::Money => Micros::parse(text).map(|m| m.0),
-            Unit::Tokens => text
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| format!("`{text}` is not a whole number of tokens")),
-        }
-    }
-
-    pub fn show(self, amount: i64) -> String {
-        match self {
-            Unit::Money => Micros(amount).to_string(),
-            Unit::Tokens => format!("{amount} tokens"),
-        }
-    }
-}
-
-pub use crate::calendar::PERIODS;
+pub use crate::calendar::{PERIODS, Period};
+pub use crate::store::kinds::Unit;
 
 /// Whose calls a budget counts: `key:<id>`, `team:<name>` or `org:<name>`.
 pub fn valid_scope(scope: &str) -> bool {
@@ -189,12 +145,9 @@ impl Ledger {
         Ok(match self.journal.hold(req, record).await? {
             HoldOutcome::Held(lines) if lines.is_empty() => Held::Free,
             HoldOutcome::Held(lines) => Held::Held(Hold { id, money, tokens, lines }),
-            HoldOutcome::Denied { budget_id, unit, limit, spent, held, needed } => Held::Denied {
-                budget_id,
-                unit: Unit::parse(&unit).unwrap_or(Unit::Money),
-                remaining: (limit - spent - held).max(0),
-                needed,
-            },
+            HoldOutcome::Denied { budget_id, unit, limit, spent, held, needed } => {
+                Held::Denied { budget_id, unit, remaining: (limit - spent - held).max(0), needed }
+            }
         })
     }
 

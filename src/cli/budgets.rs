@@ -5,7 +5,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{now_micros, record};
-use crate::budget::{PERIODS, Unit, valid_scope};
+use crate::budget::{PERIODS, Period, Unit, valid_scope};
 use crate::config::Config;
 use crate::store::{Applied, BudgetRow, Idempotency, Store};
 
@@ -98,9 +98,9 @@ async fn set(
     if let Some(scope) = scope.as_deref().filter(|s| !valid_scope(s)) {
         return Err(format!("--scope `{scope}`: use key:<id>, team:<name> or org:<name>"));
     }
-    if let Some(period) = period.as_deref().filter(|p| !PERIODS.contains(p)) {
-        return Err(format!("--period `{period}`: use one of {}", PERIODS.join(", ")));
-    }
+    let period = period
+        .map(|p| Period::parse(&p).ok_or_else(|| format!("--period `{p}`: use one of {}", PERIODS.join(", "))))
+        .transpose()?;
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("--id: 1 to 128 characters without spaces".into());
     }
@@ -111,7 +111,7 @@ async fn set(
         (None, Some(("key", id))) => store.key_by_id(id).await.map_err(|e| e.to_string())?.map(|k| k.org),
         (None, _) => None,
     };
-    let request = json!({"op": "set", "id": id, "scope": scope, "org": org, "unit": unit.map(Unit::as_str), "limit": limit, "period": period});
+    let request = json!({"op": "set", "id": id, "scope": scope, "org": org, "unit": unit.map(Unit::as_str), "limit": limit, "period": period.map(Period::as_str)});
     let mut summary = String::new();
     let applied = store
         .change_budget(&id, idem(key, &request), |current| {
@@ -119,7 +119,7 @@ async fn set(
                 return Err(refused);
             }
             let was = current.as_ref();
-            let was_unit = was.and_then(|b| Unit::parse(&b.unit));
+            let was_unit = was.map(|b| b.unit);
             let unit = unit.or(was_unit).unwrap_or(Unit::Money);
             let scope =
                 scope.clone().or_else(|| was.map(|b| b.scope.clone())).ok_or("--scope: a new budget needs one")?;
@@ -129,14 +129,14 @@ async fn set(
                 (None, Some(_)) => return Err("--limit: give the limit in the new --unit".into()),
                 (None, None) => return Err("--limit: a new budget needs one".into()),
             };
-            let period = period.clone().or_else(|| was.map(|b| b.period.clone())).unwrap_or_else(|| "none".into());
+            let period = period.or_else(|| was.map(|b| b.period)).unwrap_or(Period::None);
             let org = org.clone().or_else(|| was.and_then(|b| b.org.clone()));
-            summary = describe(&id, &scope, org.as_deref(), unit, limit, &period);
+            summary = describe(&id, &scope, org.as_deref(), unit, limit, period);
             Ok(BudgetRow {
                 id: id.clone(),
                 scope,
                 org,
-                unit: unit.as_str().into(),
+                unit,
                 limit_amount: limit,
                 period,
                 source: "api".into(),
@@ -149,7 +149,7 @@ async fn set(
 }
 
 /// A budget as a person reads it: money in decimal units.
-fn describe(id: &str, scope: &str, org: Option<&str>, unit: Unit, limit: i64, period: &str) -> String {
+fn describe(id: &str, scope: &str, org: Option<&str>, unit: Unit, limit: i64, period: Period) -> String {
     let mut text = format!("budget {id} ({scope}");
     if let Some(org) = org {
         text.push_str(&format!(" in org {org}"));
@@ -173,12 +173,12 @@ async fn topup(store: &Store, id: String, amount: &str, key: Option<String>) -> 
             if let Some(refused) = file_refusal(&row) {
                 return Err(refused);
             }
-            let unit = Unit::parse(&row.unit).unwrap_or(Unit::Money);
+            let unit = row.unit;
             let add = unit.amount(&amount_text)?;
             row.limit_amount = row.limit_amount.checked_add(add).ok_or("the limit would overflow")?;
             row.updated_at = now_micros();
             org = row.org.clone();
-            summary = describe(&row.id, &row.scope, row.org.as_deref(), unit, row.limit_amount, &row.period);
+            summary = describe(&row.id, &row.scope, row.org.as_deref(), unit, row.limit_amount, row.period);
             Ok(row)
         })
         .await
@@ -216,7 +216,7 @@ async fn spend(store: &Store, org: Option<&str>, json_out: bool, usage: bool) ->
         let out: Vec<_> = rows
             .iter()
             .map(|u| {
-                let unit = Unit::parse(&u.budget.unit).unwrap_or(Unit::Money);
+                let unit = u.budget.unit;
                 let remaining = u.budget.limit_amount - u.spent - u.held;
                 json!({
                     "id": u.budget.id, "scope": u.budget.scope, "org": u.budget.org, "unit": unit.as_str(),
@@ -233,11 +233,11 @@ async fn spend(store: &Store, org: Option<&str>, json_out: bool, usage: bool) ->
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|u| {
-            let unit = Unit::parse(&u.budget.unit).unwrap_or(Unit::Money);
+            let unit = u.budget.unit;
             let mut row = vec![
                 u.budget.id.clone(),
                 u.budget.scope.clone(),
-                u.budget.period.clone(),
+                u.budget.period.to_string(),
                 unit.show(u.budget.limit_amount),
             ];
             if usage {

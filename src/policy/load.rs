@@ -460,11 +460,13 @@ fn load_budgets(
             RawAmount::Integer(n) => n.to_string(),
         };
         let limit = unit.amount(&limit_text).map_err(|m| sink.at(Some(b.limit.span()), field("limit"), m)).unwrap_or(0);
-        let period = b.period.as_ref().map_or("none".to_string(), |p| p.get_ref().clone());
-        if !crate::budget::PERIODS.contains(&period.as_str()) {
-            let span = b.period.as_ref().map(Spanned::span);
-            sink.at(span, field("period"), "must be one of none, daily, weekly, monthly");
-        }
+        let period = match &b.period {
+            None => crate::budget::Period::None,
+            Some(p) => crate::budget::Period::parse(p.get_ref()).unwrap_or_else(|| {
+                sink.at(Some(p.span()), field("period"), "must be one of none, daily, weekly, monthly");
+                crate::budget::Period::None
+            }),
+        };
         if sink.count() > before {
             continue;
         }

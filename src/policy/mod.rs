@@ -262,7 +262,7 @@ pub struct BudgetSpec {
     pub unit: crate::budget::Unit,
     /// Micro-units or tokens.
     pub limit: i64,
-    pub period: String,
+    pub period: crate::budget::Period,
     /// `file:<path>:<line>`.
     pub source: String,
 }
@@ -273,9 +273,9 @@ impl BudgetSpec {
             id: self.id.clone(),
             scope: self.scope.clone(),
             org: self.org.clone(),
-            unit: self.unit.as_str().to_string(),
+            unit: self.unit,
             limit_amount: self.limit,
-            period: self.period.clone(),
+            period: self.period,
             source: self.source.clone(),
             updated_at: now,
         }

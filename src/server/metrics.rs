@@ -29,7 +29,7 @@ async fn refresh(gw: &Gateway) {
                 let labels = BudgetLabels {
                     budget: u.budget.id.clone(),
                     org: u.budget.org.clone().unwrap_or_default(),
-                    unit: u.budget.unit.clone(),
+                    unit: u.budget.unit.to_string(),
                 };
                 m.budget_limit.get_or_create(&labels).set(u.budget.limit_amount);
                 m.budget_spent.get_or_create(&labels).set(u.spent);

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::kinds::Unit;
 use super::rows::Cols;
+use crate::calendar::Period;
 use crate::store::error::StoreError;
 use crate::store::ledger::{HoldLine, HoldOutcome, HoldRequest, Resolution};
 
@@ -15,8 +17,8 @@ pub struct Budget {
     pub id: String,
     pub scope: String,
     pub org: Option<String>,
-    pub unit: String,
-    pub period: String,
+    pub unit: Unit,
+    pub period: Period,
     pub limit: i64,
 }
 
@@ -29,9 +31,9 @@ pub fn scopes(reqs: &[HoldRequest]) -> Vec<&str> {
 }
 
 /// Every period start a request of the batch can fall in.
-pub fn period_starts(reqs: &[HoldRequest], period_start: fn(&str, i64) -> Option<i64>) -> Vec<i64> {
+pub fn period_starts(reqs: &[HoldRequest], period_start: fn(crate::calendar::Period, i64) -> Option<i64>) -> Vec<i64> {
     let mut starts: Vec<i64> =
-        reqs.iter().flat_map(|r| crate::calendar::PERIODS.iter().filter_map(move |p| period_start(p, r.now))).collect();
+        reqs.iter().flat_map(|r| Period::ALL.into_iter().filter_map(move |p| period_start(p, r.now))).collect();
     starts.sort_unstable();
     starts.dedup();
     starts
@@ -53,8 +55,8 @@ pub fn read_budgets(rows: &[impl Cols]) -> Result<(Vec<Budget>, HashMap<(usize, 
                     id,
                     scope: r.text(1)?,
                     org: r.opt_text(2)?,
-                    unit: r.text(3)?,
-                    period: r.text(4)?,
+                    unit: r.word(3)?,
+                    period: r.word(4)?,
                     limit: r.int(5)?,
                 });
                 budgets.len() - 1
@@ -85,7 +87,7 @@ pub fn admit(
     reqs: &[HoldRequest],
     budgets: &[Budget],
     mut totals: HashMap<(usize, i64), (i64, i64)>,
-    period_start: fn(&str, i64) -> Option<i64>,
+    period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
 ) -> Admission {
     let mut out = Admission { outcomes: Vec::with_capacity(reqs.len()), ..Admission::default() };
     let mut touched: BTreeSet<(usize, i64)> = BTreeSet::new();
@@ -95,8 +97,8 @@ pub fn admit(
             .enumerate()
             .filter(|(_, b)| req.scopes.contains(&b.scope) && b.org.as_ref().is_none_or(|o| *o == req.org))
             .filter_map(|(i, b)| {
-                let amount = if b.unit == "tokens" { req.tokens } else { req.money };
-                (amount > 0).then(|| (i, period_start(&b.period, req.now).unwrap_or(0), amount))
+                let amount = if b.unit == Unit::Tokens { req.tokens } else { req.money };
+                (amount > 0).then(|| (i, period_start(b.period, req.now).unwrap_or(0), amount))
             })
             .collect();
         let refusal = lines.iter().find_map(|(i, p, amount)| {
@@ -107,7 +109,7 @@ pub fn admit(
             let b = &budgets[i];
             out.outcomes.push(HoldOutcome::Denied {
                 budget_id: b.id.clone(),
-                unit: b.unit.clone(),
+                unit: b.unit,
                 limit: b.limit,
                 spent,
                 held,
@@ -121,7 +123,7 @@ pub fn admit(
             touched.insert((i, p));
             held_lines.push(HoldLine {
                 budget_id: budgets[i].id.clone(),
-                unit: budgets[i].unit.clone(),
+                unit: budgets[i].unit,
                 period_start: p,
                 amount,
             });
@@ -204,8 +206,8 @@ mod tests {
             id: "b".into(),
             scope: "team:eng".into(),
             org: None,
-            unit: "money".into(),
-            period: "none".into(),
+            unit: Unit::Money,
+            period: Period::None,
             limit: 10,
         }];
         let totals = HashMap::from([((0, 0), (3, 2))]);

@@ -94,6 +94,44 @@ pub enum Durability {
     Full,
 }
 
+words! {
+    /// What a budget counts: money (micro-units) or tokens.
+    Unit {
+        Money = "money",
+        Tokens = "tokens",
+    }
+}
+
+impl Unit {
+    /// Parses an amount of this unit: a decimal for money, an integer for tokens.
+    pub fn amount(self, text: &str) -> Result<i64, String> {
+        match self {
+            Unit::Money => crate::money::Micros::parse(text).map(|m| m.0),
+            Unit::Tokens => text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("`{text}` is not a whole number of tokens")),
+        }
+    }
+
+    pub fn show(self, amount: i64) -> String {
+        match self {
+            Unit::Money => crate::money::Micros(amount).to_string(),
+            Unit::Tokens => format!("{amount} tokens"),
+        }
+    }
+}
+
+/// A budget's period, stored as its name.
+impl Word for crate::calendar::Period {
+    const ALL: &'static [Self] = &crate::calendar::Period::ALL;
+    fn as_str(self) -> &'static str {
+        crate::calendar::Period::as_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

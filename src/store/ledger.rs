@@ -1,5 +1,8 @@
 //! Budgets, holds and their resolutions as stored.
 
+use super::kinds::Unit;
+use crate::calendar::Period;
+
 /// A budget as stored. Amounts are micro-units (`unit = "money"`) or tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetRow {
@@ -7,10 +10,9 @@ pub struct BudgetRow {
     /// `key:<id>`, `team:<name>` or `org:<name>`.
     pub scope: String,
     pub org: Option<String>,
-    pub unit: String,
+    pub unit: Unit,
     pub limit_amount: i64,
-    /// `none`, `daily`, `weekly` or `monthly`.
-    pub period: String,
+    pub period: Period,
     /// `file:<path>` or `api`.
     pub source: String,
     pub updated_at: i64,
@@ -45,7 +47,7 @@ pub struct HoldRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldLine {
     pub budget_id: String,
-    pub unit: String,
+    pub unit: Unit,
     pub period_start: i64,
     pub amount: i64,
 }
@@ -55,7 +57,7 @@ pub enum HoldOutcome {
     /// Reserved on these budgets (none: no budget applies, nothing stored).
     Held(Vec<HoldLine>),
     /// This budget would go below zero; nothing was reserved anywhere.
-    Denied { budget_id: String, unit: String, limit: i64, spent: i64, held: i64, needed: i64 },
+    Denied { budget_id: String, unit: Unit, limit: i64, spent: i64, held: i64, needed: i64 },
 }
 
 /// How a hold ends: `settled` (charged), `released` or `expired` (charged 0

@@ -152,7 +152,7 @@ impl Store {
         &self,
         org: Option<&str>,
         now: i64,
-        period_start: fn(&str, i64) -> Option<i64>,
+        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         on!(self, b => b.budget_usage(org, now, period_start).await)
     }
@@ -444,7 +444,7 @@ impl Writer {
         resolves: &[Resolution],
         holds: &[HoldRequest],
         audits: &[AuditDraft],
-        period_start: fn(&str, i64) -> Option<i64>,
+        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
         then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
         match &mut self.inner {

@@ -314,7 +314,7 @@ impl Postgres {
         &self,
         org: Option<&str>,
         now: i64,
-        period_start: fn(&str, i64) -> Option<i64>,
+        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {} FROM budgets WHERE ($1::text IS NULL OR org IS NULL OR org = $1) ORDER BY id",
@@ -326,7 +326,7 @@ impl Postgres {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let budget = rows::budget(r)?;
-            let start = period_start(&budget.period, now).unwrap_or(0);
+            let start = period_start(budget.period, now).unwrap_or(0);
             let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = $1 AND period_start = $2")
                 .bind(&budget.id)
                 .bind(start)
@@ -392,7 +392,7 @@ impl AuditWriter {
         resolves: &[Resolution],
         holds: &[HoldRequest],
         audits: &[AuditDraft],
-        period_start: fn(&str, i64) -> Option<i64>,
+        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
         then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
         let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
@@ -418,9 +418,9 @@ async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError>
     .bind(&b.id)
     .bind(&b.scope)
     .bind(&b.org)
-    .bind(&b.unit)
+    .bind(b.unit.as_str())
     .bind(b.limit_amount)
-    .bind(&b.period)
+    .bind(b.period.as_str())
     .bind(&b.source)
     .bind(b.updated_at)
     .execute(&mut *conn)

@@ -101,9 +101,9 @@ pub fn budget(r: &impl Cols) -> Result<BudgetRow, StoreError> {
         id: r.text(0)?,
         scope: r.text(1)?,
         org: r.opt_text(2)?,
-        unit: r.text(3)?,
+        unit: r.word(3)?,
         limit_amount: r.int(4)?,
-        period: r.text(5)?,
+        period: r.word(5)?,
         source: r.text(6)?,
         updated_at: r.int(7)?,
     })

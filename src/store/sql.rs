@@ -101,7 +101,7 @@ macro_rules! ledger_statements {
         pub(super) async fn hold_in(
             conn: &mut $conn,
             reqs: &[$crate::store::ledger::HoldRequest],
-            period_start: fn(&str, i64) -> Option<i64>,
+            period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
         ) -> Result<Vec<$crate::store::ledger::HoldOutcome>, $crate::store::error::StoreError> {
             if reqs.is_empty() {
                 return Ok(Vec::new());

@@ -288,7 +288,7 @@ impl Sqlite {
         &self,
         org: Option<&str>,
         now: i64,
-        period_start: fn(&str, i64) -> Option<i64>,
+        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, scope, org, unit, limit_amount, period, source, updated_at FROM budgets
@@ -300,7 +300,7 @@ impl Sqlite {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let budget = rows::budget(r)?;
-            let start = period_start(&budget.period, now).unwrap_or(0);
+            let start = period_start(budget.period, now).unwrap_or(0);
             let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = ? AND period_start = ?")
                 .bind(&budget.id)
                 .bind(start)
@@ -409,7 +409,7 @@ impl AuditWriter {
         resolves: &[Resolution],
         holds: &[HoldRequest],
         audits: &[AuditDraft],
-        period_start: fn(&str, i64) -> Option<i64>,
+        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
         then: impl FnOnce(&[bool], &[HoldOutcome]) -> Vec<AuditDraft> + Send,
     ) -> Result<CycleOutcome, StoreError> {
         let mut head = self.head.take();
@@ -471,9 +471,9 @@ async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError>
     .bind(&b.id)
     .bind(&b.scope)
     .bind(&b.org)
-    .bind(&b.unit)
+    .bind(b.unit.as_str())
     .bind(b.limit_amount)
-    .bind(&b.period)
+    .bind(b.period.as_str())
     .bind(&b.source)
     .bind(b.updated_at)
     .execute(&mut *conn)

@@ -223,9 +223,9 @@ fn budget(id: &str, limit: i64) -> BudgetRow {
         id: id.into(),
         scope: "team:eng".into(),
         org: None,
-        unit: "money".into(),
+        unit: tollgate::budget::Unit::Money,
         limit_amount: limit,
-        period: "none".into(),
+        period: tollgate::budget::Period::None,
         source: "api".into(),
         updated_at: 0,
     }

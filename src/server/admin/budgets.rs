@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::wire::{ADMINS, ErrorBody, Failure, READERS, caller, invalid, json_body, path_arg, reply};
 use crate::admin::AdminError;
 use crate::audit::{now_micros, record};
-use crate::budget::{PERIODS, Unit, valid_scope};
+use crate::budget::{PERIODS, Period, Unit, valid_scope};
 use crate::gateway::Gateway;
 use crate::identity::Principal;
 use crate::store::{Applied, BudgetRow, Idempotency, UsageRow};
@@ -44,13 +44,13 @@ pub struct BudgetView {
 
 impl BudgetView {
     fn of(u: &UsageRow) -> BudgetView {
-        let unit = Unit::parse(&u.budget.unit).unwrap_or(Unit::Money);
+        let unit = u.budget.unit;
         let remaining = u.budget.limit_amount - u.spent - u.held;
         BudgetView {
             id: u.budget.id.clone(),
             scope: u.budget.scope.clone(),
             unit: unit.as_str().into(),
-            period: u.budget.period.clone(),
+            period: u.budget.period.to_string(),
             period_start: crate::audit::rfc3339(u.period_start),
             limit: u.budget.limit_amount,
             spent: u.spent,
@@ -184,10 +184,12 @@ pub async fn put(
     if limit < 0 {
         return Err(invalid("limit", "must not be negative"));
     }
-    let period = b.period.clone().unwrap_or_else(|| "none".into());
-    if !PERIODS.contains(&period.as_str()) {
-        return Err(invalid("period", format!("must be one of {}", PERIODS.join(", "))));
-    }
+    let period = match b.period.as_deref() {
+        None => Period::None,
+        Some(p) => {
+            Period::parse(p).ok_or_else(|| invalid("period", format!("must be one of {}", PERIODS.join(", "))))?
+        }
+    };
     if !valid_scope(&b.scope) {
         return Err(invalid("scope", "must be key:<id>, team:<name> or org:<name>"));
     }
@@ -199,13 +201,13 @@ pub async fn put(
         },
         _ => {}
     }
-    let request = json!({"op": "set", "id": id, "scope": b.scope, "org": p.org, "unit": unit.as_str(), "limit": limit, "period": period});
+    let request = json!({"op": "set", "id": id, "scope": b.scope, "org": p.org, "unit": unit.as_str(), "limit": limit, "period": period.as_str()});
     let idem = idempotency(&headers, &request)?;
     let row = BudgetRow {
         id: id.clone(),
         scope: b.scope.clone(),
         org: Some(p.org.clone()),
-        unit: unit.as_str().into(),
+        unit,
         limit_amount: limit,
         period,
         source: "api".into(),
@@ -248,7 +250,7 @@ pub async fn topup(
             if let Some(r) = refuse(&row, &p) {
                 return Err(r);
             }
-            let unit = Unit::parse(&row.unit).unwrap_or(Unit::Money);
+            let unit = row.unit;
             let add = match unit.amount(&b.amount) {
                 Ok(a) if a > 0 => a,
                 Ok(_) => return Err(AdminError::invalid("amount", "must be more than zero")),

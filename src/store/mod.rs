@@ -10,6 +10,7 @@
 //! also survives power loss.
 
 mod admin;
+mod admin_sql;
 mod approvals;
 mod audit;
 pub mod chain;

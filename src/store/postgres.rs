@@ -69,6 +69,11 @@ async fn lock(conn: &mut Conn) -> Result<(), StoreError> {
 }
 
 impl Postgres {
+    /// A statement written once for both backends, as it is (see `Sqlite::sql`).
+    pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(text)
+    }
+
     pub async fn open(url: &str) -> Result<Postgres, StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| StoreError::Invalid(format!("store `{}`: {e}", super::location::scrub(url))))?;
@@ -169,7 +174,7 @@ impl Postgres {
     }
 
     /// A transaction holding the write lock.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         Ok(tx)

@@ -100,6 +100,30 @@ pub(super) fn path_of(url: &str, base: &Path) -> Result<PathBuf, StoreError> {
 }
 
 impl Sqlite {
+    /// A statement written once for both backends (PostgreSQL's `$1`
+    /// placeholders) in SQLite's numbering (`?1`).
+    pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
+        if !text.contains('$') {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// A write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock at
+    /// once, so writers queue here rather than fail at their first write.
+    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn open(url: &str, base: &Path, durability: Durability) -> Result<Sqlite, StoreError> {
         let path = path_of(url, base)?;
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -219,7 +243,7 @@ impl Sqlite {
     pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
         // IMMEDIATE takes the write lock before the head is read, so two
         // writers (the gateway and a CLI, say) never fork the chain.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         append_in(&mut tx, drafts, None).await?;
         tx.commit().await?;
         Ok(())
@@ -231,7 +255,7 @@ impl Sqlite {
         idem: Option<Idempotency>,
         change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
     ) -> Result<Result<Applied, E>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(i) = &idem {
             let seen = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = ?")
                 .bind(&i.key)
@@ -275,7 +299,7 @@ impl Sqlite {
     }
 
     pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM budgets WHERE source LIKE 'file:%'").execute(&mut *tx).await?;
         for r in rows {
             upsert_budget(&mut tx, r).await?;
@@ -483,6 +507,11 @@ async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_statements_take_sqlite_numbering() {
+        assert_eq!(super::Sqlite::sql("a = $1 OR b = $12 AND c = '$x'"), "a = ?1 OR b = ?12 AND c = '$x'");
+        assert!(matches!(super::Sqlite::sql("SELECT 1"), std::borrow::Cow::Borrowed(_)));
+    }
     use super::*;
 
     #[test]

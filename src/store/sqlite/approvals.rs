@@ -26,7 +26,7 @@ impl Sqlite {
         webhooks: &[String],
         record: AuditDraft,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO approvals ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
              ?, ?, ?, ?, ?, ?, ?, {NEXT_REV}, ?) RETURNING {COLUMNS}"
@@ -168,7 +168,7 @@ impl Sqlite {
         t: &Transition,
         record: impl FnOnce(&ApprovalRow) -> AuditDraft + Send,
     ) -> Result<Transitioned, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         // Decisions need an unexpired pending action; a cancel also stops an
         // approved one that has not started running.
         let condition = match t.to {
@@ -225,7 +225,7 @@ impl Sqlite {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut expired = Vec::new();
         for id in due {
             let id: String = id.try_get(0)?;
@@ -342,7 +342,7 @@ impl Sqlite {
     }
 
     pub async fn record_attempt(&self, a: &AttemptRow, state: &str, next_at: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO delivery_attempts ({ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         )))
@@ -389,7 +389,7 @@ impl Sqlite {
     }
 
     pub async fn use_signature(&self, signature: &str, now: i64, forget_before: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM used_signatures WHERE seen_at < ?").bind(forget_before).execute(&mut *tx).await?;
         let fresh = sqlx::query("INSERT OR IGNORE INTO used_signatures (signature, seen_at) VALUES (?, ?)")
             .bind(signature)

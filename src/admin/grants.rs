@@ -112,20 +112,20 @@ fn concerns(g: &Grant, org: &str) -> bool {
 }
 
 /// The file grants that concern `org`, then its API grants.
-pub async fn list(gw: &Admin, org: &str) -> Result<Vec<GrantView>, AdminError> {
-    let files = gw.policies.files();
+pub async fn list(admin: &Admin, org: &str) -> Result<Vec<GrantView>, AdminError> {
+    let files = admin.policies.files();
     let mut out: Vec<GrantView> = files.grants.iter().filter(|g| concerns(g, org)).map(|g| file_view(g)).collect();
-    for row in gw.store.grants(Some(org)).await? {
+    for row in admin.store.grants(Some(org)).await? {
         out.push(api_view(&row)?);
     }
     Ok(out)
 }
 
-pub async fn get(gw: &Admin, org: &str, id: &str) -> Result<GrantView, AdminError> {
-    if let Some(g) = gw.policies.files().grant(id).filter(|g| concerns(g, org)) {
+pub async fn get(admin: &Admin, org: &str, id: &str) -> Result<GrantView, AdminError> {
+    if let Some(g) = admin.policies.files().grant(id).filter(|g| concerns(g, org)) {
         return Ok(file_view(g));
     }
-    match gw.store.grant(id).await? {
+    match admin.store.grant(id).await? {
         Some(row) if row.org == org => Ok(api_view(&row)?),
         _ => Err(not_found(id)),
     }
@@ -144,7 +144,7 @@ fn file_conflict(g: &Grant) -> AdminError {
 }
 
 /// Checks a spec for `actor`'s org and compiles it.
-fn admit(gw: &Admin, actor: &Actor, mut spec: GrantSpec) -> Result<GrantSpec, AdminError> {
+fn admit(admin: &Admin, actor: &Actor, mut spec: GrantSpec) -> Result<GrantSpec, AdminError> {
     match &spec.org {
         Some(o) if *o != actor.org => {
             return Err(AdminError::invalid(
@@ -164,7 +164,7 @@ fn admit(gw: &Admin, actor: &Actor, mut spec: GrantSpec) -> Result<GrantSpec, Ad
     }
     if let Some(route) = compiled.approval.as_ref().and_then(|a| a.route.as_deref())
         && route != PAGE_ROUTE
-        && gw.policies.files().route(route).is_none_or(|r| r.org.as_deref().is_some_and(|o| o != actor.org))
+        && admin.policies.files().route(route).is_none_or(|r| r.org.as_deref().is_some_and(|o| o != actor.org))
     {
         return Err(AdminError::invalid("approval.route", format!("no approval route `{route}` in the policy files")));
     }
@@ -181,16 +181,17 @@ fn as_json(spec: &GrantSpec) -> Value {
     serde_json::to_value(spec).unwrap_or(Value::Null)
 }
 
-pub async fn create(gw: &Admin, actor: &Actor, spec: GrantSpec) -> Result<GrantView, AdminError> {
-    let spec = admit(gw, actor, spec)?;
+pub async fn create(admin: &Admin, actor: &Actor, spec: GrantSpec) -> Result<GrantView, AdminError> {
+    let spec = admit(admin, actor, spec)?;
     let id = spec.id.clone();
-    if let Some(g) = gw.policies.files().grant(&id) {
+    if let Some(g) = admin.policies.files().grant(&id) {
         return Err(file_conflict(g));
     }
     let body = serde_json::to_string(&spec).map_err(|e| AdminError::invalid("", e.to_string()))?;
     let after = as_json(&spec);
     let now = now_micros();
-    gw.store
+    admin
+        .store
         .change_grant(&id, |current, next| {
             if current.is_some() {
                 return Err(AdminError::Conflict { message: format!("grant id `{id}` is already in use"), file: None });
@@ -199,12 +200,12 @@ pub async fn create(gw: &Admin, actor: &Actor, spec: GrantSpec) -> Result<GrantV
             Ok(edit_put(actor, &id, None, body, next, now, "create", diff, &after))
         })
         .await??;
-    done(gw).await?;
-    get(gw, &actor.org, &id).await
+    done(admin).await?;
+    get(admin, &actor.org, &id).await
 }
 
 pub async fn replace(
-    gw: &Admin,
+    admin: &Admin,
     actor: &Actor,
     id: &str,
     mut spec: GrantSpec,
@@ -215,14 +216,15 @@ pub async fn replace(
     } else if spec.id != id {
         return Err(AdminError::invalid("id", format!("the body names grant `{}`, the path `{id}`", spec.id)));
     }
-    if let Some(g) = gw.policies.files().grant(id).filter(|g| concerns(g, &actor.org)) {
+    if let Some(g) = admin.policies.files().grant(id).filter(|g| concerns(g, &actor.org)) {
         return Err(file_conflict(g));
     }
-    let spec = admit(gw, actor, spec)?;
+    let spec = admit(admin, actor, spec)?;
     let body = serde_json::to_string(&spec).map_err(|e| AdminError::invalid("", e.to_string()))?;
     let after = as_json(&spec);
     let now = now_micros();
-    gw.store
+    admin
+        .store
         .change_grant(id, |current, next| {
             let current = current.filter(|c| c.org == actor.org).ok_or_else(|| not_found(id))?;
             check_etag(current, if_match)?;
@@ -231,16 +233,17 @@ pub async fn replace(
             Ok::<_, AdminError>(edit_put(actor, id, Some(current), body, next, now, "update", diff, &after))
         })
         .await??;
-    done(gw).await?;
-    get(gw, &actor.org, id).await
+    done(admin).await?;
+    get(admin, &actor.org, id).await
 }
 
-pub async fn delete(gw: &Admin, actor: &Actor, id: &str, if_match: Option<&str>) -> Result<(), AdminError> {
-    if let Some(g) = gw.policies.files().grant(id).filter(|g| concerns(g, &actor.org)) {
+pub async fn delete(admin: &Admin, actor: &Actor, id: &str, if_match: Option<&str>) -> Result<(), AdminError> {
+    if let Some(g) = admin.policies.files().grant(id).filter(|g| concerns(g, &actor.org)) {
         return Err(file_conflict(g));
     }
     let now = now_micros();
-    gw.store
+    admin
+        .store
         .change_grant(id, |current, next| {
             let current = current.filter(|c| c.org == actor.org).ok_or_else(|| not_found(id))?;
             check_etag(current, if_match)?;
@@ -260,7 +263,7 @@ pub async fn delete(gw: &Admin, actor: &Actor, id: &str, if_match: Option<&str>)
             Ok::<_, AdminError>(GrantEdit::Delete { revision, record })
         })
         .await??;
-    done(gw).await
+    done(admin).await
 }
 
 fn check_etag(current: &GrantRow, if_match: Option<&str>) -> Result<(), AdminError> {
@@ -326,18 +329,18 @@ fn audit_record(actor: &Actor, id: &str, action: &str, revision: i64, diff: &Val
 
 /// After a committed change: put it in force before answering, so the
 /// caller's next call already meets it.
-async fn done(gw: &Admin) -> Result<(), AdminError> {
-    reload(gw).await?;
+async fn done(admin: &Admin) -> Result<(), AdminError> {
+    reload(admin).await?;
     Ok(())
 }
 
-pub async fn revisions(gw: &Admin, org: &str, id: &str) -> Result<Vec<RevisionView>, AdminError> {
+pub async fn revisions(admin: &Admin, org: &str, id: &str) -> Result<Vec<RevisionView>, AdminError> {
     let rows: Vec<GrantRevisionRow> =
-        gw.store.grant_revisions(id).await?.into_iter().filter(|r| r.org == org).collect();
+        admin.store.grant_revisions(id).await?.into_iter().filter(|r| r.org == org).collect();
     if rows.is_empty() {
         // File grants have no revisions here: their history is the files'
         // (and the `policy.change` audit records).
-        return match gw.policies.files().grant(id).filter(|g| concerns(g, org)) {
+        return match admin.policies.files().grant(id).filter(|g| concerns(g, org)) {
             Some(_) => Ok(Vec::new()),
             None => Err(not_found(id)),
         };

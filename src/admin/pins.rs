@@ -34,17 +34,18 @@ pub struct PinView {
 }
 
 /// Every tool of the catalog (quarantined ones too) with its pin.
-pub fn list(gw: &Admin) -> Vec<PinView> {
-    let catalog = gw.upstreams.catalog();
-    let admin = gw.upstreams.pins();
+pub fn list(admin: &Admin) -> Vec<PinView> {
+    let catalog = admin.upstreams.catalog();
+    let pinned = admin.upstreams.pins();
     let manifest_pin = |upstream: &str, tool: &str| {
-        gw.upstreams
+        admin
+            .upstreams
             .all()
             .iter()
             .find(|u| &*u.name == upstream)
             .and_then(|u| u.live().tools.get(tool).and_then(|o| o.pin.clone()))
     };
-    let pin_of = |upstream: &str, tool: &str| match admin.get(&(upstream.to_string(), tool.to_string())) {
+    let pin_of = |upstream: &str, tool: &str| match pinned.get(&(upstream.to_string(), tool.to_string())) {
         Some(p) => (p.clone(), if p.is_some() { "admin" } else { "none" }),
         None => match manifest_pin(upstream, tool) {
             Some(p) => (Some(p), "manifest"),
@@ -83,8 +84,8 @@ pub fn list(gw: &Admin) -> Vec<PinView> {
 }
 
 /// Whether `actor` may change what every org shares.
-pub fn may_operate(gw_operators: &[String], actor: &Actor) -> Result<(), AdminError> {
-    if gw_operators.is_empty() || gw_operators.contains(&actor.org) {
+pub fn may_operate(operators: &[String], actor: &Actor) -> Result<(), AdminError> {
+    if operators.is_empty() || operators.contains(&actor.org) {
         Ok(())
     } else {
         Err(AdminError::Forbidden(
@@ -93,8 +94,8 @@ pub fn may_operate(gw_operators: &[String], actor: &Actor) -> Result<(), AdminEr
     }
 }
 
-fn find(gw: &Admin, tool: &str) -> Result<PinView, AdminError> {
-    list(gw)
+fn find(admin: &Admin, tool: &str) -> Result<PinView, AdminError> {
+    list(admin)
         .into_iter()
         .find(|p| p.tool == tool)
         .ok_or_else(|| AdminError::NotFound(format!("no tool `{tool}` in the catalog")))
@@ -102,9 +103,9 @@ fn find(gw: &Admin, tool: &str) -> Result<PinView, AdminError> {
 
 /// Pins `tool` to the definition its upstream offers now. With `expected`,
 /// only if that is still the definition (the admin accepts what they saw).
-pub async fn accept(gw: &Admin, actor: &Actor, tool: &str, expected: Option<&str>) -> Result<PinView, AdminError> {
-    may_operate(&gw.operators, actor)?;
-    let view = find(gw, tool)?;
+pub async fn accept(admin: &Admin, actor: &Actor, tool: &str, expected: Option<&str>) -> Result<PinView, AdminError> {
+    may_operate(&admin.operators, actor)?;
+    let view = find(admin, tool)?;
     if let Some(e) = expected
         && e != view.hash
     {
@@ -113,7 +114,7 @@ pub async fn accept(gw: &Admin, actor: &Actor, tool: &str, expected: Option<&str
             file: None,
         });
     }
-    let catalog = gw.upstreams.catalog();
+    let catalog = admin.upstreams.catalog();
     if let Some(q) = catalog.quarantined().iter().find(|q| q.name == tool)
         && !matches!(q.reason, QuarantineReason::PinMismatch { .. } | QuarantineReason::Description(_))
     {
@@ -122,19 +123,19 @@ pub async fn accept(gw: &Admin, actor: &Actor, tool: &str, expected: Option<&str
             file: None,
         });
     }
-    set(gw, actor, &view, Some(view.hash.clone()), "tool.pin.accept").await?;
-    find(gw, tool)
+    set(admin, actor, &view, Some(view.hash.clone()), "tool.pin.accept").await?;
+    find(admin, tool)
 }
 
 /// Removes `tool`'s pin (the manifest's too, until an admin pins it again).
-pub async fn unpin(gw: &Admin, actor: &Actor, tool: &str) -> Result<PinView, AdminError> {
-    may_operate(&gw.operators, actor)?;
-    let view = find(gw, tool)?;
-    set(gw, actor, &view, None, "tool.pin.remove").await?;
-    find(gw, tool)
+pub async fn unpin(admin: &Admin, actor: &Actor, tool: &str) -> Result<PinView, AdminError> {
+    may_operate(&admin.operators, actor)?;
+    let view = find(admin, tool)?;
+    set(admin, actor, &view, None, "tool.pin.remove").await?;
+    find(admin, tool)
 }
 
-async fn set(gw: &Admin, actor: &Actor, view: &PinView, hash: Option<String>, kind: &str) -> Result<(), AdminError> {
+async fn set(admin: &Admin, actor: &Actor, view: &PinView, hash: Option<String>, kind: &str) -> Result<(), AdminError> {
     let row = PinRow {
         upstream: view.upstream.clone(),
         tool: view.upstream_tool.clone(),
@@ -147,7 +148,7 @@ async fn set(gw: &Admin, actor: &Actor, view: &PinView, hash: Option<String>, ki
         "before": view.pinned, "after": hash,
     });
     let draft = record::change(kind, Some(&actor.org), &actor.who, detail);
-    gw.store.set_pin(&row, draft).await?;
-    reload(gw).await?;
+    admin.store.set_pin(&row, draft).await?;
+    reload(admin).await?;
     Ok(())
 }

@@ -56,22 +56,12 @@ pub struct CallRecord {
     pub tokens_charged: i64,
     /// An LLM call's model, attempts, usage and sizes.
     pub llm: Option<Value>,
-    /// Told how the call concluded (a caller outside MCP shapes its answer by it).
-    pub observer: Option<std::sync::Arc<std::sync::Mutex<Option<Concluded>>>>,
     /// The call's trace context and, when spans are exported, its spans.
     pub trace: crate::trace::CallTrace,
     /// What the content scans found and did (masks stay stable for the call).
     pub scan: crate::scan::CallScan,
     /// Microseconds the edge spent before the call began (see `add_to_stage`).
     before: u64,
-}
-
-/// How a call ended, for a caller that needs more than the tool result.
-#[derive(Debug, Clone)]
-pub struct Concluded {
-    pub decision: &'static str,
-    pub status: Option<&'static str>,
-    pub approval_id: Option<String>,
 }
 
 impl CallRecord {
@@ -114,7 +104,6 @@ impl CallRecord {
             tokens_held: 0,
             tokens_charged: 0,
             llm: None,
-            observer: None,
             trace: crate::trace::CallTrace::default(),
             scan: crate::scan::CallScan::new(tool),
             before: 0,

@@ -37,6 +37,11 @@ pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) ->
         Err(e) => return Err(format!("cannot release abandoned budget holds: {e}")),
     }
     let llm = Arc::new(crate::llm::Llm::new(&config.llm));
+    // A bad exporter setting stops the start before any upstream is spawned.
+    let tracing = match &config.telemetry.otlp {
+        Some(o) => crate::trace::Tracing::start(o)?,
+        None => crate::trace::Tracing::default(),
+    };
     // Admins' pins are in force before the first listing arrives.
     let pins = crate::admin::pins_of(&store).await?;
     let upstreams = Upstreams::start(
@@ -74,10 +79,7 @@ pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) ->
         freshness: Arc::default(),
         metrics: Arc::default(),
         serve_metrics: config.telemetry.metrics,
-        tracing: match &config.telemetry.otlp {
-            Some(o) => crate::trace::Tracing::start(o)?,
-            None => crate::trace::Tracing::default(),
-        },
+        tracing,
         shutdown,
     };
     start_tasks(&gw, config);

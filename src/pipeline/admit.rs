@@ -53,9 +53,13 @@ pub async fn admit(
     mut params: CallToolRequestParams,
 ) -> Result<Admitted, Refusal> {
     let principal = identify(gw, rec, caller, &params.name)?;
-    // One catalog and one policy snapshot for the whole call.
+    // Right after start-up, once the upstreams' first connection attempts
+    // are done; then one catalog and one policy snapshot for the whole call.
+    if !gw.upstreams.settled() {
+        gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
+    }
     let policy = gw.policies.current();
-    let entry = resolve(gw, rec, &principal, &policy, &params.name).await?;
+    let entry = resolve(gw, rec, &principal, &policy, &params.name)?;
     let mut arguments = Value::Object(params.arguments.take().unwrap_or_default());
     if entry.target == Target::Llm {
         gw.llm.with_defaults(&mut arguments);
@@ -98,17 +102,13 @@ fn identify(
 /// resolve: the tool in the catalog, if this principal may see it. A tool
 /// the principal may never call is indistinguishable from one that does
 /// not exist.
-async fn resolve(
+fn resolve(
     gw: &Gateway,
     rec: &mut CallRecord,
     principal: &Principal,
     policy: &Policy,
     name: &str,
 ) -> Result<Arc<ToolEntry>, Refusal> {
-    // Right after start-up, once the upstreams' first connection attempts are done.
-    if !gw.upstreams.settled() {
-        gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
-    }
     let catalog = gw.upstreams.catalog();
     let listed = catalog.tool(name);
     if let Some(entry) = listed.filter(|e| policy.visible(principal, &e.name)) {

@@ -425,7 +425,10 @@ async fn follow(gw: &Gateway, rec: &mut CallRecord, mut row: ApprovalRow, a: Adm
             .await;
         match waited {
             Ok(Some(r)) => row = r,
-            Ok(None) => return Next::End(Outcome::Refused(Refusal::Failed("the pending action is gone".into()))),
+            // Not a refusal: the call stays recorded as waiting for approval.
+            Ok(None) => {
+                return Next::End(Outcome::Ran(Err(McpError::internal_error("the pending action is gone", None))));
+            }
             Err(e) => return unavailable(rec, "approval", &e),
         }
     }
@@ -490,7 +493,7 @@ async fn claimed_action(gw: &Gateway, rec: &mut CallRecord, row: ApprovalRow, a:
             .approvals
             .finish(&row.id, &json!({"error": {"code": -32603, "message": "not run: audit unavailable"}}), true)
             .await;
-        return Next::End(Outcome::Refused(Refusal::Failed(format!("call not run: {e}"))));
+        return Next::End(Outcome::Refused(Refusal::Unrecorded(format!("call not run: {e}"))));
     }
     let mut params = a.params;
     if params.request_state.as_deref().is_some_and(|s| s.starts_with(USER_STATE_PREFIX)) {

@@ -4,13 +4,17 @@
 use rmcp::ErrorData as McpError;
 use rmcp::model::CallToolResponse;
 
-use super::outcome::Outcome;
+use super::outcome::{Outcome, Refusal};
 use crate::audit::CallRecord;
 use crate::audit::record::decision;
 use crate::gateway::Gateway;
 
-/// Records the outcome and returns it only once durable.
+/// Records the outcome and returns it only once durable (a call whose
+/// intent could not be recorded has no outcome to record).
 pub async fn finish(gw: &Gateway, mut rec: CallRecord, outcome: Outcome) -> Outcome {
+    if matches!(outcome, Outcome::Refused(Refusal::Unrecorded(_))) {
+        return outcome;
+    }
     conclude(&gw.metrics, &mut rec, &outcome);
     if let Err(e) = gw.journal.audit(rec.outcome()).await {
         tracing::error!(call = %rec.call_id, "call outcome could not be audited: {e}");

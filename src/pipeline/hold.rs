@@ -43,7 +43,7 @@ async fn reserve(gw: &Gateway, rec: &mut CallRecord, a: &Admitted) -> Result<Opt
     } else {
         if let Err(e) = gw.journal.audit(rec.intent()).await {
             tracing::error!(call = %rec.call_id, "call refused, its intent could not be audited: {e}");
-            return Err(Refusal::Failed(format!("call not run: {e}")));
+            return Err(Refusal::Unrecorded(format!("call not run: {e}")));
         }
         None
     };

@@ -40,6 +40,9 @@ pub enum Refusal {
     OverBudget(String),
     /// tollgate could not decide (a store unavailable): fail closed.
     Failed(String),
+    /// Its intent could not be recorded: it did not run, and with the audit
+    /// trail failing no outcome is recorded either (the caller is told).
+    Unrecorded(String),
 }
 
 impl Refusal {
@@ -55,7 +58,8 @@ impl Refusal {
             | Refusal::Quarantined(_)
             | Refusal::Unavailable(_)
             | Refusal::Denied(_)
-            | Refusal::Failed(_) => decision::DENIED,
+            | Refusal::Failed(_)
+            | Refusal::Unrecorded(_) => decision::DENIED,
         }
     }
 
@@ -70,7 +74,8 @@ impl Refusal {
             | Refusal::Blocked(t)
             | Refusal::RateLimited(t)
             | Refusal::OverBudget(t)
-            | Refusal::Failed(t) => t,
+            | Refusal::Failed(t)
+            | Refusal::Unrecorded(t) => t,
         }
     }
 }
@@ -125,7 +130,7 @@ impl Outcome {
                 Refusal::Unauthorized(t) => Err(McpError::new(UNAUTHORIZED, t, None)),
                 Refusal::UnknownTool(t) | Refusal::Quarantined(t) => Err(McpError::invalid_params(t, None)),
                 Refusal::Unavailable(t) => Err(McpError::new(UNAVAILABLE, t, None)),
-                Refusal::Failed(t) => Err(McpError::internal_error(t, None)),
+                Refusal::Failed(t) | Refusal::Unrecorded(t) => Err(McpError::internal_error(t, None)),
                 Refusal::Invalid(t)
                 | Refusal::Denied(t)
                 | Refusal::Blocked(t)

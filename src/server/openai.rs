@@ -312,9 +312,20 @@ fn answered(outcome: &Outcome) -> Result<&CallToolResult, Box<Response>> {
         Outcome::Ran(Ok(_)) | Outcome::Waiting(Waiting::Task(_) | Waiting::Question(_)) => {
             Err(upstream("the call asked for input, which this endpoint cannot give"))
         }
-        Outcome::Ran(Err(e)) => {
-            Err(Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", &e.message, None)))
-        }
+        // An error from the call itself (a stored result replayed, say), by its code.
+        Outcome::Ran(Err(e)) => Err(Box::new(match e.code {
+            pipeline::UNAUTHORIZED => {
+                error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", &e.message, None)
+            }
+            rmcp::model::ErrorCode::INVALID_PARAMS => error(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "permission_denied",
+                &format!("this key may not use the LLM tool: {}", e.message),
+                None,
+            ),
+            _ => error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", &e.message, None),
+        })),
         Outcome::Waiting(Waiting::Pending { text, approval_id, .. }) => {
             let body = json!({"error": {"message": text, "type": "approval_pending", "code": "approval_pending",
                 "param": null, "approval_id": approval_id}});
@@ -336,7 +347,7 @@ fn refusal(r: &Refusal) -> Response {
         Refusal::UnknownTool(t) | Refusal::Quarantined(t) => {
             forbidden(&format!("this key may not use the LLM tool: {t}"))
         }
-        Refusal::Unavailable(t) | Refusal::Failed(t) => {
+        Refusal::Unavailable(t) | Refusal::Failed(t) | Refusal::Unrecorded(t) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", t, None)
         }
         Refusal::Denied(t) | Refusal::Blocked(t) => forbidden(t),

@@ -12,6 +12,7 @@
 mod admin;
 mod admin_sql;
 mod approvals;
+mod approvals_sql;
 mod audit;
 pub mod chain;
 pub mod changes;

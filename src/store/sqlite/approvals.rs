@@ -100,69 +100,6 @@ impl Sqlite {
         Ok(Some(stored))
     }
 
-    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM approvals WHERE id = ?")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| rows::approval(&r)).transpose()
-    }
-
-    pub async fn approval_for_call(
-        &self,
-        principal: &str,
-        tool: &str,
-        digest: &str,
-        tool_hash: &str,
-        replay_since: i64,
-    ) -> Result<Option<ApprovalRow>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approvals WHERE principal = ? AND tool = ? AND digest = ? AND tool_hash = ?
-             AND (reported = 0 OR (execution = 'done' AND updated_at >= ?)) ORDER BY created_at DESC LIMIT 1"
-        )))
-        .bind(principal)
-        .bind(tool)
-        .bind(digest)
-        .bind(tool_hash)
-        .bind(replay_since)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::approval(&r)).transpose()
-    }
-
-    pub async fn approvals(
-        &self,
-        org: Option<&str>,
-        status: Option<Status>,
-        limit: i64,
-    ) -> Result<Vec<ApprovalRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR org = ?1) AND (?2 IS NULL OR status = ?2)
-             ORDER BY created_at DESC, id LIMIT ?3"
-        )))
-        .bind(org)
-        .bind(status.map(Status::as_str))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::approval).collect()
-    }
-
-    pub async fn approvals_since(&self, rev: i64, limit: i64) -> Result<Vec<ApprovalRow>, StoreError> {
-        let rows =
-            sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM approvals WHERE rev > ? ORDER BY rev LIMIT ?")))
-                .bind(rev)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(rows::approval).collect()
-    }
-
-    pub async fn approvals_rev(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(rev), 0) FROM approvals").fetch_one(&self.pool).await?;
-        Ok(row.try_get(0)?)
-    }
-
     pub async fn transition_approval(
         &self,
         t: &Transition,
@@ -366,28 +303,6 @@ impl Sqlite {
         Ok(())
     }
 
-    pub async fn deliveries(&self, approval_id: &str) -> Result<Vec<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM approval_deliveries WHERE approval_id = ? ORDER BY id"
-        )))
-        .bind(approval_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let d = rows::delivery(r)?;
-            let attempts = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt"
-            )))
-            .bind(d.id)
-            .fetch_all(&self.pool)
-            .await?;
-            let attempts = attempts.iter().map(rows::attempt).collect::<Result<Vec<_>, StoreError>>()?;
-            out.push((d, attempts));
-        }
-        Ok(out)
-    }
-
     pub async fn use_signature(&self, signature: &str, now: i64, forget_before: i64) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM used_signatures WHERE seen_at < ?").bind(forget_before).execute(&mut *tx).await?;
@@ -412,3 +327,5 @@ async fn release_hold(conn: &mut Conn, row: &ApprovalRow, to: Status, now: i64) 
     }
     Ok(())
 }
+
+crate::store::approvals_sql::approval_reads!(super::Sqlite);

@@ -13,8 +13,33 @@ use crate::config::Config;
 use crate::gateway::{Gateway, Sessions, Watchers};
 use crate::journal::Journal;
 use crate::policy::watch::{Policies, Reload};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::upstream::Upstreams;
+
+/// Why the gateway could not open. Each says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Policy(String),
+    #[error("cannot store the bootstrap admin key: {0}")]
+    Bootstrap(StoreError),
+    #[error("cannot release abandoned budget holds: {0}")]
+    Holds(StoreError),
+    #[error("cannot store the policy files' budgets: {0}")]
+    Budgets(StoreError),
+    #[error("cannot load the admin API's grants: {0}")]
+    AdminGrants(StoreError),
+    /// Reading the admins' tool pins (the message says so).
+    #[error("{0}")]
+    Pins(String),
+    /// Span export settings (the message says which).
+    #[error("{0}")]
+    Telemetry(String),
+}
 
 /// How often the policy folder is checked for changes.
 const POLICY_POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -22,7 +47,7 @@ const POLICY_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Opens the gateway on `store`: the bootstrap key, the policy (an invalid
 /// policy stops the start), the audit writer, budgets, admin changes in
 /// force, then every background task. Upstreams connect in the background.
-pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, String> {
+pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) -> Result<Gateway, OpenError> {
     bootstrap_key(config, &store).await?;
     // Other replicas' changes are heard from here on (PostgreSQL).
     store.listen(shutdown.clone());
@@ -34,16 +59,16 @@ pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) ->
     match ledger.sweep().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("released {n} budget holds left by stopped processes"),
-        Err(e) => return Err(format!("cannot release abandoned budget holds: {e}")),
+        Err(e) => return Err(OpenError::Holds(e)),
     }
     let llm = Arc::new(crate::llm::Llm::new(&config.llm));
     // A bad exporter setting stops the start before any upstream is spawned.
     let tracing = match &config.telemetry.otlp {
-        Some(o) => crate::trace::Tracing::start(o)?,
+        Some(o) => crate::trace::Tracing::start(o).map_err(OpenError::Telemetry)?,
         None => crate::trace::Tracing::default(),
     };
     // Admins' pins are in force before the first listing arrives.
-    let pins = crate::admin::pins_of(&store).await?;
+    let pins = crate::admin::pins_of(&store).await.map_err(OpenError::Pins)?;
     let upstreams = Upstreams::start(
         config.manifests.clone(),
         config.catalog.separator.clone(),
@@ -58,7 +83,7 @@ pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) ->
         config.admin.operator_orgs.clone(),
     );
     // The API's grants are in force before the first call is served.
-    crate::admin::reload(&admin).await.map_err(|e| format!("cannot load the admin API's grants: {e}"))?;
+    crate::admin::reload(&admin).await.map_err(OpenError::AdminGrants)?;
     let gw = Gateway {
         upstreams,
         limits: config.server.limits,
@@ -87,32 +112,29 @@ pub async fn open(config: &Config, store: Store, shutdown: CancellationToken) ->
 }
 
 /// Stores `[admin] bootstrap_key` (once) and audits that it did.
-async fn bootstrap_key(config: &Config, store: &Store) -> Result<(), String> {
+async fn bootstrap_key(config: &Config, store: &Store) -> Result<(), OpenError> {
     let Some(b) = &config.admin.bootstrap else { return Ok(()) };
     let key = crate::identity::Bootstrap { secret: b.secret.expose(), org: &b.org, team: &b.team };
     match crate::identity::ensure_bootstrap(store, key, crate::audit::now_micros()).await {
         Ok(true) => {
             let detail = serde_json::json!({"team": b.team, "role": "admin", "from": "admin.bootstrap_key"});
-            store
-                .append_audit(&[record::change("key.bootstrap", Some(&b.org), "tollgate", detail)])
-                .await
-                .map_err(|e| e.to_string())?;
+            store.append_audit(&[record::change("key.bootstrap", Some(&b.org), "tollgate", detail)]).await?;
             tracing::info!(org = %b.org, "bootstrap admin key stored");
             Ok(())
         }
         Ok(false) => Ok(()),
-        Err(e) => Err(format!("cannot store the bootstrap admin key: {e}")),
+        Err(e) => Err(OpenError::Bootstrap(e)),
     }
 }
 
 /// Loads the policy folder, audits what was loaded and stores its budgets.
-async fn load_policy(config: &Config, store: &Store, journal: &Journal) -> Result<Policies, String> {
+async fn load_policy(config: &Config, store: &Store, journal: &Journal) -> Result<Policies, OpenError> {
     let digest = crate::policy::watch::folder_digest(&config.policies_dir);
-    let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
+    let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| OpenError::Policy(e.to_string()))?;
     let files: Vec<_> = policy.files.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect();
     let grants: Vec<_> = policy.grants.iter().map(|g| g.id.clone()).collect();
     let detail = serde_json::json!({"files": files, "grants": grants});
-    journal.audit(record::change("policy.load", None, "tollgate", detail)).await.map_err(|e| e.to_string())?;
+    journal.audit(record::change("policy.load", None, "tollgate", detail)).await?;
     sync_budgets(store, &policy).await?;
     Ok(Policies::new(&config.policies_dir, policy, digest))
 }
@@ -290,14 +312,14 @@ const PARKED_SWEEP: std::time::Duration = std::time::Duration::from_secs(15);
 const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Puts the policy files' budgets in the store, where holds read their limits.
-async fn sync_budgets(store: &Store, policy: &crate::policy::Policy) -> Result<(), String> {
+async fn sync_budgets(store: &Store, policy: &crate::policy::Policy) -> Result<(), OpenError> {
     let now = crate::audit::now_micros();
     let rows: Vec<_> = policy.budgets.iter().map(|b| b.row(now)).collect();
-    store.sync_file_budgets(&rows).await.map_err(|e| format!("cannot store the policy files' budgets: {e}"))
+    store.sync_file_budgets(&rows).await.map_err(OpenError::Budgets)
 }
 
 /// Opens the store the configuration names.
-pub async fn open_store(config: &Config) -> Result<Store, String> {
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
     let base = config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    Store::open(config.store.expose(), &base, config.durability).await.map_err(|e| e.to_string())
+    Store::open(config.store.expose(), &base, config.durability).await
 }

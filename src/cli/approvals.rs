@@ -47,7 +47,7 @@ pub enum ApprovalsCommand {
 }
 
 pub async fn run(config: Config, command: ApprovalsCommand) -> Result<(), String> {
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let base = config.approval.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
     let approvals = Approvals::new(store.clone(), config.approval.clone(), base);
     let result = match command {

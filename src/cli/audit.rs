@@ -31,7 +31,7 @@ pub enum AuditCommand {
 }
 
 pub async fn run(config: Config, command: AuditCommand) -> Result<(), String> {
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let result = match command {
         AuditCommand::Verify => match verify::verify(&store).await.map_err(|e| e.to_string())? {
             Ok(n) => {

@@ -62,7 +62,7 @@ pub enum BudgetsCommand {
 }
 
 pub async fn run(config: Config, command: BudgetsCommand) -> Result<(), String> {
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let result = match command {
         BudgetsCommand::Set { id, scope, org, unit, limit, period, idempotency_key } => {
             set(&store, id, scope, org, unit, limit, period, idempotency_key).await

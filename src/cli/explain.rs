@@ -29,7 +29,7 @@ pub async fn run(config: Config, a: ExplainArgs) -> Result<(), String> {
         return Err("--args must be a JSON object".into());
     }
     let policy = crate::policy::load::load_dir(&config.policies_dir).map_err(|e| e.to_string())?;
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let found = if identity::looks_like_secret(&a.key) {
         identity::authenticate(&store, &a.key).await
     } else {

@@ -35,7 +35,7 @@ pub async fn run(dir: &Path) -> Result<(), String> {
     }
     let config_path = std::path::absolute(dir.join("tollgate.toml")).map_err(|e| e.to_string())?;
     let config = config::load(&config_path).map_err(|e| e.to_string())?;
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let key = crate::identity::create_key(&store, ORG, TEAM, None, Some("tollgate init"), crate::audit::now_micros())
         .await
         .map_err(|e| e.to_string())?;

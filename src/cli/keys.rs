@@ -37,7 +37,7 @@ pub enum KeysCommand {
 }
 
 pub async fn run(config: Config, command: KeysCommand) -> Result<(), String> {
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let result = match command {
         KeysCommand::Create { team, org, role, label, json } => create(&store, &team, &org, role, label, json).await,
         KeysCommand::List { org, json } => list(&store, org.as_deref(), json).await,

@@ -360,8 +360,8 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     let listener = server::http::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = shutdown_on_signal();
-    let store = crate::app::open_store(&config).await?;
-    let gw = crate::app::open(&config, store, shutdown.clone()).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
+    let gw = crate::app::open(&config, store, shutdown.clone()).await.map_err(|e| e.to_string())?;
     gw.approvals.bound_to(local);
     let tracing = gw.tracing.clone();
     let router = server::http::router(gw, &config.server);
@@ -384,7 +384,7 @@ async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
     let Some(key) = key.filter(|k| !k.trim().is_empty()) else {
         return Err("stdio needs an API key: --key tg_... or TOLLGATE_KEY".into());
     };
-    let store = crate::app::open_store(&config).await?;
+    let store = crate::app::open_store(&config).await.map_err(|e| e.to_string())?;
     let principal = match crate::identity::authenticate(&store, &key).await {
         Ok(p) => p,
         Err(e) => {
@@ -395,7 +395,7 @@ async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
         }
     };
     let shutdown = shutdown_on_signal();
-    let gw = crate::app::open(&config, store, shutdown).await?;
+    let gw = crate::app::open(&config, store, shutdown).await.map_err(|e| e.to_string())?;
     let tracing = gw.tracing.clone();
     let served = server::stdio::serve(gw, principal).await;
     flush_spans(tracing).await;
@@ -408,7 +408,7 @@ async fn tools(config: Config, json: bool) -> Result<(), String> {
         config.manifests.clone(),
         config.catalog.separator.clone(),
         crate::llm::Llm::new(&config.llm).builtin().into_iter().collect(),
-        crate::admin::pins_of(&crate::app::open_store(&config).await?).await?,
+        crate::admin::pins_of(&crate::app::open_store(&config).await.map_err(|e| e.to_string())?).await?,
         shutdown.clone(),
     );
     let deadline = config

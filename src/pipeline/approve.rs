@@ -72,17 +72,12 @@ pub(super) async fn stage(gw: &Gateway, rec: &mut CallRecord, a: Admitted, via: 
     }
 
     // The same call again: resume its action.
-    let existing = gw
-        .approvals
-        .store()
-        .approval_for_call(&a.principal.key_id, &a.entry.name, &digest, &a.entry.hash, replay_since())
-        .await;
-    match existing {
+    match action_for_call(gw, &a, &digest).await {
         Ok(Some(row)) => return resume(gw, rec, row, tasks, a, via).await,
         Ok(None) => {}
         Err(e) => return unavailable(rec, "approval", &e),
     }
-    let row = match open_action(gw, rec, &a, digest, tasks).await {
+    let row = match open_action(gw, rec, &a, &digest, tasks).await {
         Ok(Opened::New(row)) => row,
         Ok(Opened::Joined(row)) => return resume(gw, rec, row, tasks, a, via).await,
         Err(end) => return end,
@@ -159,7 +154,7 @@ async fn open_action(
     gw: &Gateway,
     rec: &mut CallRecord,
     a: &Admitted,
-    digest: String,
+    digest: &str,
     tasks: bool,
 ) -> Result<Opened, Next> {
     let settings = gw.approvals.settings();
@@ -184,8 +179,11 @@ async fn open_action(
         ),
     };
     let expires_at = now.saturating_add(micros(timeout));
-    let row =
-        pending_row(rec, a, Pending { digest, route: route_id, why: why.clone(), hold: &hold, tasks, now, expires_at });
+    let row = pending_row(
+        rec,
+        a,
+        Pending { digest: digest.to_string(), route: route_id, why: why.clone(), hold: &hold, tasks, now, expires_at },
+    );
     let created = gw.approvals.create(row, now.saturating_add(micros(hold_ttl)), webhooks).await;
     if !matches!(created, Ok(Some(_)))
         && let Some(h) = &hold
@@ -201,9 +199,18 @@ async fn open_action(
             Ok(Opened::New(row))
         }
         // The same call, made concurrently, opened the action first: join it.
-        Ok(None) => join(gw, rec, a).await,
+        Ok(None) => join(gw, rec, a, digest).await,
         Err(e) => Err(unavailable(rec, "approval", &e)),
     }
+}
+
+/// The open action (or one that ran moments ago) bound to exactly this
+/// call: key, tool, argument digest and tool definition.
+async fn action_for_call(gw: &Gateway, a: &Admitted, digest: &str) -> Result<Option<ApprovalRow>, StoreError> {
+    gw.approvals
+        .store()
+        .approval_for_call(&a.principal.key_id, &a.entry.name, digest, &a.entry.hash, replay_since())
+        .await
 }
 
 /// What a pending action is made of, besides the call.
@@ -255,17 +262,11 @@ fn pending_row(rec: &CallRecord, a: &Admitted, p: Pending<'_>) -> ApprovalRow {
 }
 
 /// Joins the action a concurrent twin of this call opened.
-async fn join(gw: &Gateway, rec: &mut CallRecord, a: &Admitted) -> Result<Opened, Next> {
+async fn join(gw: &Gateway, rec: &mut CallRecord, a: &Admitted, digest: &str) -> Result<Opened, Next> {
     rec.hold_id = None;
     rec.cost_held = 0;
     rec.budgets = Vec::new();
-    let digest = digest_of(&a.arguments);
-    let existing = gw
-        .approvals
-        .store()
-        .approval_for_call(&a.principal.key_id, &a.entry.name, &digest, &a.entry.hash, replay_since())
-        .await;
-    match existing {
+    match action_for_call(gw, a, digest).await {
         Ok(Some(row)) => Ok(Opened::Joined(row)),
         Ok(None) => {
             let e = StoreError::Unavailable("the open action for this call vanished".into());

@@ -312,20 +312,16 @@ fn answered(outcome: &Outcome) -> Result<&CallToolResult, Box<Response>> {
         Outcome::Ran(Ok(_)) | Outcome::Waiting(Waiting::Task(_) | Waiting::Question(_)) => {
             Err(upstream("the call asked for input, which this endpoint cannot give"))
         }
-        // An error from the call itself (a stored result replayed, say), by its code.
-        Outcome::Ran(Err(e)) => Err(Box::new(match e.code {
-            pipeline::UNAUTHORIZED => {
-                error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", &e.message, None)
-            }
-            rmcp::model::ErrorCode::INVALID_PARAMS => error(
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                "permission_denied",
-                &format!("this key may not use the LLM tool: {}", e.message),
-                None,
-            ),
-            _ => error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", &e.message, None),
-        })),
+        // An error from the call itself (a stored result replayed, say):
+        // answered as the refusal its JSON-RPC code stands for.
+        Outcome::Ran(Err(e)) => {
+            let text = e.message.to_string();
+            Err(Box::new(refusal(&match e.code {
+                pipeline::UNAUTHORIZED => Refusal::Unauthorized(text),
+                rmcp::model::ErrorCode::INVALID_PARAMS => Refusal::UnknownTool(text),
+                _ => Refusal::Failed(text),
+            })))
+        }
         Outcome::Waiting(Waiting::Pending { text, approval_id, .. }) => {
             let body = json!({"error": {"message": text, "type": "approval_pending", "code": "approval_pending",
                 "param": null, "approval_id": approval_id}});

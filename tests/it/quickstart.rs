@@ -38,23 +38,10 @@ fn json_in(out: &str) -> Option<&str> {
     Some(&out[out.find("{\n")?..=out.rfind('}')?])
 }
 
-/// Runs one README line in `dir` after the README's `export` line.
+/// Runs one README line in `dir` after the README's `export` line, as the
+/// docs blocks are run (`harness::run_doc_block`).
 async fn bash(dir: &Path, export: &str, line: &str) -> (bool, String) {
-    let bin = Path::new(TOLLGATE).parent().unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let out = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("{export}\n{line}"))
-        .current_dir(dir)
-        .env("PATH", path)
-        .env_remove("TOLLGATE_CONFIG")
-        .env_remove("TOLLGATE_KEY")
-        .env_remove("TOLLGATE_URL")
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    run_doc_block(dir, &format!("{export}\n{line}"), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

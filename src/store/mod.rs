@@ -2,8 +2,9 @@
 //! its domain files (`keys`, `audit`, `ledger`, `approvals`, `admin`), in
 //! the typed words of `kinds` and in [`StoreError`]; the [`Store`] facade
 //! here dispatches each call to a backend, and SQL lives only in the
-//! backend modules (`sqlite`, `postgres`) and the statements they share
-//! (`sql`). The backends import the domain files, never this one.
+//! backend modules (`sqlite`, `postgres`) and the statements they share,
+//! written once in PostgreSQL's text (`sql` for the ledger and the chain,
+//! `keys_sql`, `budgets_sql`, `approvals_sql`, `admin_sql`). The backends import the domain files, never this one.
 //!
 //! Durability: SQLite runs in WAL mode; `durability = "normal"` (the default)
 //! survives `kill -9` of the gateway without an fsync per commit, `"full"`
@@ -14,12 +15,14 @@ mod admin_sql;
 mod approvals;
 mod approvals_sql;
 mod audit;
+mod budgets_sql;
 pub mod chain;
 pub mod changes;
 mod error;
 mod holds;
 mod keycache;
 mod keys;
+mod keys_sql;
 pub mod kinds;
 mod ledger;
 pub mod liveness;

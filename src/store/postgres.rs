@@ -25,13 +25,10 @@ pub mod owners;
 
 use super::changes::Feed;
 use super::keycache::KeyCache;
-use super::rows;
-use crate::store::audit::{AuditDraft, AuditFilter, AuditRow};
+use crate::store::audit::AuditDraft;
 use crate::store::error::StoreError;
 use crate::store::keys::KeyRow;
-use crate::store::ledger::{
-    Applied, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, Resolution, ReusedKey, UsageRow,
-};
+use crate::store::ledger::{CycleOutcome, HoldOutcome, HoldRequest, Resolution};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "keys and audit", include_str!("migrations/postgres/0001_keys_and_audit.sql")),
@@ -50,6 +47,7 @@ const WRITE_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
 type Conn = sqlx::PgConnection;
 
+super::sql::chain_methods!(Postgres);
 super::sql::ledger_statements!(sqlx::Postgres, sqlx::PgConnection);
 
 #[derive(Clone, Debug)]
@@ -180,24 +178,6 @@ impl Postgres {
         Ok(tx)
     }
 
-    pub async fn insert_key(&self, k: &KeyRow) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO keys ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            rows::KEY_COLUMNS
-        )))
-        .bind(&k.id)
-        .bind(&k.secret_hash)
-        .bind(&k.org)
-        .bind(&k.team)
-        .bind(&k.role)
-        .bind(&k.label)
-        .bind(k.created_at)
-        .bind(k.revoked_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Served from the cache only while the listener hears key changes.
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let epoch = self.feed.keys_epoch();
@@ -211,139 +191,9 @@ impl Postgres {
         Ok(found)
     }
 
-    async fn key_by_hash_uncached(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE secret_hash = $1", rows::KEY_COLUMNS)))
-            .bind(secret_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| rows::key(&r)).transpose()
-    }
-
-    pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE id = $1", rows::KEY_COLUMNS)))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| rows::key(&r)).transpose()
-    }
-
-    pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM keys WHERE ($1::text IS NULL OR org = $1) ORDER BY created_at, id",
-            rows::KEY_COLUMNS
-        )))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::key).collect()
-    }
-
-    pub async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        // A new epoch here at once; other replicas when they catch up.
+    /// A new epoch here at once; other replicas when they catch up.
+    fn keys_changed(&self) {
         self.feed.keys_changed_here();
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        append_in(&mut tx, drafts, None).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn change_budget<E: From<ReusedKey> + Send>(
-        &self,
-        id: &str,
-        idem: Option<Idempotency>,
-        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
-    ) -> Result<Result<Applied, E>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if let Some(i) = &idem {
-            let seen = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = $1")
-                .bind(&i.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(r) = seen {
-                let (hash, response): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-                tx.rollback().await?;
-                return Ok(if hash == i.request_hash {
-                    Ok(Applied::Replayed(response))
-                } else {
-                    Err(ReusedKey(i.key.clone()).into())
-                });
-            }
-        }
-        let current = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM budgets WHERE id = $1", rows::BUDGET_COLUMNS)))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let current = current.map(|r| rows::budget(&r)).transpose()?;
-        let new = match change(current) {
-            Ok(row) => row,
-            Err(refused) => {
-                tx.rollback().await?;
-                return Ok(Err(refused));
-            }
-        };
-        upsert_budget(&mut tx, &new).await?;
-        let response = super::ledger::budget_response(&new);
-        if let Some(i) = &idem {
-            sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(&i.key)
-                .bind(&i.request_hash)
-                .bind(&response)
-                .bind(new.updated_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(Applied::Now(response)))
-    }
-
-    pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM budgets WHERE source LIKE 'file:%'").execute(&mut *tx).await?;
-        for r in rows {
-            upsert_budget(&mut tx, r).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn budget_usage(
-        &self,
-        org: Option<&str>,
-        now: i64,
-        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
-    ) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM budgets WHERE ($1::text IS NULL OR org IS NULL OR org = $1) ORDER BY id",
-            rows::BUDGET_COLUMNS
-        )))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let budget = rows::budget(r)?;
-            let start = period_start(budget.period, now).unwrap_or(0);
-            let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = $1 AND period_start = $2")
-                .bind(&budget.id)
-                .bind(start)
-                .fetch_optional(&self.pool)
-                .await?;
-            let (spent, held) = match usage {
-                Some(u) => (u.try_get(0)?, u.try_get(1)?),
-                None => (0, 0),
-            };
-            out.push(UsageRow { budget, period_start: start, spent, held });
-        }
-        Ok(out)
     }
 
     pub async fn stale_holds(&self, now: i64, dead_owners: &[String]) -> Result<Vec<String>, StoreError> {
@@ -357,24 +207,9 @@ impl Postgres {
         rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
     }
 
-    pub async fn hold_owners(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT DISTINCT owner FROM holds WHERE state = 'held'").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
-    }
-
-    pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT state FROM holds WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        row.map(|r| r.try_get(0).map_err(StoreError::from)).transpose()
-    }
-
     /// The journal's connection; every cycle is a locked transaction on it.
     pub async fn writer(&self) -> Result<AuditWriter, StoreError> {
         Ok(AuditWriter { conn: self.pool.acquire().await? })
-    }
-
-    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = audit_select(f).build().fetch_all(&self.pool).await?;
-        rows.iter().map(rows::audit).collect()
     }
 }
 
@@ -412,28 +247,10 @@ impl AuditWriter {
     }
 }
 
-async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO budgets ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
-           limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
-           updated_at = excluded.updated_at",
-        rows::BUDGET_COLUMNS
-    )))
-    .bind(&b.id)
-    .bind(&b.scope)
-    .bind(&b.org)
-    .bind(b.unit.as_str())
-    .bind(b.limit_amount)
-    .bind(b.period.as_str())
-    .bind(&b.source)
-    .bind(b.updated_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+mod keys {
+    crate::store::keys_sql::key_statements!(super::Postgres);
 }
 
-/// `$from, $from+1, ...`: `n` placeholders.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+mod budgets {
+    crate::store::budgets_sql::budget_statements!(super::Postgres, super::Conn);
 }

@@ -217,4 +217,34 @@ macro_rules! ledger_statements {
     };
 }
 
+/// Defines the audit chain's `append_audit` and `audit` on one backend,
+/// beside its `ledger_statements!`: `chain_methods!(Sqlite)`.
+macro_rules! chain_methods {
+    ($backend:ty) => {
+        impl $backend {
+            /// Appends `drafts` to the chain in a write transaction: the
+            /// writer lock is taken before the head is read, so two writers
+            /// (the gateway and a CLI, say) never fork the chain.
+            pub async fn append_audit(
+                &self,
+                drafts: &[$crate::store::audit::AuditDraft],
+            ) -> Result<(), $crate::store::error::StoreError> {
+                let mut tx = self.begin_write().await?;
+                append_in(&mut tx, drafts, None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            pub async fn audit(
+                &self,
+                f: &$crate::store::audit::AuditFilter,
+            ) -> Result<Vec<$crate::store::audit::AuditRow>, $crate::store::error::StoreError> {
+                let rows = audit_select(f).build().fetch_all(&self.pool).await?;
+                rows.iter().map($crate::store::rows::audit).collect()
+            }
+        }
+    };
+}
+
+pub(super) use chain_methods;
 pub(super) use ledger_statements;

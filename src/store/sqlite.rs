@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use sqlx::{Row, SqlSafeStr};
 
 mod admin;
 mod approvals;
@@ -15,14 +15,11 @@ mod approvals;
 mod direct;
 
 use super::keycache::KeyCache;
-use super::rows;
-use crate::store::audit::{AuditDraft, AuditFilter, AuditRow};
+use crate::store::audit::AuditDraft;
 use crate::store::error::StoreError;
 use crate::store::keys::KeyRow;
 use crate::store::kinds::Durability;
-use crate::store::ledger::{
-    Applied, BudgetRow, CycleOutcome, HoldOutcome, HoldRequest, Idempotency, Resolution, ReusedKey, UsageRow,
-};
+use crate::store::ledger::{CycleOutcome, HoldOutcome, HoldRequest, Resolution};
 
 /// How long a statement waits for another writer's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,24 +170,7 @@ impl Sqlite {
         PathBuf::from(p)
     }
 
-    pub async fn insert_key(&self, k: &KeyRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO keys (id, secret_hash, org, team, role, label, created_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&k.id)
-        .bind(&k.secret_hash)
-        .bind(&k.org)
-        .bind(&k.team)
-        .bind(&k.role)
-        .bind(&k.label)
-        .bind(k.created_at)
-        .bind(k.revoked_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
+    /// Served from the cache while the key-change marker stands still.
     pub async fn key_by_hash(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let epoch = self.keys.marker();
         if let Some(row) = self.keys.cache.get(epoch, secret_hash) {
@@ -203,140 +183,9 @@ impl Sqlite {
         Ok(found)
     }
 
-    async fn key_by_hash_uncached(&self, secret_hash: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE secret_hash = ?", rows::KEY_COLUMNS)))
-            .bind(secret_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| rows::key(&r)).transpose()
-    }
-
-    pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM keys WHERE id = ?", rows::KEY_COLUMNS)))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| rows::key(&r)).transpose()
-    }
-
-    pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM keys WHERE (?1 IS NULL OR org = ?1) ORDER BY created_at, id",
-            rows::KEY_COLUMNS
-        )))
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::key).collect()
-    }
-
-    pub async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    /// Tells every process sharing the database that keys changed.
+    fn keys_changed(&self) {
         self.keys.bump();
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<(), StoreError> {
-        // IMMEDIATE takes the write lock before the head is read, so two
-        // writers (the gateway and a CLI, say) never fork the chain.
-        let mut tx = self.begin_write().await?;
-        append_in(&mut tx, drafts, None).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn change_budget<E: From<ReusedKey> + Send>(
-        &self,
-        id: &str,
-        idem: Option<Idempotency>,
-        change: impl FnOnce(Option<BudgetRow>) -> Result<BudgetRow, E> + Send,
-    ) -> Result<Result<Applied, E>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if let Some(i) = &idem {
-            let seen = sqlx::query("SELECT request_hash, response FROM idempotency WHERE key = ?")
-                .bind(&i.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(r) = seen {
-                let (hash, response): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-                tx.rollback().await?;
-                return Ok(if hash == i.request_hash {
-                    Ok(Applied::Replayed(response))
-                } else {
-                    Err(ReusedKey(i.key.clone()).into())
-                });
-            }
-        }
-        let current = sqlx::query(AssertSqlSafe(format!("SELECT {} FROM budgets WHERE id = ?", rows::BUDGET_COLUMNS)))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let current = current.map(|r| rows::budget(&r)).transpose()?;
-        let new = match change(current) {
-            Ok(row) => row,
-            Err(refused) => {
-                tx.rollback().await?;
-                return Ok(Err(refused));
-            }
-        };
-        upsert_budget(&mut tx, &new).await?;
-        let response = super::ledger::budget_response(&new);
-        if let Some(i) = &idem {
-            sqlx::query("INSERT INTO idempotency (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
-                .bind(&i.key)
-                .bind(&i.request_hash)
-                .bind(&response)
-                .bind(new.updated_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(Applied::Now(response)))
-    }
-
-    pub async fn sync_file_budgets(&self, rows: &[BudgetRow]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM budgets WHERE source LIKE 'file:%'").execute(&mut *tx).await?;
-        for r in rows {
-            upsert_budget(&mut tx, r).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn budget_usage(
-        &self,
-        org: Option<&str>,
-        now: i64,
-        period_start: fn(crate::calendar::Period, i64) -> Option<i64>,
-    ) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, scope, org, unit, limit_amount, period, source, updated_at FROM budgets
-             WHERE (?1 IS NULL OR org IS NULL OR org = ?1) ORDER BY id",
-        )
-        .bind(org)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let budget = rows::budget(r)?;
-            let start = period_start(budget.period, now).unwrap_or(0);
-            let usage = sqlx::query("SELECT spent, held FROM budget_usage WHERE budget_id = ? AND period_start = ?")
-                .bind(&budget.id)
-                .bind(start)
-                .fetch_optional(&self.pool)
-                .await?;
-            let (spent, held) = match usage {
-                Some(u) => (u.try_get(0)?, u.try_get(1)?),
-                None => (0, 0),
-            };
-            out.push(UsageRow { budget, period_start: start, spent, held });
-        }
-        Ok(out)
     }
 
     pub async fn stale_holds(&self, now: i64, dead_owners: &[String]) -> Result<Vec<String>, StoreError> {
@@ -361,16 +210,6 @@ impl Sqlite {
         Ok(ids)
     }
 
-    pub async fn hold_owners(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT DISTINCT owner FROM holds WHERE state = 'held'").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
-    }
-
-    pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT state FROM holds WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
-        row.map(|r| r.try_get(0).map_err(StoreError::from)).transpose()
-    }
-
     /// A connection of its own for the audit writer, which checkpoints
     /// itself between commits (see [`AuditWriter::checkpoint`]), never
     /// inside one.
@@ -383,11 +222,6 @@ impl Sqlite {
         // An fsync per commit (`full`) would block the runtime's thread in a
         // direct append: those writers keep to sqlx.
         Ok(AuditWriter { conn, head: None, direct: self.durability == Durability::Normal })
-    }
-
-    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = audit_select(f).build().fetch_all(&self.pool).await?;
-        rows.iter().map(rows::audit).collect()
     }
 }
 
@@ -412,6 +246,7 @@ impl std::fmt::Debug for AuditWriter {
 
 type Conn = sqlx::SqliteConnection;
 
+super::sql::chain_methods!(Sqlite);
 super::sql::ledger_statements!(sqlx::Sqlite, sqlx::SqliteConnection);
 
 impl AuditWriter {
@@ -484,25 +319,12 @@ impl AuditWriter {
     }
 }
 
-async fn upsert_budget(conn: &mut Conn, b: &BudgetRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO budgets (id, scope, org, unit, limit_amount, period, source, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET scope = excluded.scope, org = excluded.org, unit = excluded.unit,
-           limit_amount = excluded.limit_amount, period = excluded.period, source = excluded.source,
-           updated_at = excluded.updated_at",
-    )
-    .bind(&b.id)
-    .bind(&b.scope)
-    .bind(&b.org)
-    .bind(b.unit.as_str())
-    .bind(b.limit_amount)
-    .bind(b.period.as_str())
-    .bind(&b.source)
-    .bind(b.updated_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+mod keys {
+    crate::store::keys_sql::key_statements!(super::Sqlite);
+}
+
+mod budgets {
+    crate::store::budgets_sql::budget_statements!(super::Sqlite, super::Conn);
 }
 
 #[cfg(test)]
@@ -513,6 +335,7 @@ mod tests {
         assert!(matches!(super::Sqlite::sql("SELECT 1"), std::borrow::Cow::Borrowed(_)));
     }
     use super::*;
+    use crate::store::audit::AuditFilter;
 
     #[test]
     fn relative_paths_resolve_against_the_config_directory() {
@@ -533,7 +356,7 @@ mod tests {
                 let sql = format!("EXPLAIN QUERY PLAN {}", audit_select(&f).sql().as_str());
                 // EXPLAIN needs the binds too; their values do not matter.
                 let n = sql.matches('?').count();
-                let mut query = sqlx::query(AssertSqlSafe(sql));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for _ in 0..n {
                     query = query.bind(1_i64);
                 }

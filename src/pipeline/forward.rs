@@ -64,7 +64,7 @@ pub async fn forward_tool(
     for _ in 0..MAX_INPUT_ROUNDS {
         let flight = match flight::start(up, out.clone(), timeout, &ctx).await {
             Ok(f) => f,
-            Err(failure) => return Ok(tool_error(failure)),
+            Err(failure) => return Ok(tool_error(failure.to_string())),
         };
         match finish(gw, up, entry, flight, &ctx, legacy_agent).await? {
             Finished::Answer(r) => return Ok(r),

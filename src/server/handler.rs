@@ -378,7 +378,7 @@ impl ServerHandler for Session {
         let up = self.gw.upstreams.get(index).clone();
         if let Err(e) = self.gw.upstreams.subscriptions().acquire(&request.uri, up).await {
             self.gw.watchers.remove(&request.uri, &ctx.peer);
-            return Err(McpError::internal_error(e, None));
+            return Err(McpError::internal_error(e.to_string(), None));
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use tokio::io::{AsyncReadExt, BufReader};
 
+use super::error::ConnectError;
 use super::handler::Handler;
 use super::tap::tap;
 use crate::config::{Remote, Stdio, Transport};
@@ -28,19 +29,19 @@ const HTTP_MAX_CONCURRENT: usize = 256;
 /// `server/discover` and falls back to `initialize` when the server does not
 /// know it; a server that answers discover but lists only pre-2026 versions
 /// is retried here with `initialize`.
-pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result<Service, String> {
+pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result<Service, ConnectError> {
     let auto = ClientLifecycleMode::Auto {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
     };
     let result = match open_with(name, transport, handler.clone(), auto).await {
-        Err(e) if e.contains("no compatible protocol version") => {
+        Err(ConnectError::Handshake(e)) if e.contains("no compatible protocol version") => {
             tracing::debug!(upstream = %name, "server/discover offered only legacy versions; using initialize");
             open_with(name, transport, handler, ClientLifecycleMode::Initialize).await
         }
         other => other,
     };
-    result.map_err(|e| scrub(e, transport))
+    result.map_err(|e| e.map_text(|t| scrub(t, transport)))
 }
 
 /// Errors end up in logs, `/readyz` and `tollgate tools`: never with the URL,
@@ -59,10 +60,10 @@ async fn open_with(
     transport: &Transport,
     handler: Handler,
     lifecycle: ClientLifecycleMode,
-) -> Result<Service, String> {
+) -> Result<Service, ConnectError> {
     let progress = handler.progress.clone();
     let inflight = handler.inflight.clone();
-    let serve_err = |e: rmcp::service::ClientInitializeError| format!("handshake failed: {e}");
+    let serve_err = |e: rmcp::service::ClientInitializeError| ConnectError::Handshake(e.to_string());
     match transport {
         Transport::Stdio(s) => {
             let mut t = tap(spawn_child(name, s)?, progress, inflight);
@@ -83,12 +84,14 @@ async fn open_with(
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut req = r.url.expose().into_client_request().map_err(|e| format!("bad websocket url: {e}"))?;
+            let mut req = r.url.expose().into_client_request().map_err(|e| ConnectError::Settings(format!("bad websocket url: {e}")))?;
             for (k, v) in headers(r)? {
                 req.headers_mut().insert(k, v);
             }
             let (ws, _) =
-                tokio_tungstenite::connect_async(req).await.map_err(|e| format!("websocket connect failed: {e}"))?;
+                tokio_tungstenite::connect_async(req)
+                .await
+                .map_err(|e| ConnectError::Transport(format!("websocket connect failed: {e}")))?;
             let mut t = tap(crate::ws::tungstenite::<RoleClient, _>(ws), progress, inflight);
             ready(&mut t).await?;
             handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
@@ -115,13 +118,16 @@ async fn open_with(
 /// server that silently ignores `server/discover` (rmcp then falls back to
 /// `initialize` after its 10 s) still answers it. Its string id never matches
 /// rmcp's numeric ids. Any answer, result or error, means the server is up.
-async fn ready<T: rmcp::transport::Transport<RoleClient>>(transport: &mut T) -> Result<(), String> {
+async fn ready<T: rmcp::transport::Transport<RoleClient>>(transport: &mut T) -> Result<(), ConnectError> {
     let id = RequestId::String("tollgate-probe".into());
     let ping = ClientJsonRpcMessage::request(ClientRequest::PingRequest(PingRequest::default()), id.clone());
-    transport.send(ping).await.map_err(|e| format!("cannot send the readiness ping: {e}"))?;
+    transport.send(ping).await.map_err(|e| ConnectError::Transport(format!("cannot send the readiness ping: {e}")))?;
     loop {
         match transport.receive().await {
-            None => return Err("the upstream closed the connection before answering its first request".into()),
+            None => {
+                let why = "the upstream closed the connection before answering its first request";
+                return Err(ConnectError::Transport(why.into()));
+            }
             Some(JsonRpcMessage::Response(r)) if r.id == id => return Ok(()),
             // A server that cannot read a request's id answers without one.
             Some(JsonRpcMessage::Error(e)) if e.id.as_ref().is_none_or(|i| *i == id) => return Ok(()),
@@ -138,20 +144,21 @@ async fn ready<T: rmcp::transport::Transport<RoleClient>>(transport: &mut T) -> 
 /// teardown per call. A gateway makes many calls to the same few hosts, so it
 /// keeps idle connections (hyper only reuses one after its body is fully read)
 /// and sets TCP_NODELAY. Redirects are not followed: the manifest names the URL.
-fn pooled_client() -> Result<reqwest::Client, String> {
+fn pooled_client() -> Result<reqwest::Client, ConnectError> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(HTTP_MAX_CONCURRENT)
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(|e| ConnectError::Settings(format!("cannot build the HTTP client: {e}")))
 }
 
-pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, String> {
+pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, ConnectError> {
     let mut out = HashMap::new();
     for (k, v) in &r.headers {
-        let name = HeaderName::try_from(k.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
-        let mut value = HeaderValue::try_from(v.expose()).map_err(|e| format!("header `{k}`: {e}"))?;
+        let bad = |e: &dyn std::fmt::Display| ConnectError::Settings(format!("header `{k}`: {e}"));
+        let name = HeaderName::try_from(k.as_str()).map_err(|e| bad(&e))?;
+        let mut value = HeaderValue::try_from(v.expose()).map_err(|e| bad(&e))?;
         value.set_sensitive(true);
         out.insert(name, value);
     }
@@ -160,8 +167,8 @@ pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, String> {
 
 /// Starts a stdio upstream with exactly the environment its manifest declares,
 /// never through a shell. Its stderr goes to tollgate's log.
-fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, String> {
-    let program = resolve_program(&s.command).ok_or_else(|| format!("command `{}` not found on PATH", s.command))?;
+fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, ConnectError> {
+    let program = resolve_program(&s.command).ok_or_else(|| ConnectError::Settings(format!("command `{}` not found on PATH", s.command)))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&s.args).env_clear();
     for (k, v) in &s.env {
@@ -173,7 +180,7 @@ fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, String> {
     let (child, stderr) = TokioChildProcess::builder(cmd)
         .stderr(ProcStdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", s.command))?;
+        .map_err(|e| ConnectError::Transport(format!("cannot start `{}`: {e}", s.command)))?;
     if let Some(stderr) = stderr {
         tokio::spawn(pump_stderr(name.to_string(), stderr));
     }

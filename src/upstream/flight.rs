@@ -20,7 +20,7 @@ use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
 use tokio::sync::mpsc;
 
-use super::Upstream;
+use super::{Upstream, UpstreamError};
 use super::inflight::{Agent, CallGuard, Pending};
 use super::progress::Subscription;
 use crate::catalog::ToolEntry;
@@ -60,12 +60,8 @@ pub async fn call_detached(
     let timeout: Duration = entry.settings.timeout.unwrap_or(up.manifest.call_timeout);
     let conn = match up.conn() {
         Ok(c) => c,
-        Err(e) => {
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "upstream `{}` is unavailable: {e}",
-                up.name
-            ))]));
-        }
+        // Its text names the upstream and why it is down.
+        Err(e) => return Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())])),
     };
     let _counted = conn.inflight.other();
     let mut out = CallToolRequestParams::new(entry.upstream_tool.clone());
@@ -102,8 +98,8 @@ pub async fn start(
     out: CallToolRequestParams,
     timeout: Duration,
     ctx: &RequestContext<RoleServer>,
-) -> Result<Flight, String> {
-    let conn = up.conn().map_err(|e| e.to_string())?;
+) -> Result<Flight, UpstreamError> {
+    let conn = up.conn()?;
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (logs, logs_rx) = mpsc::channel(LOG_BUFFER);
     let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
@@ -115,7 +111,7 @@ pub async fn start(
         .peer
         .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
         .await
-        .map_err(|e| format!("upstream `{}` failed: {e}", up.name))?;
+        .map_err(|e| UpstreamError::Failed { upstream: up.name.clone(), how: "failed", why: e.to_string() })?;
     let request_id = handle.id.clone();
     let inflight = pending.rekey(request_id.clone());
     let (progress, progress_rx) = conn.progress.subscribe(handle.progress_token.clone());

@@ -7,6 +7,8 @@
 //! dead or slow upstream never delays the others or the gateway's start.
 
 mod connect;
+mod error;
+pub use error::{ConnectError, UpstreamError};
 pub mod flight;
 pub use connect::resolve_program;
 pub mod handler;
@@ -111,17 +113,19 @@ impl Upstream {
     }
 
     /// The live connection's peer, or why there is none.
-    pub fn peer(&self) -> Result<Peer<RoleClient>, String> {
+    pub fn peer(&self) -> Result<Peer<RoleClient>, UpstreamError> {
         self.conn().map(|c| c.peer.clone())
     }
 
     /// The live connection, or why there is none.
-    pub fn conn(&self) -> Result<Arc<Conn>, String> {
+    pub fn conn(&self) -> Result<Arc<Conn>, UpstreamError> {
         let st = self.state.reading();
         match (&st.conn, &st.health) {
             (Some(c), _) if !c.peer.is_transport_closed() => Ok(c.clone()),
-            (_, Health::Down { error }) => Err(format!("upstream `{}` is unavailable: {error}", self.name)),
-            _ => Err(format!("upstream `{}` is not connected", self.name)),
+            (_, Health::Down { error }) => {
+                Err(UpstreamError::Down { upstream: self.name.clone(), why: error.clone() })
+            }
+            _ => Err(UpstreamError::NotConnected(self.name.clone())),
         }
     }
 
@@ -402,12 +406,12 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
         };
         let attempt = async {
             let service = connect::open(&up.name, &m.transport, handler).await?;
-            let listing = list(service.peer()).await.map_err(|e| format!("listing failed: {e}"))?;
-            Ok::<_, String>((service, listing))
+            let listing = list(service.peer()).await.map_err(|e| ConnectError::Listing(e.to_string()))?;
+            Ok::<_, ConnectError>((service, listing))
         };
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(m.connect_timeout, attempt) => r.unwrap_or_else(|_| Err(format!("no answer within the connect timeout of {:?}", m.connect_timeout))),
+            r = tokio::time::timeout(m.connect_timeout, attempt) => r.unwrap_or_else(|_| Err(ConnectError::Timeout(m.connect_timeout))),
         };
         match outcome {
             Ok((service, listing)) => {
@@ -482,7 +486,7 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 up.set(|st| {
                     st.conn = None;
                     st.listing = None;
-                    st.health = Health::Down { error };
+                    st.health = Health::Down { error: error.to_string() };
                     st.since = SystemTime::now();
                 });
                 if was_listed {

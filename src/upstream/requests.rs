@@ -16,19 +16,19 @@ use super::Upstream;
 
 impl Upstream {
     pub async fn get_prompt(&self, params: GetPromptRequestParams) -> Result<GetPromptResponse, McpError> {
-        let conn = self.conn().map_err(|e| McpError::internal_error(e, None))?;
+        let conn = self.conn().map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let _counted = conn.inflight.other();
         self.bounded(conn.peer.get_prompt_once(params)).await
     }
 
     pub async fn read_resource(&self, params: ReadResourceRequestParams) -> Result<ReadResourceResponse, McpError> {
-        let conn = self.conn().map_err(|e| McpError::internal_error(e, None))?;
+        let conn = self.conn().map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let _counted = conn.inflight.other();
         self.bounded(conn.peer.read_resource_once(params)).await
     }
 
     pub async fn complete(&self, params: CompleteRequestParams) -> Result<CompleteResult, McpError> {
-        let conn = self.conn().map_err(|e| McpError::internal_error(e, None))?;
+        let conn = self.conn().map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let _counted = conn.inflight.other();
         let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
         match self.bounded(conn.peer.send_request(request)).await? {

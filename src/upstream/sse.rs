@@ -34,6 +34,7 @@ use sse_stream::{Sse, SseStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::error::ConnectError;
 use crate::config::Remote;
 
 /// The largest event accepted on the stream, in raw bytes.
@@ -76,25 +77,28 @@ pub struct SseTransport {
 
 /// Opens the SSE stream of `r` and returns once the server has named its
 /// message endpoint. The caller bounds the wait.
-pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
-    let sse_url = Url::parse(r.url.expose()).map_err(|e| format!("bad sse url: {e}"))?;
+pub async fn connect(r: &Remote) -> Result<SseTransport, ConnectError> {
+    let settings = ConnectError::Settings;
+    let transport = ConnectError::Transport;
+    let sse_url = Url::parse(r.url.expose()).map_err(|e| settings(format!("bad sse url: {e}")))?;
     if !matches!(sse_url.scheme(), "http" | "https") {
-        return Err(format!("sse url must be http or https, not `{}`", sse_url.scheme()));
+        return Err(settings(format!("sse url must be http or https, not `{}`", sse_url.scheme())));
     }
-    let client = client(&sse_url, headers(r)?)?;
+    let client = client(&sse_url, headers(r).map_err(settings)?).map_err(settings)?;
     let response = client
         .get(sse_url.clone())
         .header(ACCEPT, "text/event-stream")
         .header(CACHE_CONTROL, "no-cache")
         .send()
         .await
-        .map_err(|e| format!("sse connect failed: {}", describe(e)))?;
+        .map_err(|e| transport(format!("sse connect failed: {}", describe(e))))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("sse connect returned {status}"));
+        return Err(transport(format!("sse connect returned {status}")));
     }
     if !is_event_stream(response.headers()) {
-        return Err("sse connect did not return an event stream (is this a streamable http url?)".into());
+        let why = "sse connect did not return an event stream (is this a streamable http url?)";
+        return Err(settings(why.into()));
     }
 
     let mut bound = EventBound::new(MAX_EVENT_BYTES);
@@ -107,12 +111,12 @@ pub async fn connect(r: &Remote) -> Result<SseTransport, String> {
 
     let endpoint = loop {
         match events.next().await {
-            None => return Err("sse stream ended before the endpoint event".into()),
+            None => return Err(transport("sse stream ended before the endpoint event".into())),
             Some(Err(e)) => {
-                return Err(format!("sse stream failed before the endpoint event: {e}"));
+                return Err(transport(format!("sse stream failed before the endpoint event: {e}")));
             }
             Some(Ok(Sse { event: Some(name), data, .. })) if name == "endpoint" => {
-                break resolve_endpoint(&sse_url, data.as_deref().unwrap_or(""))?;
+                break resolve_endpoint(&sse_url, data.as_deref().unwrap_or("")).map_err(transport)?;
             }
             // Nothing sent yet, so nothing here can be a reply; the spec puts
             // the endpoint first and a server that does otherwise loses these.
@@ -369,7 +373,7 @@ mod tests {
     use rmcp::service::{ClientLifecycleMode, ClientServiceExt, QuitReason};
     use serde_json::{Value, json};
 
-    use super::*;
+use super::*;
     use crate::config::secret;
 
     const KEY: &str = "k-123";

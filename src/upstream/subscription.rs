@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{ServerNotification, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams};
 use tokio::sync::broadcast;
 
-use super::Upstream;
+use super::{Upstream, UpstreamError};
 use crate::sync::Locked;
 
 enum Backing {
@@ -75,7 +75,7 @@ impl Subscriptions {
     }
 
     /// Registers one agent's interest in `uri`, subscribing upstream on the first.
-    pub async fn acquire(&self, uri: &str, upstream: Arc<Upstream>) -> Result<(), String> {
+    pub async fn acquire(&self, uri: &str, upstream: Arc<Upstream>) -> Result<(), UpstreamError> {
         {
             let mut entries = self.entries.locked();
             if let Some(e) = entries.get_mut(uri) {
@@ -86,7 +86,11 @@ impl Subscriptions {
         let bound = upstream.manifest.call_timeout;
         let backing = tokio::time::timeout(bound, self.subscribe_upstream(uri, &upstream))
             .await
-            .map_err(|_| format!("upstream `{}` did not answer the subscription within {bound:?}", upstream.name))??;
+            .map_err(|_| UpstreamError::TimedOut {
+                upstream: upstream.name.clone(),
+                what: "subscription",
+                after: bound,
+            })??;
         let mut entries = self.entries.locked();
         match entries.get_mut(uri) {
             // Another agent subscribed while we were asking the upstream: keep theirs.
@@ -132,23 +136,26 @@ impl Subscriptions {
         }
     }
 
-    async fn subscribe_upstream(&self, uri: &str, up: &Upstream) -> Result<Backing, String> {
+    async fn subscribe_upstream(&self, uri: &str, up: &Upstream) -> Result<Backing, UpstreamError> {
         let peer = up.peer()?;
-        let info = peer.peer_info().ok_or_else(|| format!("upstream `{}` is not connected", up.name))?;
+        let info = peer.peer_info().ok_or_else(|| UpstreamError::NotConnected(up.name.clone()))?;
         if info.capabilities.resources.as_ref().and_then(|r| r.subscribe) != Some(true) {
-            return Err(format!("upstream `{}` does not support resource subscriptions", up.name));
+            let what = "resource subscriptions";
+            return Err(UpstreamError::Unsupported { upstream: up.name.clone(), what });
         }
+        let refused =
+            |e: rmcp::service::ServiceError| UpstreamError::Failed { upstream: up.name.clone(), how: "refused the subscription", why: e.to_string() };
         if !crate::protocol::is_modern(&info.protocol_version) {
             #[allow(deprecated)]
             peer.subscribe(SubscribeRequestParams::new(uri))
                 .await
-                .map_err(|e| format!("upstream `{}` refused the subscription: {e}", up.name))?;
+                .map_err(refused)?;
             return Ok(Backing::Session);
         }
         let mut filter = SubscriptionFilter::new();
         filter.resource_subscriptions = Some(vec![uri.to_string()]);
         let mut sub =
-            peer.listen(filter).await.map_err(|e| format!("upstream `{}` refused the subscription: {e}", up.name))?;
+            peer.listen(filter).await.map_err(refused)?;
         let this = self.clone();
         Ok(Backing::Listen(tokio::spawn(async move {
             while let Ok(Some(n)) = sub.next().await {

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::identity::Principal;
+use crate::ids::{CallId, HoldId};
 use crate::journal::{Journal, WithHold, WithResolution};
 use crate::store::liveness::Liveness;
-use crate::store::{HoldLine, HoldOutcome, HoldRequest, Resolution, Store, StoreError};
+use crate::store::{HoldLine, HoldOutcome, HoldRequest, HoldState, Resolution, Store, StoreError};
 
 pub use crate::calendar::{PERIODS, Period};
 pub use crate::store::kinds::Unit;
@@ -54,7 +55,7 @@ impl Owner {
 /// A hold taken for one call.
 #[derive(Debug, Clone)]
 pub struct Hold {
-    pub id: String,
+    pub id: HoldId,
     pub money: i64,
     pub tokens: i64,
     pub lines: Vec<HoldLine>,
@@ -85,7 +86,7 @@ pub enum Held {
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
     pub principal: &'a Principal,
-    pub call_id: &'a str,
+    pub call_id: &'a CallId,
     pub tool: &'a str,
     /// Micro-units of money.
     pub money: i64,
@@ -128,11 +129,11 @@ impl Ledger {
             return Ok(Held::Free);
         }
         let now = self.now();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = HoldId::random();
         let req = HoldRequest {
             hold_id: id.clone(),
             owner: self.owner.id.clone(),
-            call_id: call_id.to_string(),
+            call_id: call_id.clone(),
             principal: principal.to_string(),
             tool: tool.to_string(),
             org: principal.org.clone(),
@@ -161,19 +162,19 @@ impl Ledger {
         tokens: i64,
         record: Option<WithResolution>,
     ) -> Result<bool, StoreError> {
-        let state = if money > 0 || tokens > 0 { "settled" } else { "released" };
+        let state = if money > 0 || tokens > 0 { HoldState::Settled } else { HoldState::Released };
         self.resolve(&hold.id, state, money, tokens, record).await
     }
 
     async fn resolve(
         &self,
-        id: &str,
-        state: &'static str,
+        id: &HoldId,
+        state: HoldState,
         money: i64,
         tokens: i64,
         record: Option<WithResolution>,
     ) -> Result<bool, StoreError> {
-        let r = Resolution { hold_id: id.to_string(), state, charged: money, charged_tokens: tokens, now: self.now() };
+        let r = Resolution { hold_id: id.clone(), state, charged: money, charged_tokens: tokens, now: self.now() };
         self.journal.resolve(r, record).await
     }
 
@@ -189,7 +190,7 @@ impl Ledger {
         let stale = self.store.stale_holds(self.now(), &dead).await?;
         let mut released = 0;
         for id in stale {
-            if self.resolve(&id, "expired", 0, 0, None).await? {
+            if self.resolve(&HoldId::from(id), HoldState::Expired, 0, 0, None).await? {
                 released += 1;
             }
         }

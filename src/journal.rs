@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::AuditError;
+use crate::ids::HoldId;
 use crate::store::{AuditDraft, HoldOutcome, HoldRequest, Resolution, Store, StoreError, Writer};
 
 /// Most jobs in one transaction.
@@ -22,7 +23,7 @@ const MAX_BATCH: usize = 512;
 
 /// Makes the audit record that commits with a hold (the call's intent),
 /// from the hold's id and outcome; `None`: no record.
-pub type WithHold = Box<dyn FnOnce(&str, &HoldOutcome) -> Option<AuditDraft> + Send>;
+pub type WithHold = Box<dyn FnOnce(&HoldId, &HoldOutcome) -> Option<AuditDraft> + Send>;
 /// Makes the audit record that commits with a resolution (the call's
 /// outcome), from whether this resolution was the one that took effect.
 pub type WithResolution = Box<dyn FnOnce(bool) -> AuditDraft + Send>;
@@ -141,7 +142,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU6
             }
         }
         let (drafts, audit_waiting): (Vec<AuditDraft>, Vec<_>) = audits.into_iter().unzip();
-        let hold_ids: Vec<String> = reqs.iter().map(|r| r.hold_id.clone()).collect();
+        let hold_ids: Vec<HoldId> = reqs.iter().map(|r| r.hold_id.clone()).collect();
         let with_outcomes = move |resolved: &[bool], held: &[HoldOutcome]| {
             let mut out = Vec::new();
             for (make, r) in resolve_records.into_iter().zip(resolved) {

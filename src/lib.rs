@@ -37,6 +37,7 @@
 //!   descriptions): pure detectors and the engine that applies settings.
 //! - [`store`]: persistence (SQLite, PostgreSQL); SQL confined here.
 //! - [`calendar`]: budget periods on the UTC calendar.
+//! - [`ids`]: the domain's identifiers (call, hold, approval) as types.
 //! - [`glob`]: `*`/`?` globs for tool names and URLs.
 //! - [`metrics`]: Prometheus counters and histograms of calls and stages.
 //! - [`money`]: integer micro-unit amounts.
@@ -62,6 +63,7 @@ pub mod freshness;
 pub mod gateway;
 pub mod glob;
 pub mod identity;
+pub mod ids;
 pub mod journal;
 pub mod llm;
 pub mod metrics;

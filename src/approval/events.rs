@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::ids::ApprovalId;
 use crate::store::changes::Topic;
 use crate::store::{ApprovalRow, Store};
 use crate::sync::Locked;
@@ -27,7 +28,7 @@ const REMEMBERED: usize = 10_000;
 pub struct Events {
     tx: broadcast::Sender<Arc<ApprovalRow>>,
     /// The newest rev published per action.
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<HashMap<ApprovalId, i64>>,
 }
 
 impl Default for Events {

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::audit::record;
 use crate::config::ApprovalSettings;
+use crate::ids::ApprovalId;
 use crate::money::Micros;
 use crate::store::{ApprovalRow, Store, StoreError, Transition, Transitioned};
 
@@ -147,7 +148,7 @@ impl Approvals {
             "webhooks": webhooks.len(),
         });
         let mut draft = record::change("approval.requested", Some(&row.org), &row.principal_label, detail);
-        draft.call_id = Some(row.call_id.clone());
+        draft.call_id = Some(row.call_id.to_string());
         draft.tool = Some(row.tool.clone());
         draft.principal = Some(row.principal_label.clone());
         let Some(stored) = self.inner.store.create_approval(&row, hold_expires_at, &webhooks, draft).await? else {
@@ -164,7 +165,7 @@ impl Approvals {
     /// the decision that stands.
     pub async fn decide(
         &self,
-        id: &str,
+        id: &ApprovalId,
         verdict: Verdict,
         by: &str,
         reason: Option<String>,
@@ -174,20 +175,19 @@ impl Approvals {
 
     /// Cancels an action the agent gave up on (a task cancelled): pending, or
     /// approved and not started.
-    pub async fn cancel(&self, id: &str, by: &str) -> Result<Transitioned, StoreError> {
+    pub async fn cancel(&self, id: &ApprovalId, by: &str) -> Result<Transitioned, StoreError> {
         self.transition(id, Status::Cancelled, by, Some("cancelled by the agent".into())).await
     }
 
     async fn transition(
         &self,
-        id: &str,
+        id: &ApprovalId,
         to: Status,
         by: &str,
         reason: Option<String>,
     ) -> Result<Transitioned, StoreError> {
         let reason = reason.map(|r| record::bounded(&r, 2000));
-        let t =
-            Transition { id: id.to_string(), to, by: Some(by.to_string()), reason, now: crate::audit::now_micros() };
+        let t = Transition { id: id.clone(), to, by: Some(by.to_string()), reason, now: crate::audit::now_micros() };
         let done = self.inner.store.transition_approval(&t, |row| decided_record(row, "approval.decided")).await?;
         if let Transitioned::Done(row) = &done {
             self.inner.events.publish(Arc::new(row.clone()));
@@ -206,8 +206,9 @@ impl Approvals {
     }
 
     /// Claims the execution of an approved action; `Some` for exactly one claimant.
-    pub async fn claim(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        let row = self.inner.store.claim_execution(id, &self.inner.process, crate::audit::now_micros()).await?;
+    pub async fn claim(&self, id: &ApprovalId) -> Result<Option<ApprovalRow>, StoreError> {
+        let row =
+            self.inner.store.claim_execution(id.as_str(), &self.inner.process, crate::audit::now_micros()).await?;
         if let Some(r) = &row {
             self.inner.events.publish(Arc::new(r.clone()));
         }
@@ -218,21 +219,23 @@ impl Approvals {
     /// task's result. The store never holds a secret in clear: credential
     /// shapes and secret-named fields are redacted first (the call that
     /// waited for the action got the result as the tool gave it).
-    pub async fn finish(&self, id: &str, result: &Value, reported: bool) -> Result<(), StoreError> {
+    pub async fn finish(&self, id: &ApprovalId, result: &Value, reported: bool) -> Result<(), StoreError> {
         let result = crate::audit::redact::value(result, &[]);
         let text = serde_json::to_string(&result).unwrap_or_else(|_| "null".into());
-        if let Some(row) = self.inner.store.finish_execution(id, &text, reported, crate::audit::now_micros()).await? {
+        if let Some(row) =
+            self.inner.store.finish_execution(id.as_str(), &text, reported, crate::audit::now_micros()).await?
+        {
             self.inner.events.publish(Arc::new(row));
         }
         Ok(())
     }
 
-    pub async fn mark_reported(&self, id: &str) -> Result<(), StoreError> {
-        self.inner.store.mark_reported(id, crate::audit::now_micros()).await
+    pub async fn mark_reported(&self, id: &ApprovalId) -> Result<(), StoreError> {
+        self.inner.store.mark_reported(id.as_str(), crate::audit::now_micros()).await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
-        self.inner.store.approval(id).await
+    pub async fn get(&self, id: &ApprovalId) -> Result<Option<ApprovalRow>, StoreError> {
+        self.inner.store.approval(id.as_str()).await
     }
 
     /// Waits until `done` holds for the action, `deadline` passes or `stop`
@@ -240,7 +243,7 @@ impl Approvals {
     /// `tick` runs every `every` while waiting (progress notifications).
     pub async fn wait(
         &self,
-        id: &str,
+        id: &ApprovalId,
         done: impl Fn(&ApprovalRow) -> bool,
         deadline: tokio::time::Instant,
         stop: &tokio_util::sync::CancellationToken,
@@ -254,7 +257,7 @@ impl Approvals {
         while !done(&row) {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Ok(ev) if ev.id == id && ev.rev >= row.rev => row = (*ev).clone(),
+                    Ok(ev) if ev.id == *id && ev.rev >= row.rev => row = (*ev).clone(),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Some(r) = self.get(id).await? { row = r; }
@@ -302,7 +305,7 @@ impl Approvals {
         })
     }
 
-    pub fn links(&self, id: &str) -> Value {
+    pub fn links(&self, id: &ApprovalId) -> Value {
         let base = self.base_url();
         json!({
             "approve": format!("{base}/v1/approvals/{id}/approve"),
@@ -337,7 +340,7 @@ fn decided_record(row: &ApprovalRow, kind: &str) -> crate::store::AuditDraft {
     });
     let actor = row.decided_by.clone().unwrap_or_else(|| "tollgate".into());
     let mut draft = record::change(kind, Some(&row.org), &actor, detail);
-    draft.call_id = Some(row.call_id.clone());
+    draft.call_id = Some(row.call_id.to_string());
     draft.tool = Some(row.tool.clone());
     draft.principal = Some(row.principal_label.clone());
     draft.decision = Some(row.status.to_string());

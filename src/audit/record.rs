@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use crate::identity::Principal;
+use crate::ids::{ApprovalId, CallId, HoldId};
 use crate::store::AuditDraft;
 
 /// Outcomes of the governed call, as recorded.
@@ -24,7 +25,7 @@ pub mod decision {
 /// One governed call's record, filled in as it goes.
 #[derive(Debug, Clone)]
 pub struct CallRecord {
-    pub call_id: String,
+    pub call_id: CallId,
     pub ts: i64,
     started: Instant,
     last: Instant,
@@ -42,10 +43,10 @@ pub struct CallRecord {
     pub error: Option<String>,
     pub cost_held: i64,
     pub cost_charged: i64,
-    pub hold_id: Option<String>,
+    pub hold_id: Option<HoldId>,
     /// Budgets the hold touched.
     pub budgets: Vec<String>,
-    pub approval_id: Option<String>,
+    pub approval_id: Option<ApprovalId>,
     pub approver: Option<String>,
     /// Microseconds spent in each stage, in order.
     pub stages: Vec<(&'static str, u64)>,
@@ -77,7 +78,7 @@ impl CallRecord {
     pub fn start(tool: &str, session: Option<String>) -> CallRecord {
         let now = Instant::now();
         CallRecord {
-            call_id: uuid::Uuid::new_v4().to_string(),
+            call_id: CallId::random(),
             ts: super::now_micros(),
             started: now,
             last: now,
@@ -148,7 +149,7 @@ impl CallRecord {
     fn draft(&self, kind: &str, status: Option<&str>) -> AuditDraft {
         let mut f = Map::new();
         f.insert("time".into(), Value::from(super::rfc3339(self.ts)));
-        f.insert("call_id".into(), Value::from(self.call_id.clone()));
+        f.insert("call_id".into(), Value::from(self.call_id.to_string()));
         if let Some(p) = &self.principal {
             f.insert("org".into(), Value::from(p.org.clone()));
             f.insert("principal".into(), Value::from(p.to_string()));
@@ -192,7 +193,7 @@ impl CallRecord {
             id: uuid::Uuid::new_v4().to_string(),
             ts: super::now_micros(),
             kind: kind.to_string(),
-            call_id: Some(self.call_id.clone()),
+            call_id: Some(self.call_id.to_string()),
             org: self.principal.as_ref().map(|p| p.org.clone()),
             principal: self.principal.as_ref().map(ToString::to_string),
             tool: Some(self.tool.clone()),

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::approval::Status;
 use crate::approval::{Approvals, Verdict};
 use crate::config::Config;
+use crate::ids::ApprovalId;
 use crate::store::Transitioned;
 
 #[derive(Subcommand, Debug)]
@@ -60,13 +61,15 @@ pub async fn run(config: Config, command: ApprovalsCommand) -> Result<(), String
             };
             list(&approvals, status, org.as_deref(), limit, json).await
         }
-        ApprovalsCommand::Show { id } => match approvals.get(&id).await.map_err(|e| e.to_string())? {
-            Some(row) => {
-                println!("{}", serde_json::to_string_pretty(&approvals.view(&row)).unwrap_or_default());
-                Ok(())
+        ApprovalsCommand::Show { id } => {
+            match approvals.get(&ApprovalId::from(id.as_str())).await.map_err(|e| e.to_string())? {
+                Some(row) => {
+                    println!("{}", serde_json::to_string_pretty(&approvals.view(&row)).unwrap_or_default());
+                    Ok(())
+                }
+                None => Err(format!("no approval `{id}`")),
             }
-            None => Err(format!("no approval `{id}`")),
-        },
+        }
         ApprovalsCommand::Approve { id, reason } => decide(&approvals, &id, Verdict::Approve, reason).await,
         ApprovalsCommand::Deny { id, reason } => decide(&approvals, &id, Verdict::Deny, reason).await,
         ApprovalsCommand::Deliveries { id, json } => deliveries(&approvals, &id, json).await,
@@ -86,7 +89,7 @@ async fn list(a: &Approvals, status: Option<Status>, org: Option<&str>, limit: i
         .iter()
         .map(|r| {
             vec![
-                r.id.clone(),
+                r.id.to_string(),
                 r.status.to_string(),
                 r.org.clone(),
                 r.tool.clone(),
@@ -105,7 +108,7 @@ async fn decide(a: &Approvals, id: &str, verdict: Verdict, reason: Option<String
         Ok(u) if !u.is_empty() => format!("cli ({u})"),
         _ => "cli".to_string(),
     };
-    match a.decide(id, verdict, &by, reason).await.map_err(|e| e.to_string())? {
+    match a.decide(&ApprovalId::from(id), verdict, &by, reason).await.map_err(|e| e.to_string())? {
         Transitioned::Done(row) => {
             println!("approval {} {}", row.id, row.status);
             Ok(())
@@ -121,7 +124,7 @@ async fn decide(a: &Approvals, id: &str, verdict: Verdict, reason: Option<String
 }
 
 async fn deliveries(a: &Approvals, id: &str, json: bool) -> Result<(), String> {
-    if a.get(id).await.map_err(|e| e.to_string())?.is_none() {
+    if a.get(&ApprovalId::from(id)).await.map_err(|e| e.to_string())?.is_none() {
         return Err(format!("no approval `{id}`"));
     }
     let ds = a.store().deliveries(id).await.map_err(|e| e.to_string())?;

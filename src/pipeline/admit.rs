@@ -56,7 +56,7 @@ pub async fn admit(
     // Right after start-up, once the upstreams' first connection attempts
     // are done; then one catalog and one policy snapshot for the whole call.
     if !gw.upstreams.settled() {
-        gw.upstreams.wait_settled(std::time::Duration::from_secs(10)).await;
+        gw.upstreams.wait_settled(gw.upstreams.startup_bound()).await;
     }
     let policy = gw.policies.current();
     let entry = resolve(gw, rec, &principal, &policy, &params.name)?;

@@ -34,6 +34,7 @@ use crate::audit::record::decision;
 use crate::budget::{Ask, Held, Hold};
 use crate::gateway::Gateway;
 use crate::identity::Principal;
+use crate::ids::ApprovalId;
 use crate::policy::{Effect, PAGE_ROUTE};
 use crate::store::{ApprovalRow, StoreError};
 
@@ -53,7 +54,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub(super) enum Next {
     /// An approved action this process claimed: run it, then store its
     /// result on the action.
-    Run { permit: Permit, action: String },
+    Run { permit: Permit, action: ApprovalId },
     /// The action already ran: its stored result, answered again.
     Replayed(Outcome),
     /// The call ends here: refused, or waiting for a person.
@@ -115,7 +116,7 @@ pub(super) async fn stage(gw: &Gateway, rec: &mut CallRecord, a: Admitted, via: 
 /// The retry that carries the agent's user's answer to tollgate's question
 /// about action `id`.
 async fn answered(gw: &Gateway, rec: &mut CallRecord, id: &str, digest: &str, a: Admitted, via: &Via) -> Next {
-    let row = match gw.approvals.get(id).await {
+    let row = match gw.approvals.get(&ApprovalId::from(id)).await {
         Ok(r) => r,
         Err(e) => return unavailable(rec, "approval", &e),
     };
@@ -227,7 +228,7 @@ struct Pending<'a> {
 /// The action's row, as stored.
 fn pending_row(rec: &CallRecord, a: &Admitted, p: Pending<'_>) -> ApprovalRow {
     ApprovalRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: ApprovalId::random(),
         org: a.principal.org.clone(),
         principal: a.principal.key_id.clone(),
         principal_label: a.principal.to_string(),
@@ -415,14 +416,7 @@ async fn follow(gw: &Gateway, rec: &mut CallRecord, mut row: ApprovalRow, a: Adm
         let seen = row.rev;
         let waited = gw
             .approvals
-            .wait(
-                &row.id.clone(),
-                |r| r.rev > seen && changed_enough(r),
-                deadline,
-                &ct,
-                PROGRESS_EVERY,
-                |r| progress.tick(r),
-            )
+            .wait(&row.id, |r| r.rev > seen && changed_enough(r), deadline, &ct, PROGRESS_EVERY, |r| progress.tick(r))
             .await;
         match waited {
             Ok(Some(r)) => row = r,
@@ -510,7 +504,7 @@ async fn claimed_action(gw: &Gateway, rec: &mut CallRecord, row: ApprovalRow, a:
 }
 
 /// Stores what an approved action's call produced, for repeats of the call.
-pub(super) async fn store_result(gw: &Gateway, action: &str, outcome: &Outcome) {
+pub(super) async fn store_result(gw: &Gateway, action: &ApprovalId, outcome: &Outcome) {
     let stored = match outcome {
         Outcome::Ran(Ok(CallToolResponse::Complete(r))) => json!({"result": r}),
         Outcome::Ran(Err(e)) => json!({"error": e}),
@@ -558,7 +552,7 @@ fn micros(d: Duration) -> i64 {
 /// Runs an approved task-mode action in the background (no agent call is
 /// open for it), once: the claim decides who runs it. The grant is checked
 /// again first, and the key must still be live.
-pub async fn run_task(gw: Gateway, id: String) {
+pub async fn run_task(gw: Gateway, id: ApprovalId) {
     let row = match gw.approvals.claim(&id).await {
         Ok(Some(r)) => r,
         Ok(None) => return,

@@ -42,7 +42,7 @@ pub async fn replayed(gw: &Gateway, mut rec: CallRecord, outcome: Outcome) -> Ou
 pub fn conclude(metrics: &crate::metrics::Metrics, rec: &mut CallRecord, outcome: &Outcome) {
     rec.decision = outcome.decision(rec.decision);
     if let Some(id) = outcome.approval_id() {
-        rec.approval_id = Some(id.to_string());
+        rec.approval_id = Some(id.clone());
     }
     conclude_status(rec, outcome);
     // Tools the caller cannot resolve count under one label (bounded series).
@@ -108,7 +108,7 @@ pub fn traced(gw: &Gateway, rec: &mut CallRecord) {
     gw.tracing.end(
         &rec.trace,
         &crate::trace::Ended {
-            call_id: &rec.call_id,
+            call_id: rec.call_id.as_str(),
             tool: &rec.tool,
             session: rec.session.as_deref(),
             upstream: rec.upstream.as_deref(),

@@ -62,7 +62,7 @@ async fn hold_with_intent(
         HoldOutcome::Held(lines) => {
             let mut r = base;
             if !lines.is_empty() {
-                r.hold_id = Some(hold_id.to_string());
+                r.hold_id = Some(hold_id.clone());
                 r.cost_held = cost;
                 r.tokens_held = tokens;
                 r.budgets = lines.iter().map(|l| l.budget_id.clone()).collect();

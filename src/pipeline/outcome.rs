@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::audit::record::decision;
 use crate::identity::AuthError;
+use crate::ids::ApprovalId;
 
 /// JSON-RPC error code for a request whose key is missing, unknown or revoked.
 pub const UNAUTHORIZED: ErrorCode = ErrorCode(-32001);
@@ -88,7 +89,7 @@ pub enum Waiting {
     /// A 2026-07-28 agent's user is asked; the retry carries the answer.
     Question(InputRequiredResult),
     /// Still undecided when the call stopped waiting: repeat it to resume.
-    Pending { text: String, approval_id: String, expires_at: String },
+    Pending { text: String, approval_id: ApprovalId, expires_at: String },
 }
 
 /// How a governed call ended.
@@ -112,7 +113,7 @@ impl Outcome {
     }
 
     /// The approval a waiting call waits on.
-    pub fn approval_id(&self) -> Option<&str> {
+    pub fn approval_id(&self) -> Option<&ApprovalId> {
         match self {
             Outcome::Waiting(Waiting::Pending { approval_id, .. }) => Some(approval_id),
             _ => None,

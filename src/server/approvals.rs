@@ -35,6 +35,7 @@ use crate::approval::Status;
 use crate::approval::{Verdict, webhook};
 use crate::gateway::Gateway;
 use crate::identity::{Principal, Role};
+use crate::ids::ApprovalId;
 use crate::store::{ApprovalRow, Transitioned};
 
 /// Largest decision body read.
@@ -69,7 +70,7 @@ fn not_found(id: &str) -> Response {
 
 /// The action, if it exists and belongs to the caller's org.
 async fn own(gw: &Gateway, id: &str, p: &Principal) -> Result<ApprovalRow, Response> {
-    match gw.approvals.get(id).await {
+    match gw.approvals.get(&ApprovalId::from(id)).await {
         Ok(Some(row)) if row.org == p.org => Ok(row),
         Ok(_) => Err(not_found(id)),
         Err(e) => Err(unavailable(e)),
@@ -175,7 +176,7 @@ async fn deny(State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<Stri
 }
 
 async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed: Option<Verdict>) -> Response {
-    let row = match gw.approvals.get(id).await {
+    let row = match gw.approvals.get(&ApprovalId::from(id)).await {
         Ok(r) => r,
         Err(e) => return unavailable(e),
     };
@@ -220,14 +221,14 @@ async fn decide(gw: &Gateway, headers: &HeaderMap, id: &str, body: &[u8], fixed:
     // The signature covers the body, not the URL: the body must say which
     // action and which verdict it signs.
     if signature.is_some() {
-        if let Err(e) = webhook::bound(&row.id, parsed.id.as_deref(), parsed.decision.as_deref()) {
+        if let Err(e) = webhook::bound(row.id.as_str(), parsed.id.as_deref(), parsed.decision.as_deref()) {
             let status = match e {
                 webhook::Unbound::Missing(_) => StatusCode::BAD_REQUEST,
                 webhook::Unbound::OtherAction => StatusCode::UNAUTHORIZED,
             };
             return error(status, e.code(), &e.to_string());
         }
-    } else if parsed.id.as_deref().is_some_and(|b| b != row.id) {
+    } else if parsed.id.as_deref().is_some_and(|b| row.id != b) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "id: names another action than the URL");
     }
     let verdict = match (fixed, parsed.decision.as_deref()) {

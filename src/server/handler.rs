@@ -21,6 +21,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use crate::approval::{Execution, Mode, Status};
 use crate::gateway::Gateway;
 use crate::identity::{self, AuthError, Principal};
+use crate::ids::ApprovalId;
 use crate::pipeline::{self, Caller};
 use crate::upstream::Upstream;
 
@@ -87,7 +88,7 @@ impl Session {
         let row = self
             .gw
             .approvals
-            .get(id)
+            .get(&ApprovalId::from(id))
             .await
             .map_err(|e| McpError::internal_error(format!("the task store is unavailable: {e}"), None))?;
         row.filter(|r| r.principal == principal.key_id && r.mode == Mode::Task).ok_or_else(|| {
@@ -123,14 +124,11 @@ impl Session {
     /// The catalog, once start-up has had its chance to fill it.
     async fn catalog(&self) -> std::sync::Arc<crate::catalog::Catalog> {
         if !self.gw.upstreams.settled() {
-            self.gw.upstreams.wait_settled(STARTUP_WAIT).await;
+            self.gw.upstreams.wait_settled(self.gw.upstreams.startup_bound()).await;
         }
         self.gw.upstreams.catalog()
     }
 }
-
-/// How long a request right after start-up waits for upstreams' first connections.
-const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Awaits an upstream request within the upstream's call timeout.
 impl ServerHandler for Session {

@@ -1,11 +1,12 @@
 //! Pending actions, their transitions and webhook deliveries as stored.
 
 use super::kinds::{Execution, Mode, Status};
+use crate::ids::{ApprovalId, CallId, HoldId};
 
 /// A pending action (see `approval`): a call waiting for a human decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRow {
-    pub id: String,
+    pub id: ApprovalId,
     pub org: String,
     /// The key id of the caller.
     pub principal: String,
@@ -23,8 +24,8 @@ pub struct ApprovalRow {
     pub reason: String,
     pub risk: Option<String>,
     pub cost: i64,
-    pub hold_id: Option<String>,
-    pub call_id: String,
+    pub hold_id: Option<HoldId>,
+    pub call_id: CallId,
     pub mode: Mode,
     pub status: Status,
     pub created_at: i64,
@@ -44,7 +45,7 @@ pub struct ApprovalRow {
 /// A status change of a pending action.
 #[derive(Debug, Clone)]
 pub struct Transition {
-    pub id: String,
+    pub id: ApprovalId,
     /// Any status but `Pending`.
     pub to: Status,
     pub by: Option<String>,
@@ -66,7 +67,7 @@ pub enum Transitioned {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRow {
     pub id: i64,
-    pub approval_id: String,
+    pub approval_id: ApprovalId,
     pub route: String,
     pub url: String,
     /// `pending`, `delivered` or `failed`.

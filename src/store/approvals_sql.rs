@@ -141,7 +141,7 @@ macro_rules! approval_writes {
         use $crate::store::approvals::{ApprovalRow, AttemptRow, DeliveryRow, Transition, Transitioned};
         use $crate::store::audit::AuditDraft;
         use $crate::store::error::StoreError;
-        use $crate::store::kinds::Status;
+        use $crate::store::kinds::{HoldState, Status};
         use $crate::store::ledger::{HOLD_OWNER_PREFIX, Resolution};
         use $crate::store::rows::{self, APPROVAL_COLUMNS as COLUMNS, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 
@@ -451,7 +451,7 @@ macro_rules! approval_writes {
         /// Releases the hold of an action that will not run.
         async fn release_hold(conn: &mut $conn, row: &ApprovalRow, to: Status, now: i64) -> Result<(), StoreError> {
             if let Some(hold) = &row.hold_id {
-                let state = if to == Status::Expired { "expired" } else { "released" };
+                let state = if to == Status::Expired { HoldState::Expired } else { HoldState::Released };
                 let r = Resolution { hold_id: hold.clone(), state, charged: 0, charged_tokens: 0, now };
                 resolve_in(conn, &[r]).await?;
             }

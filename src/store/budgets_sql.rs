@@ -10,6 +10,7 @@ macro_rules! budget_statements {
         use sqlx::{AssertSqlSafe, Row};
 
         use $crate::store::error::StoreError;
+        use $crate::store::kinds::HoldState;
         use $crate::store::ledger::{Applied, BudgetRow, Idempotency, ReusedKey, UsageRow};
         use $crate::store::rows::{self, BUDGET_COLUMNS};
 
@@ -119,10 +120,11 @@ macro_rules! budget_statements {
                 rows.iter().map(|r| r.try_get(0).map_err(StoreError::from)).collect()
             }
 
-            pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+            pub async fn hold_state(&self, id: &str) -> Result<Option<HoldState>, StoreError> {
+                use $crate::store::rows::Cols as _;
                 let sql = Self::sql("SELECT state FROM holds WHERE id = $1");
                 let row = sqlx::query(AssertSqlSafe(sql.into_owned())).bind(id).fetch_optional(&self.pool).await?;
-                row.map(|r| r.try_get(0).map_err(StoreError::from)).transpose()
+                row.map(|r| r.word(0)).transpose()
             }
         }
 

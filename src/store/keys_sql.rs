@@ -32,7 +32,7 @@ macro_rules! key_statements {
 
             /// The key whose secret hashes to `secret_hash`, read from the
             /// table (the backend's `key_by_hash` caches it).
-            pub(in $crate::store) async fn key_by_hash_uncached(
+            pub(super) async fn key_by_hash_uncached(
                 &self,
                 secret_hash: &str,
             ) -> Result<Option<KeyRow>, StoreError> {

@@ -84,6 +84,52 @@ words! {
     }
 }
 
+words! {
+    /// Where a hold stands. It leaves `Held` once.
+    HoldState {
+        Held = "held",
+        /// Charged what the call cost (at most what was held).
+        Settled = "settled",
+        /// Given back: the call did not run or cost nothing.
+        Released = "released",
+        /// Given back by the sweep: its call's process died or its time ran out.
+        Expired = "expired",
+    }
+}
+
+/// The domain's ids are stored as text: bound as their text, read back
+/// through their `From<String>` at the store's boundary.
+macro_rules! text_ids {
+    ($($id:ty),+) => {$(
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $id
+        where
+            String: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $id
+        where
+            String: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<'q, DB>>::encode_by_ref(self.as_string(), buf)
+            }
+        }
+    )+};
+}
+
+text_ids!(crate::ids::CallId, crate::ids::HoldId, crate::ids::ApprovalId);
+
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -146,6 +192,9 @@ mod tests {
         }
         for m in Mode::ALL {
             assert_eq!(Mode::parse(m.as_str()), Some(*m));
+        }
+        for h in HoldState::ALL {
+            assert_eq!(HoldState::parse(h.as_str()), Some(*h));
         }
         assert_eq!(Status::parse("Approved"), None);
         assert_eq!(serde_json::to_value(Status::Expired).unwrap(), "expired");

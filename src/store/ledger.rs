@@ -1,7 +1,8 @@
 //! Budgets, holds and their resolutions as stored.
 
-use super::kinds::Unit;
+use super::kinds::{HoldState, Unit};
 use crate::calendar::Period;
+use crate::ids::{CallId, HoldId};
 
 /// A budget as stored. Amounts are micro-units (`unit = "money"`) or tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +31,10 @@ pub struct UsageRow {
 /// Reserve `money` and `tokens` on every budget of `scopes`, all or nothing.
 #[derive(Debug, Clone)]
 pub struct HoldRequest {
-    pub hold_id: String,
+    pub hold_id: HoldId,
     /// The process that holds it (see `budget::Owner`).
     pub owner: String,
-    pub call_id: String,
+    pub call_id: CallId,
     pub principal: String,
     pub tool: String,
     pub org: String,
@@ -64,8 +65,9 @@ pub enum HoldOutcome {
 /// unless a failure cost applies).
 #[derive(Debug, Clone)]
 pub struct Resolution {
-    pub hold_id: String,
-    pub state: &'static str,
+    pub hold_id: HoldId,
+    /// Any state but `Held`.
+    pub state: HoldState,
     pub charged: i64,
     pub charged_tokens: i64,
     pub now: i64,

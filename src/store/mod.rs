@@ -37,7 +37,7 @@ pub use approvals::{ApprovalRow, AttemptRow, DeliveryRow, Transition, Transition
 pub use audit::{AuditDraft, AuditFilter, AuditRow};
 pub use error::StoreError;
 pub use keys::KeyRow;
-pub use kinds::{Durability, Status};
+pub use kinds::{Durability, HoldState, Status};
 pub use ledger::{
     Applied, BudgetRow, CycleOutcome, HOLD_OWNER_PREFIX, HoldLine, HoldOutcome, HoldRequest, Idempotency, Resolution,
     ReusedKey, UsageRow,
@@ -173,7 +173,7 @@ impl Store {
     }
 
     /// The state of a hold, if it exists.
-    pub async fn hold_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn hold_state(&self, id: &str) -> Result<Option<HoldState>, StoreError> {
         on!(self, b => b.hold_state(id).await)
     }
 

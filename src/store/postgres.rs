@@ -248,9 +248,9 @@ impl AuditWriter {
 }
 
 mod keys {
-    crate::store::keys_sql::key_statements!(super::Postgres);
+    crate::store::keys_sql::key_statements!(crate::store::postgres::Postgres);
 }
 
 mod budgets {
-    crate::store::budgets_sql::budget_statements!(super::Postgres, super::Conn);
+    crate::store::budgets_sql::budget_statements!(crate::store::postgres::Postgres, crate::store::postgres::Conn);
 }

@@ -17,6 +17,13 @@ use crate::store::ledger::BudgetRow;
 pub trait Cols {
     fn text(&self, i: usize) -> Result<String, StoreError>;
     fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    /// An id of the domain (`crate::ids`), stored as text.
+    fn id<T: From<String>>(&self, i: usize) -> Result<T, StoreError> {
+        self.text(i).map(T::from)
+    }
+    fn opt_id<T: From<String>>(&self, i: usize) -> Result<Option<T>, StoreError> {
+        Ok(self.opt_text(i)?.map(T::from))
+    }
     fn int(&self, i: usize) -> Result<i64, StoreError>;
     fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
     /// Flags are stored as integers 0/1 in every backend.
@@ -116,7 +123,7 @@ pub const APPROVAL_COLUMNS: &str = "id, org, principal, principal_label, team, t
 
 pub fn approval(r: &impl Cols) -> Result<ApprovalRow, StoreError> {
     Ok(ApprovalRow {
-        id: r.text(0)?,
+        id: r.id(0)?,
         org: r.text(1)?,
         principal: r.text(2)?,
         principal_label: r.text(3)?,
@@ -132,8 +139,8 @@ pub fn approval(r: &impl Cols) -> Result<ApprovalRow, StoreError> {
         reason: r.text(13)?,
         risk: r.opt_text(14)?,
         cost: r.int(15)?,
-        hold_id: r.opt_text(16)?,
-        call_id: r.text(17)?,
+        hold_id: r.opt_id(16)?,
+        call_id: r.id(17)?,
         mode: r.word(18)?,
         status: r.word(19)?,
         created_at: r.int(20)?,
@@ -155,7 +162,7 @@ pub const DELIVERY_COLUMNS: &str = "id, approval_id, route, url, state, attempts
 pub fn delivery(r: &impl Cols) -> Result<DeliveryRow, StoreError> {
     Ok(DeliveryRow {
         id: r.int(0)?,
-        approval_id: r.text(1)?,
+        approval_id: r.id(1)?,
         route: r.text(2)?,
         url: r.text(3)?,
         state: r.text(4)?,

@@ -173,7 +173,7 @@ macro_rules! ledger_statements {
                 sep.push("(")
                     .push_bind_unseparated(&r.hold_id)
                     .push_unseparated(", ")
-                    .push_bind_unseparated(r.state)
+                    .push_bind_unseparated(r.state.as_str())
                     .push_unseparated(", ")
                     .push_bind_unseparated(r.charged)
                     .push_unseparated(", ")
@@ -188,7 +188,7 @@ macro_rules! ledger_statements {
             let mut deltas = $crate::store::holds::Deltas::default();
             for row in q.build().fetch_all(&mut *conn).await? {
                 let (hold, lines) = (row.text(0)?, row.text(1)?);
-                if let Some(r) = winners.iter().find(|r| r.hold_id == hold) {
+                if let Some(r) = winners.iter().find(|r| r.hold_id == *hold) {
                     deltas.add(&hold, &lines, r)?;
                 }
                 done.insert(hold);
@@ -212,7 +212,7 @@ macro_rules! ledger_statements {
                 q.push(") AS v WHERE budget_usage.budget_id = v.column1 AND budget_usage.period_start = v.column2");
                 q.build().execute(&mut *conn).await?;
             }
-            Ok(rs.iter().enumerate().map(|(i, r)| done.contains(&r.hold_id) && first[r.hold_id.as_str()] == i).collect())
+            Ok(rs.iter().enumerate().map(|(i, r)| done.contains(r.hold_id.as_str()) && first[r.hold_id.as_str()] == i).collect())
         }
     };
 }

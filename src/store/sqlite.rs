@@ -320,11 +320,11 @@ impl AuditWriter {
 }
 
 mod keys {
-    crate::store::keys_sql::key_statements!(super::Sqlite);
+    crate::store::keys_sql::key_statements!(crate::store::sqlite::Sqlite);
 }
 
 mod budgets {
-    crate::store::budgets_sql::budget_statements!(super::Sqlite, super::Conn);
+    crate::store::budgets_sql::budget_statements!(crate::store::sqlite::Sqlite, crate::store::sqlite::Conn);
 }
 
 #[cfg(test)]

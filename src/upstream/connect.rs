@@ -84,12 +84,15 @@ async fn open_with(
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut req = r.url.expose().into_client_request().map_err(|e| ConnectError::Settings(format!("bad websocket url: {e}")))?;
+            let mut req = r
+                .url
+                .expose()
+                .into_client_request()
+                .map_err(|e| ConnectError::Settings(format!("bad websocket url: {e}")))?;
             for (k, v) in headers(r)? {
                 req.headers_mut().insert(k, v);
             }
-            let (ws, _) =
-                tokio_tungstenite::connect_async(req)
+            let (ws, _) = tokio_tungstenite::connect_async(req)
                 .await
                 .map_err(|e| ConnectError::Transport(format!("websocket connect failed: {e}")))?;
             let mut t = tap(crate::ws::tungstenite::<RoleClient, _>(ws), progress, inflight);
@@ -168,7 +171,8 @@ pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, ConnectEr
 /// Starts a stdio upstream with exactly the environment its manifest declares,
 /// never through a shell. Its stderr goes to tollgate's log.
 fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, ConnectError> {
-    let program = resolve_program(&s.command).ok_or_else(|| ConnectError::Settings(format!("command `{}` not found on PATH", s.command)))?;
+    let program = resolve_program(&s.command)
+        .ok_or_else(|| ConnectError::Settings(format!("command `{}` not found on PATH", s.command)))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&s.args).env_clear();
     for (k, v) in &s.env {

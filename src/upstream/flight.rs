@@ -20,9 +20,9 @@ use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
 use tokio::sync::mpsc;
 
-use super::{Upstream, UpstreamError};
 use super::inflight::{Agent, CallGuard, Pending};
 use super::progress::Subscription;
+use super::{Upstream, UpstreamError};
 use crate::catalog::ToolEntry;
 use crate::trace::Carrier;
 

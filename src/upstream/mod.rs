@@ -122,9 +122,7 @@ impl Upstream {
         let st = self.state.reading();
         match (&st.conn, &st.health) {
             (Some(c), _) if !c.peer.is_transport_closed() => Ok(c.clone()),
-            (_, Health::Down { error }) => {
-                Err(UpstreamError::Down { upstream: self.name.clone(), why: error.clone() })
-            }
+            (_, Health::Down { error }) => Err(UpstreamError::Down { upstream: self.name.clone(), why: error.clone() }),
             _ => Err(UpstreamError::NotConnected(self.name.clone())),
         }
     }
@@ -318,6 +316,15 @@ impl Upstreams {
         let mut rx = self.inner.attempted.subscribe();
         let n = self.inner.list.len();
         let _ = tokio::time::timeout(bound, rx.wait_for(|a| *a >= n)).await;
+    }
+
+    /// How long start-up can take: no first attempt outlasts its upstream's
+    /// `connect_timeout`, so a request that arrives right after start waits
+    /// at most this for the catalog to be complete (an `npx` upstream that
+    /// downloads its server on a first run is given the time its manifest
+    /// grants it, not a fixed guess).
+    pub fn startup_bound(&self) -> Duration {
+        self.inner.list.iter().map(|u| u.manifest.connect_timeout).max().unwrap_or_default() + Duration::from_secs(1)
     }
 
     fn first_attempt_done(&self, up: &Upstream) {

@@ -373,7 +373,7 @@ mod tests {
     use rmcp::service::{ClientLifecycleMode, ClientServiceExt, QuitReason};
     use serde_json::{Value, json};
 
-use super::*;
+    use super::*;
     use crate::config::secret;
 
     const KEY: &str = "k-123";
@@ -571,7 +571,7 @@ use super::*;
             let legacy = Legacy::default();
             legacy.lock().endpoint = Some(endpoint.to_owned());
             let url = serve(legacy.clone()).await;
-            let err = tokio::time::timeout(LIMIT, connect(&remote(&url))).await.unwrap().err().unwrap();
+            let err = tokio::time::timeout(LIMIT, connect(&remote(&url))).await.unwrap().err().unwrap().to_string();
             assert!(err.contains("refusing an endpoint on origin"), "{endpoint}: {err}");
             assert!(legacy.methods().is_empty());
         }
@@ -611,9 +611,9 @@ use super::*;
     #[tokio::test]
     async fn a_non_sse_answer_is_refused() {
         let url = serve(Legacy::default()).await.replace("/sse", "/json");
-        let err = connect(&remote(&url)).await.err().unwrap();
+        let err = connect(&remote(&url)).await.err().unwrap().to_string();
         assert!(err.contains("did not return an event stream"), "{err}");
-        let err = connect(&remote(&url.replace("/json", "/missing"))).await.err().unwrap();
+        let err = connect(&remote(&url.replace("/json", "/missing"))).await.err().unwrap().to_string();
         assert!(err.contains("404"), "{err}");
     }
 
@@ -626,7 +626,7 @@ use super::*;
         assert_echo_works(&client).await;
         client.cancel().await.unwrap();
 
-        let err = connect(&remote(&url.replace("/sse", "/away"))).await.err().unwrap();
+        let err = connect(&remote(&url.replace("/sse", "/away"))).await.err().unwrap().to_string();
         assert!(err.contains("refusing a redirect to another origin"), "{err}");
     }
 

@@ -84,13 +84,9 @@ impl Subscriptions {
             }
         }
         let bound = upstream.manifest.call_timeout;
-        let backing = tokio::time::timeout(bound, self.subscribe_upstream(uri, &upstream))
-            .await
-            .map_err(|_| UpstreamError::TimedOut {
-                upstream: upstream.name.clone(),
-                what: "subscription",
-                after: bound,
-            })??;
+        let backing = tokio::time::timeout(bound, self.subscribe_upstream(uri, &upstream)).await.map_err(|_| {
+            UpstreamError::TimedOut { upstream: upstream.name.clone(), what: "subscription", after: bound }
+        })??;
         let mut entries = self.entries.locked();
         match entries.get_mut(uri) {
             // Another agent subscribed while we were asking the upstream: keep theirs.
@@ -143,19 +139,19 @@ impl Subscriptions {
             let what = "resource subscriptions";
             return Err(UpstreamError::Unsupported { upstream: up.name.clone(), what });
         }
-        let refused =
-            |e: rmcp::service::ServiceError| UpstreamError::Failed { upstream: up.name.clone(), how: "refused the subscription", why: e.to_string() };
+        let refused = |e: rmcp::service::ServiceError| UpstreamError::Failed {
+            upstream: up.name.clone(),
+            how: "refused the subscription",
+            why: e.to_string(),
+        };
         if !crate::protocol::is_modern(&info.protocol_version) {
             #[allow(deprecated)]
-            peer.subscribe(SubscribeRequestParams::new(uri))
-                .await
-                .map_err(refused)?;
+            peer.subscribe(SubscribeRequestParams::new(uri)).await.map_err(refused)?;
             return Ok(Backing::Session);
         }
         let mut filter = SubscriptionFilter::new();
         filter.resource_subscriptions = Some(vec![uri.to_string()]);
-        let mut sub =
-            peer.listen(filter).await.map_err(refused)?;
+        let mut sub = peer.listen(filter).await.map_err(refused)?;
         let this = self.clone();
         Ok(Backing::Listen(tokio::spawn(async move {
             while let Ok(Some(n)) = sub.next().await {

@@ -287,7 +287,7 @@ async fn forged_stale_replayed_and_foreign_decisions_change_nothing() {
         Some([("tollgate-approval".to_string(), json!({"action": "accept", "content": {"approve": true}}))].into());
     let r = agent.peer().call_tool_once(forged).await.unwrap();
     assert!(matches!(r, CallToolResponse::Complete(ref c) if c.is_error == Some(true)), "{r:?}");
-    let row = tg.gw.approvals.get(&id).await.unwrap().unwrap();
+    let row = tg.gw.approvals.get(&id.as_str().into()).await.unwrap().unwrap();
     assert_eq!((row.status.as_str(), row.decided_by.as_deref()), ("pending", None), "nothing changed");
 
     // A valid signed deny, then the very same request again: refused as a replay.
@@ -331,7 +331,7 @@ async fn two_pending_actions(wait: &str) -> (TestGateway, Listening, Receiver, S
 }
 
 async fn status(tg: &TestGateway, id: &str) -> (String, Option<String>) {
-    let row = tg.gw.approvals.get(id).await.unwrap().unwrap();
+    let row = tg.gw.approvals.get(&id.into()).await.unwrap().unwrap();
     (row.status.to_string(), row.decided_by)
 }
 
@@ -755,7 +755,7 @@ async fn an_approver_approves_in_the_page_in_a_real_browser() {
     let id = line.strip_prefix("APPROVED ").expect("the page approved it").to_string();
     assert_eq!(text_of(&waiting.await.unwrap().unwrap()), "echo: clicked");
     assert!(browser.wait().await.unwrap().success());
-    let row = tg.gw.approvals.get(&id).await.unwrap().unwrap();
+    let row = tg.gw.approvals.get(&id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(row.status.as_str(), "approved");
     assert_eq!(row.decision_reason.as_deref(), Some("clicked in the browser"));
     assert!(row.decided_by.unwrap().contains("(approver)"));

@@ -308,9 +308,10 @@ async fn after_kill_9_outstanding_holds_are_released_and_charges_stay() {
 }
 
 fn ask(who: &tollgate::identity::Principal, money: i64) -> tollgate::budget::Ask<'_> {
+    static CALL: std::sync::LazyLock<tollgate::ids::CallId> = std::sync::LazyLock::new(|| "c".into());
     tollgate::budget::Ask {
         principal: who,
-        call_id: "c",
+        call_id: &CALL,
         tool: "t",
         money,
         tokens: 0,
@@ -373,7 +374,7 @@ async fn periods_reset_on_the_calendar_by_an_injected_clock() {
     clock.fetch_add(61_000_000, Ordering::Relaxed);
     assert_eq!(ledger.sweep().await.unwrap(), 1);
     assert!(!ledger.settle(&h, 500, 0, None).await.unwrap(), "an expired hold cannot be settled");
-    assert_eq!(store.hold_state(&h.id).await.unwrap().as_deref(), Some("expired"));
+    assert_eq!(store.hold_state(h.id.as_str()).await.unwrap(), Some(tollgate::store::HoldState::Expired));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

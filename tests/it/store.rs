@@ -233,9 +233,9 @@ fn budget(id: &str, limit: i64) -> BudgetRow {
 
 fn hold(id: String, money: i64) -> HoldRequest {
     HoldRequest {
-        hold_id: id.clone(),
+        hold_id: id.as_str().into(),
         owner: "test".into(),
-        call_id: id,
+        call_id: id.into(),
         principal: "k".into(),
         tool: "t".into(),
         org: "acme".into(),
@@ -277,9 +277,10 @@ async fn a_hold_resolves_exactly_once(store: Store) {
     store.change_budget("b", None, move |_| Ok::<_, String>(b)).await.unwrap().unwrap();
     let mut w = store.writer().await.unwrap();
     w.cycle(&[], &[hold("h".into(), 600)], &[], period_start, |_, _| Vec::new()).await.unwrap();
-    assert_eq!(store.hold_state("h").await.unwrap().as_deref(), Some("held"));
+    assert_eq!(store.hold_state("h").await.unwrap(), Some(HoldState::Held));
     assert_eq!(store.hold_owners().await.unwrap(), vec!["test".to_string()]);
-    let settle = |charged| Resolution { hold_id: "h".into(), state: "settled", charged, charged_tokens: 0, now: 2 };
+    let settle =
+        |charged| Resolution { hold_id: "h".into(), state: HoldState::Settled, charged, charged_tokens: 0, now: 2 };
     // Two resolutions of one hold in one cycle, then a third in another writer.
     let out = w.cycle(&[settle(400), settle(500)], &[], &[], period_start, |_, _| Vec::new()).await.unwrap();
     assert_eq!(out.resolved, vec![true, false]);
@@ -288,7 +289,7 @@ async fn a_hold_resolves_exactly_once(store: Store) {
     assert_eq!(out.resolved, vec![false]);
     let u = store.budget_usage(None, 1, period_start).await.unwrap();
     assert_eq!((u[0].spent, u[0].held), (400, 0));
-    assert_eq!(store.hold_state("h").await.unwrap().as_deref(), Some("settled"));
+    assert_eq!(store.hold_state("h").await.unwrap(), Some(HoldState::Settled));
     // Expiry and dead owners.
     w.cycle(&[], &[HoldRequest { expires_at: 5, ..hold("x".into(), 1) }], &[], period_start, |_, _| Vec::new())
         .await
@@ -335,7 +336,7 @@ fn approval(id: &str, digest: &str) -> ApprovalRow {
         risk: None,
         cost: 0,
         hold_id: None,
-        call_id: format!("call-{id}"),
+        call_id: format!("call-{id}").into(),
         mode: tollgate::approval::Mode::Wait,
         status: tollgate::approval::Status::Pending,
         created_at: 10,

@@ -290,10 +290,8 @@ impl ServerHandler for Session {
         let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
         let open = self.visible_upstreams(&principal, &catalog);
-        let index = catalog
-            .route_resource(&request.uri)
-            .filter(|i| open[*i])
-            .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
+        let index =
+            catalog.route_resource(&request.uri).filter(|i| open[*i]).ok_or_else(|| unknown_resource(&request.uri))?;
         let up = self.upstream(index);
         let mut out = ReadResourceRequestParams::new(request.uri);
         out.input_responses = request.input_responses;
@@ -366,10 +364,8 @@ impl ServerHandler for Session {
         let principal = self.principal(&ctx).await?;
         let catalog = self.catalog().await;
         let open = self.visible_upstreams(&principal, &catalog);
-        let index = catalog
-            .route_resource(&request.uri)
-            .filter(|i| open[*i])
-            .ok_or_else(|| McpError::resource_not_found(format!("unknown resource: {}", request.uri), None))?;
+        let index =
+            catalog.route_resource(&request.uri).filter(|i| open[*i]).ok_or_else(|| unknown_resource(&request.uri))?;
         if !self.gw.watchers.add(&request.uri, ctx.peer.clone()) {
             return Ok(());
         }
@@ -439,4 +435,10 @@ impl ServerHandler for Session {
         crate::server::fanout::listen(&self.gw, sub, allowed).await;
         Ok(())
     }
+}
+
+/// A resource no visible upstream serves: -32002 with the URI in `data`, as
+/// the specification asks (SEP-2164), so a client can tell which one.
+fn unknown_resource(uri: &str) -> McpError {
+    McpError::resource_not_found(format!("unknown resource: {uri}"), Some(serde_json::json!({ "uri": uri })))
 }

@@ -154,6 +154,16 @@ async fn guard(State(edge): State<Edge>, request: Request, next: Next) -> Respon
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         request.extensions_mut().insert(identity::AuthMicros(micros));
     }
+    if request.method() == Method::DELETE {
+        // rmcp answers a session's end with 202; clients read 200 or 204 as
+        // done (the Python SDK logs "Session termination failed: 202" at
+        // every close otherwise).
+        let mut response = next.run(request).await;
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::OK;
+        }
+        return response;
+    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }

@@ -82,6 +82,16 @@ async fn resources_prompts_and_completion_are_proxied(era: Era) {
     assert!(format!("{:?}", read.contents).contains("hello from fs"));
     let templated = agent.peer().read_resource(ReadResourceRequestParams::new("fixture://items/7")).await.unwrap();
     assert!(format!("{:?}", templated.contents).contains("item 7"));
+    let unknown = agent.peer().read_resource(ReadResourceRequestParams::new("fixture://nowhere")).await.unwrap_err();
+    match unknown {
+        rmcp::ServiceError::McpError(e) => {
+            // -32002 until 2025-11-25; 2026-07-28 made it -32602.
+            let code = if matches!(era, Era::Legacy) { -32002 } else { -32602 };
+            assert_eq!(e.code.0, code, "{e:?}");
+            assert_eq!(e.data, Some(json!({"uri": "fixture://nowhere"})), "the URI in data");
+        }
+        other => panic!("expected a JSON-RPC error, got {other:?}"),
+    }
 
     let prompts = agent.peer().list_all_prompts().await.unwrap();
     assert_eq!(prompts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["fs__greet"]);

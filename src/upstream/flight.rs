@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
-    ClientRequest, ContentBlock, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken, RequestId,
-    RequestMetaObject, ServerResult,
+    ClientCapabilities, ClientRequest, ContentBlock, Implementation, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProgressToken, RequestId, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, Peer, RoleClient, RoleServer};
@@ -102,16 +102,27 @@ pub async fn start(
     let conn = up.conn()?;
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (logs, logs_rx) = mpsc::channel(LOG_BUFFER);
-    let agent = Agent { peer: ctx.peer.clone(), logging: logging_allowed(ctx), inputs: inputs_tx, logs };
+    let client = AgentClient::of(ctx);
+    let mut options = PeerRequestOptions::with_timeout(timeout);
+    if conn.peer.peer_info().is_some_and(|i| crate::protocol::is_modern(&i.protocol_version)) {
+        options.meta = Some(client.meta());
+    }
+    let agent = Agent {
+        peer: ctx.peer.clone(),
+        logging: logging_allowed(ctx),
+        capabilities: client.capabilities,
+        inputs: inputs_tx,
+        logs,
+    };
     // In flight before it is sent: rmcp numbers the request when sending, and
     // a fast upstream's log message can be read before the send returns.
     let pending = conn.inflight.insert(placeholder_id(), agent);
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(out));
-    let handle = conn
-        .peer
-        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
-        .await
-        .map_err(|e| UpstreamError::Failed { upstream: up.name.clone(), how: "failed", why: e.to_string() })?;
+    let handle = conn.peer.send_request_with_option(request, options).await.map_err(|e| UpstreamError::Failed {
+        upstream: up.name.clone(),
+        how: "failed",
+        why: e.to_string(),
+    })?;
     let request_id = handle.id.clone();
     let inflight = pending.rekey(request_id.clone());
     let (progress, progress_rx) = conn.progress.subscribe(handle.progress_token.clone());
@@ -172,6 +183,43 @@ pub fn trace_meta(trace: &Carrier) -> Option<RequestMetaObject> {
         meta.0.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
     Some(meta)
+}
+
+/// What the agent of a call declared about itself, as a 2026-07-28 upstream
+/// is told it per request: its capabilities limited to what tollgate relays
+/// back to it (questions for the user: elicitation and sampling, in either
+/// era), never one the agent lacks, and its client info. A 2026-07-28 agent
+/// declares both in each request's `_meta`; a legacy one at `initialize`.
+pub struct AgentClient {
+    pub capabilities: ClientCapabilities,
+    pub info: Option<Implementation>,
+}
+
+impl AgentClient {
+    pub fn of(ctx: &RequestContext<RoleServer>) -> AgentClient {
+        let (declared, info) = match ctx.meta.client_capabilities() {
+            Some(c) => (c, ctx.meta.client_info()),
+            None => match ctx.peer.peer_info() {
+                Some(p) => (p.capabilities.clone(), Some(p.client_info.clone())),
+                None => (ClientCapabilities::default(), None),
+            },
+        };
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.elicitation = declared.elicitation;
+        capabilities.sampling = declared.sampling;
+        AgentClient { capabilities, info }
+    }
+
+    /// The request `_meta` that tells a 2026-07-28 upstream (rmcp lets these
+    /// keys replace the ones it stamps from the connection's own client).
+    fn meta(&self) -> RequestMetaObject {
+        let mut meta = RequestMetaObject::new();
+        meta.set_client_capabilities(self.capabilities.clone());
+        if let Some(info) = &self.info {
+            meta.set_client_info(info.clone());
+        }
+        meta
+    }
 }
 
 /// 2026-07-28 forbids `notifications/message` unless the request set a log level.

@@ -102,6 +102,21 @@ impl Handler {
         let agent = self.inflight.agent_for(ctx.extensions.get::<InboundStreamOrigin>()).await.ok_or_else(|| {
             McpError::invalid_request("tollgate cannot tell which agent call this request belongs to", None)
         })?;
+        // A legacy upstream shares one session whose client (tollgate)
+        // declared both; an agent that did not is not asked, and the upstream
+        // hears what a client without the capability answers.
+        let declared = match &request {
+            InputRequest::Elicitation(_) => agent.capabilities.elicitation.is_some(),
+            InputRequest::CreateMessage(_) => agent.capabilities.sampling.is_some(),
+            _ => true,
+        };
+        if !declared {
+            return Err(McpError::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("the agent does not support {}", input_kind(&request)),
+                None,
+            ));
+        }
         let (reply, answer) = oneshot::channel();
         agent
             .inputs
@@ -112,6 +127,14 @@ impl Handler {
             Ok(Err(e)) => Err(McpError::invalid_request(e, None)),
             Err(_) => Err(McpError::internal_error("the agent's call ended before it answered", None)),
         }
+    }
+}
+
+fn input_kind(request: &InputRequest) -> &'static str {
+    match request {
+        InputRequest::Elicitation(_) => "elicitation",
+        InputRequest::CreateMessage(_) => "sampling",
+        _ => "this request",
     }
 }
 

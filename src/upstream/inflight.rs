@@ -31,6 +31,9 @@ pub struct Agent {
     /// Whether the agent may be sent `notifications/message` for this call
     /// (a legacy session, or a 2026-07-28 request that set a log level).
     pub logging: bool,
+    /// What the agent can answer (see `flight::AgentClient`): a question it
+    /// did not declare is refused as the agent itself would refuse it.
+    pub capabilities: rmcp::model::ClientCapabilities,
     /// Questions from the upstream, answered by the call's forwarding loop:
     /// on a legacy agent's session, or as an `input_required` result.
     pub inputs: mpsc::UnboundedSender<Pending>,

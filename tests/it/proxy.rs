@@ -343,6 +343,44 @@ async fn elicitation_from_a_legacy_upstream_reaches_agents_of_both_eras() {
     assert_eq!(confirm(&agent).await, "not confirmed: decline");
 }
 
+/// A 2026-07-28 upstream hears each agent's own client, per request: its
+/// capabilities limited to what tollgate relays back to it (never tollgate's
+/// own, never one the agent lacks) and its client info; a legacy agent's are
+/// those it declared at `initialize`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_upstream_hears_each_agents_own_capabilities() {
+    let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;
+    assert_eq!(tg.gw.upstreams.all()[0].status().protocol.as_deref(), Some("2026-07-28"));
+    for era in [Era::Modern, Era::Legacy] {
+        let (bare, _) = tg.agent(era).await;
+        let told = call(&bare, "fs__client", json!({})).await.structured_content.expect("structured");
+        assert_eq!(told["capabilities"], json!({}), "{era:?}: nothing the agent did not declare");
+        assert_eq!(told["client"], "test-agent", "{era:?}: the agent's client info, not tollgate's");
+        let (asking, _) = tg.agent_answering(era, Some("yes")).await;
+        let told = call(&asking, "fs__client", json!({})).await.structured_content.expect("structured");
+        assert!(told["capabilities"].get("elicitation").is_some(), "{era:?}: {told}");
+        assert!(told["capabilities"].get("sampling").is_none(), "{era:?}: {told}");
+    }
+}
+
+/// A legacy upstream shares one session (whose client, tollgate, declared
+/// elicitation): its question for an agent that did not declare it is
+/// refused as that agent would refuse it, and nobody is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_upstreams_question_for_an_agent_without_the_capability_is_refused() {
+    let m = format!("name = \"fs\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--legacy\"]\n");
+    let tg = TestGateway::builder().manifest("fs", m).spawn().await;
+    for era in [Era::Legacy, Era::Modern] {
+        let (bare, mut heard) = tg.agent(era).await;
+        let said = match bare.call_tool(CallToolRequestParams::new("fs__confirm")).await {
+            Ok(r) => text_of(&r),
+            Err(e) => e.to_string(),
+        };
+        assert!(said.contains("does not support elicitation"), "{era:?}: {said}");
+        assert!(heard.try_recv().is_err(), "{era:?}: the agent heard nothing");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_request_state_finds_no_parked_call() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;

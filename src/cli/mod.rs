@@ -364,14 +364,20 @@ async fn serve(config: Config, listen: Option<String>) -> Result<(), String> {
     let gw = crate::app::open(&config, store, shutdown.clone()).await.map_err(|e| e.to_string())?;
     gw.approvals.bound_to(local);
     let tracing = gw.tracing.clone();
+    let upstreams = gw.upstreams.clone();
     let router = server::http::router(gw, &config.server);
     tracing::info!(%local, "tollgate listening: MCP at http://{local}/mcp");
     // Tests and scripts wait for this line rather than sleeping.
     println!("tollgate listening on http://{local}");
     let served = server::http::serve(listener, router, shutdown).await.map_err(|e| e.to_string());
+    upstreams.stopped(UPSTREAMS_CLOSE).await;
     flush_spans(tracing).await;
     served
 }
+
+/// How long shutdown waits for upstream connections to close (rmcp gives a
+/// stdio upstream 3 s to exit after its stdin closes, 3 s more after SIGTERM).
+const UPSTREAMS_CLOSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sends the spans still queued before the process exits.
 async fn flush_spans(tracing: crate::trace::Tracing) {
@@ -395,9 +401,13 @@ async fn stdio(config: Config, key: Option<String>) -> Result<(), String> {
         }
     };
     let shutdown = shutdown_on_signal();
-    let gw = crate::app::open(&config, store, shutdown).await.map_err(|e| e.to_string())?;
+    let gw = crate::app::open(&config, store, shutdown.clone()).await.map_err(|e| e.to_string())?;
     let tracing = gw.tracing.clone();
+    let upstreams = gw.upstreams.clone();
     let served = server::stdio::serve(gw, principal).await;
+    // The agent closed its end (or a signal came): close the upstreams too.
+    shutdown.cancel();
+    upstreams.stopped(UPSTREAMS_CLOSE).await;
     flush_spans(tracing).await;
     served
 }

@@ -22,6 +22,27 @@ use crate::config::{Remote, Stdio, Transport};
 
 pub type Service = RunningService<RoleClient, Handler>;
 
+/// An open connection, and for a stdio upstream the process group it runs
+/// in (see [`Group`]): keep both for the connection's life.
+pub struct Opened {
+    pub service: Service,
+    pub group: Option<Group>,
+}
+
+/// A stdio upstream's process group, killed whole when this is dropped: on
+/// every path a connection ends (a failed or abandoned attempt, a restart,
+/// shutdown), even where rmcp's own cleanup, a task spawned on drop, would
+/// not run before the process exits. On an orderly close rmcp has already
+/// asked the upstream to exit; then this finds nothing left.
+pub struct Group(nix::unistd::Pid);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // ESRCH (all gone) is the common case.
+        let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// How many requests one HTTP upstream connection may have in flight.
 const HTTP_MAX_CONCURRENT: usize = 256;
 
@@ -29,7 +50,7 @@ const HTTP_MAX_CONCURRENT: usize = 256;
 /// `server/discover` and falls back to `initialize` when the server does not
 /// know it; a server that answers discover but lists only pre-2026 versions
 /// is retried here with `initialize`.
-pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result<Service, ConnectError> {
+pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result<Opened, ConnectError> {
     let auto = ClientLifecycleMode::Auto {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
@@ -60,27 +81,34 @@ async fn open_with(
     transport: &Transport,
     handler: Handler,
     lifecycle: ClientLifecycleMode,
-) -> Result<Service, ConnectError> {
+) -> Result<Opened, ConnectError> {
     let progress = handler.progress.clone();
     let inflight = handler.inflight.clone();
     let serve_err = |e: rmcp::service::ClientInitializeError| ConnectError::Handshake(e.to_string());
     match transport {
         Transport::Stdio(s) => {
-            let mut t = tap(spawn_child(name, s)?, progress, inflight);
+            let child = spawn_child(name, s)?;
+            // Held from here: an attempt that fails below ends the group.
+            let group = child.id().and_then(|p| i32::try_from(p).ok()).map(|p| Group(nix::unistd::Pid::from_raw(p)));
+            let mut t = tap(child, progress, inflight);
             ready(&mut t).await?;
-            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+            let service = handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)?;
+            Ok(Opened { service, group })
         }
         Transport::Http(r) => {
             let config = StreamableHttpClientTransportConfig::with_uri(r.url.expose())
                 .custom_headers(headers(r)?)
                 .max_concurrent_requests(HTTP_MAX_CONCURRENT);
             let t = StreamableHttpClientTransport::with_client(pooled_client()?, config);
-            handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)
+            let service =
+                handler.serve_with_lifecycle(tap(t, progress, inflight.clone()), lifecycle).await.map_err(serve_err)?;
+            Ok(Opened { service, group: None })
         }
         Transport::Sse(r) => {
             let mut t = tap(super::sse::connect(r).await?, progress, inflight);
             ready(&mut t).await?;
-            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+            let service = handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)?;
+            Ok(Opened { service, group: None })
         }
         Transport::Ws(r) => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -97,7 +125,8 @@ async fn open_with(
                 .map_err(|e| ConnectError::Transport(format!("websocket connect failed: {e}")))?;
             let mut t = tap(crate::ws::tungstenite::<RoleClient, _>(ws), progress, inflight);
             ready(&mut t).await?;
-            handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)
+            let service = handler.serve_with_lifecycle(t, lifecycle).await.map_err(serve_err)?;
+            Ok(Opened { service, group: None })
         }
     }
 }
@@ -181,6 +210,11 @@ fn spawn_child(name: &str, s: &Stdio) -> Result<TokioChildProcess, ConnectError>
     if let Some(cwd) = &s.cwd {
         cmd.current_dir(cwd);
     }
+    // Its own process group: ending the upstream (a restart, tollgate's
+    // shutdown) signals the whole group, so a server that a wrapper such as
+    // `npx` started does not outlive it, re-parented to init.
+    let mut cmd = process_wrap::tokio::CommandWrap::from(cmd);
+    cmd.wrap(process_wrap::tokio::ProcessGroup::leader());
     let (child, stderr) = TokioChildProcess::builder(cmd)
         .stderr(ProcStdio::piped())
         .spawn()

@@ -165,6 +165,9 @@ struct Inner {
     attempted: watch::Sender<usize>,
     subscriptions: Subscriptions,
     shutdown: CancellationToken,
+    /// The supervisors, so shutdown can wait until each has closed its
+    /// connection (and ended a stdio upstream's process group).
+    supervisors: tokio_util::task::TaskTracker,
 }
 
 impl Upstreams {
@@ -216,12 +219,24 @@ impl Upstreams {
                 attempted: watch::channel(0).0,
                 subscriptions: Subscriptions::default(),
                 shutdown,
+                supervisors: tokio_util::task::TaskTracker::new(),
             }),
         };
         for up in &pool.inner.list {
-            tokio::spawn(supervise(pool.clone(), up.clone()));
+            pool.inner.supervisors.spawn(supervise(pool.clone(), up.clone()));
         }
+        pool.inner.supervisors.close();
         pool
+    }
+
+    /// Waits, after shutdown, until every supervisor has closed its
+    /// connection: a stdio upstream is asked to exit (its stdin closed), then
+    /// sent SIGTERM, then killed, each step with rmcp's grace of 3 s, its
+    /// whole process group at once. Bounded by `bound`.
+    pub async fn stopped(&self, bound: Duration) {
+        if tokio::time::timeout(bound, self.inner.supervisors.wait()).await.is_err() {
+            tracing::warn!("upstream connections still closing after {bound:?}; exiting anyway");
+        }
     }
 
     pub fn get(&self, index: usize) -> &Arc<Upstream> {
@@ -412,16 +427,16 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
             updates: pool.inner.subscriptions.publisher(),
         };
         let attempt = async {
-            let service = connect::open(&up.name, &m.transport, handler).await?;
-            let listing = list(service.peer()).await.map_err(|e| ConnectError::Listing(e.to_string()))?;
-            Ok::<_, ConnectError>((service, listing))
+            let opened = connect::open(&up.name, &m.transport, handler).await?;
+            let listing = list(opened.service.peer()).await.map_err(|e| ConnectError::Listing(e.to_string()))?;
+            Ok::<_, ConnectError>((opened, listing))
         };
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = tokio::time::timeout(m.connect_timeout, attempt) => r.unwrap_or_else(|_| Err(ConnectError::Timeout(m.connect_timeout))),
         };
         match outcome {
-            Ok((service, listing)) => {
+            Ok((connect::Opened { service, group: _group }, listing)) => {
                 let peer = service.peer().clone();
                 let protocol = service.peer_info().map(|i| i.protocol_version.clone());
                 tracing::info!(upstream = %up.name, protocol = ?protocol.as_ref().map(|p| p.as_str().to_string()), tools = listing.tools.len(), "upstream connected");
@@ -450,7 +465,13 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
                 let reason = loop {
                     tokio::select! {
                         r = &mut waiting => break format!("connection closed ({r:?})"),
-                        _ = shutdown.cancelled() => { ct.cancel(); return; }
+                        _ = shutdown.cancelled() => {
+                            // The service closes its transport as it stops:
+                            // wait for that, so the process does not exit first.
+                            ct.cancel();
+                            let _ = (&mut waiting).await;
+                            return;
+                        }
                         Some(what) = refresh_rx.recv() => {
                             // Coalesce a burst of notifications into one re-list.
                             while refresh_rx.try_recv().is_ok() {}

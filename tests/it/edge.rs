@@ -395,3 +395,69 @@ async fn five_thousand_abandoned_sessions_stay_under_the_cap_and_its_memory() {
     eprintln!("rss before {before} KiB, after {after} KiB: {grown} KiB for {opened} idle sessions");
     assert!(grown < CAP as u64 * PER_SESSION_KIB, "grew {grown} KiB for {opened} sessions");
 }
+
+/// Whether process `pid` is running (a zombie has ended: it waits only for
+/// its parent to read its status).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A stdio upstream whose command first starts a process of its own (as
+/// `npx` starts the server it downloads) and writes its pid to `pidfile`,
+/// then becomes `then`.
+fn upstream_with_a_child(pidfile: &std::path::Path, then: &str, connect_timeout: &str) -> String {
+    let script = format!("/usr/bin/sleep 300 & echo $! > {}; exec {then}", pidfile.display());
+    format!(
+        "name = \"g\"\nconnect_timeout = \"{connect_timeout}\"\n[transport]\ntype = \"stdio\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", {}]\n",
+        serde_json::to_string(&script).unwrap()
+    )
+}
+
+/// Sends SIGTERM to `served` once `started` (the upstream's own child) runs,
+/// and waits for tollgate to exit cleanly and that child to be gone.
+async fn sigterm_and_see_the_child_gone(mut served: Served, pidfile: &std::path::Path) {
+    let started: i32 =
+        eventually("the upstream's own child", || async { std::fs::read_to_string(pidfile).ok()?.trim().parse().ok() })
+            .await;
+    assert!(running(started), "the upstream's child runs while tollgate does");
+    let tollgate = served.child.id().expect("pid").to_string();
+    let sent = std::process::Command::new("kill").args(["-TERM", &tollgate]).status().unwrap();
+    assert!(sent.success());
+    let exited = tokio::time::timeout(WAIT, served.child.wait()).await.expect("tollgate exits").unwrap();
+    assert!(exited.success(), "{exited:?}");
+    // Ended before tollgate exited; re-checked briefly for a slow /proc.
+    eventually("the upstream's child gone", || async { (!running(started)).then_some(()) }).await;
+}
+
+/// SIGTERM to `tollgate serve` ends each stdio upstream's whole process
+/// group before tollgate exits: a process the upstream started does not
+/// outlive it, re-parented to init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_no_upstream_process_behind() {
+    let pids = tempfile::tempdir().unwrap();
+    let pidfile = pids.path().join("started.pid");
+    let dir = config_dir(&[("g", upstream_with_a_child(&pidfile, &format!("{FIXTURE} --name g"), "30s"))]);
+    let served = serve_binary(dir.path(), std::process::Stdio::null()).await;
+    // Connected: the orderly close (stdin closed, SIGTERM, kill) ends the group.
+    let client = reqwest::Client::new();
+    eventually("the upstream connected", || async {
+        let r = client.get(format!("{}/readyz", served.base)).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    sigterm_and_see_the_child_gone(served, &pidfile).await;
+}
+
+/// The same while the upstream is still connecting (it never answers): the
+/// abandoned attempt ends its group too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_an_upstream_connects_leaves_no_process_behind() {
+    let pids = tempfile::tempdir().unwrap();
+    let pidfile = pids.path().join("started.pid");
+    let dir = config_dir(&[("g", upstream_with_a_child(&pidfile, "/usr/bin/sleep 301", "120s"))]);
+    let served = serve_binary(dir.path(), std::process::Stdio::null()).await;
+    sigterm_and_see_the_child_gone(served, &pidfile).await;
+}

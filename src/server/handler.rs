@@ -9,11 +9,12 @@
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams, CompleteResult,
-    CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
-    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    Reference, ResultType, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
-    SubscriptionFilter, Tool, UnsubscribeRequestParams, UpdateTaskParams,
+    CustomRequest, CustomResult, DiscoverResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams,
+    GetTaskResult, Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -115,6 +116,43 @@ impl Session {
             }
         }
         seen
+    }
+
+    /// The capabilities this agent is offered: tollgate's own (tools,
+    /// prompts, resources and their list changes, tasks for approvals) and
+    /// those only upstreams can give (resource subscriptions, completions,
+    /// log messages) when at least one upstream the agent may see has them.
+    /// `get_info` keeps them all, so rmcp lets every method through to the
+    /// handler, which answers for the upstream it routes to.
+    async fn offered(&self, ctx: &RequestContext<RoleServer>) -> ServerCapabilities {
+        let mut caps = self.get_info().capabilities;
+        let (mut subscribe, mut completions, mut logging) = (false, false, false);
+        if let Ok(principal) = self.principal(ctx).await {
+            let catalog = self.catalog().await;
+            for (i, open) in self.visible_upstreams(&principal, &catalog).into_iter().enumerate() {
+                let theirs = match self.upstream(i).peer() {
+                    Ok(peer) if open => peer.peer_info().map(|p| p.capabilities.clone()),
+                    _ => None,
+                };
+                if let Some(c) = theirs {
+                    subscribe |= c.resources.as_ref().and_then(|r| r.subscribe) == Some(true);
+                    completions |= c.completions.is_some();
+                    logging |= c.logging.is_some();
+                }
+            }
+        }
+        if let Some(r) = caps.resources.as_mut()
+            && !subscribe
+        {
+            r.subscribe = None;
+        }
+        if !completions {
+            caps.completions = None;
+        }
+        if !logging {
+            caps.logging = None;
+        }
+        caps
     }
 
     fn upstream(&self, index: usize) -> &Upstream {
@@ -401,7 +439,15 @@ impl ServerHandler for Session {
             let _ = self.slot.set(slot.clone());
         }
         ctx.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
+        let mut info = self.negotiate_initialize(&request)?;
+        info.capabilities = self.offered(&ctx).await;
+        Ok(info)
+    }
+
+    async fn discover(&self, ctx: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
+        let mut info = self.get_info();
+        info.capabilities = self.offered(&ctx).await;
+        Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), info))
     }
 
     /// rmcp hands a request whose params do not fit the method's shape here, as

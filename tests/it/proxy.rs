@@ -381,6 +381,31 @@ async fn a_legacy_upstreams_question_for_an_agent_without_the_capability_is_refu
     }
 }
 
+/// An agent is offered resource subscriptions and completions only when an
+/// upstream it may see has them, per key: a key granted only an upstream
+/// without them is offered neither, in either era, while tools stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_offered_only_what_their_visible_upstreams_have() {
+    let plain = format!(
+        "name = \"fp\"\n[transport]\ntype = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"--name\", \"fp\", \"--plain\"]\n"
+    );
+    let policy = "[[grant]]\nid = \"eng-all\"\nprincipals = [\"team:eng\"]\ntools = [\"*\"]\neffect = \"allow\"\n\
+                  [[grant]]\nid = \"ops-plain\"\nprincipals = [\"team:ops\"]\ntools = [\"fp__*\"]\neffect = \"allow\"\n";
+    let tg = TestGateway::builder().stdio_fixture("fs").manifest("fp", plain).policy("p", policy).spawn().await;
+    let (ops_key, _) = tg.new_key("ops", "acme").await;
+    for era in [Era::Legacy, Era::Modern] {
+        let (eng, _) = tg.agent(era).await;
+        let caps = eng.peer().peer_info().expect("server info").capabilities.clone();
+        assert_eq!(caps.resources.as_ref().and_then(|r| r.subscribe), Some(true), "{era:?}: {caps:?}");
+        assert!(caps.completions.is_some(), "{era:?}: {caps:?}");
+        let (ops, _) = http_agent_with(&tg.mcp_url(), era, None, Some(&ops_key)).await;
+        let caps = ops.peer().peer_info().expect("server info").capabilities.clone();
+        assert_eq!(caps.resources.as_ref().and_then(|r| r.subscribe), None, "{era:?}: {caps:?}");
+        assert!(caps.completions.is_none(), "{era:?}: {caps:?}");
+        assert!(caps.tools.is_some(), "{era:?}: {caps:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_request_state_finds_no_parked_call() {
     let tg = TestGateway::builder().stdio_fixture("fs").spawn().await;

@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::error::{Error, Errors, Sink};
 use super::fields::{is_http_url, opt_duration, valid_tool_name_chars, valid_upstream_name};
 use super::{
-    Backoff, CatalogSettings, Config, Limits, Manifest, Remote, Risk, Server, Stdio, ToolOverride, Transport, raw,
-    secret,
+    AgentSessions, Backoff, CatalogSettings, Config, Limits, Manifest, Remote, Risk, Server, Stdio, ToolOverride,
+    Transport, raw, secret,
 };
 use crate::money::Micros;
 
@@ -505,6 +505,7 @@ fn compile_manifest(
             .and_then(|r| opt_duration(&r.max_backoff, "restart.max_backoff", sink))
             .unwrap_or(Duration::from_secs(30)),
     };
+    let agent_sessions = compile_agent_sessions(raw.agent_sessions.as_ref(), transport.as_ref(), sink);
     let scans = raw.scans.and_then(|v| scans(v, "scans", sink));
     let mut tools = BTreeMap::new();
     let mut exposed: HashMap<String, String> = HashMap::new();
@@ -535,9 +536,34 @@ fn compile_manifest(
         connect_timeout,
         call_timeout,
         restart,
+        agent_sessions,
         scans,
         tools,
     })
+}
+
+fn compile_agent_sessions(
+    raw: Option<&raw::AgentSessions>,
+    transport: Option<&Transport>,
+    sink: &mut Sink<'_>,
+) -> AgentSessions {
+    let mut out =
+        transport.map_or(AgentSessions { max: 0, idle: Duration::from_secs(300) }, AgentSessions::default_for);
+    let Some(raw) = raw else { return out };
+    if let Some(max) = &raw.max {
+        match usize::try_from(*max.get_ref()) {
+            Ok(n) if n <= 10_000 => out.max = n,
+            _ => sink.at(Some(max.span()), "agent_sessions.max", "must be 0 to 10000"),
+        }
+    }
+    if let Some(idle) = opt_duration(&raw.idle, "agent_sessions.idle", sink) {
+        if idle.is_zero() {
+            sink.at(raw.idle.as_ref().map(Spanned::span), "agent_sessions.idle", "must be longer than 0s");
+        } else {
+            out.idle = idle;
+        }
+    }
+    out
 }
 
 fn compile_transport(

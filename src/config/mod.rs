@@ -267,10 +267,33 @@ pub struct Manifest {
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
     pub restart: Backoff,
+    /// Upstream sessions of agents' own (see `upstream::own`).
+    pub agent_sessions: AgentSessions,
     /// Scan settings for every tool of this upstream (`[scans]`).
     pub scans: Option<std::sync::Arc<crate::scan::Layer>>,
     /// Overrides by the upstream's own tool name.
     pub tools: BTreeMap<String, ToolOverride>,
+}
+
+/// `[agent_sessions]` of a manifest: how many upstream sessions of agents'
+/// own may be open at once, and how long an unused one stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentSessions {
+    /// 0: never; every agent is served by the shared connection.
+    pub max: usize,
+    pub idle: Duration,
+}
+
+impl AgentSessions {
+    /// Remote upstreams: a session is a few requests and some memory. Stdio
+    /// upstreams: a session is a process of its own, so only when asked.
+    pub fn default_for(transport: &Transport) -> AgentSessions {
+        let max = match transport {
+            Transport::Stdio(_) => 0,
+            _ => 64,
+        };
+        AgentSessions { max, idle: Duration::from_secs(300) }
+    }
 }
 
 #[derive(Debug, Clone)]

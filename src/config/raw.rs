@@ -104,6 +104,7 @@ pub struct Manifest {
     pub connect_timeout: Option<Spanned<String>>,
     pub call_timeout: Option<Spanned<String>>,
     pub restart: Option<Restart>,
+    pub agent_sessions: Option<AgentSessions>,
     /// Scan settings for every tool of this upstream (see `scan::settings`).
     pub scans: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
@@ -123,6 +124,13 @@ pub struct Transport {
     pub cwd: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub headers: Option<BTreeMap<String, Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSessions {
+    pub max: Option<Spanned<i64>>,
+    pub idle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

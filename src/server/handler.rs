@@ -25,6 +25,7 @@ use crate::identity::{self, AuthError, Principal};
 use crate::ids::ApprovalId;
 use crate::pipeline::{self, Caller};
 use crate::upstream::Upstream;
+use crate::upstream::own::AgentUpstreams;
 
 #[derive(Clone)]
 pub struct Session {
@@ -38,12 +39,15 @@ pub struct Session {
     /// A legacy HTTP session's place under the session caps, taken by the
     /// edge and kept here from `initialize` until the session ends.
     slot: std::sync::Arc<std::sync::OnceLock<super::session_cap::Slot>>,
+    /// This session's own upstream sessions (`upstream::own`), closed when
+    /// the last clone of this value is dropped: when the session ends.
+    own: AgentUpstreams,
 }
 
 impl Session {
     /// A session whose requests carry their principal (Streamable HTTP).
     pub fn new(gw: Gateway) -> Self {
-        Self { gw, fixed: None, id: None, slot: Default::default() }
+        Self { gw, fixed: None, id: None, slot: Default::default(), own: AgentUpstreams::default() }
     }
 
     /// A session authenticated once, for its whole life (stdio, WebSocket).
@@ -53,6 +57,7 @@ impl Session {
             fixed: Some(principal),
             id: Some(format!("{transport}:{}", uuid::Uuid::new_v4())),
             slot: Default::default(),
+            own: AgentUpstreams::default(),
         }
     }
 
@@ -209,9 +214,10 @@ impl ServerHandler for Session {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        ctx: RequestContext<RoleServer>,
+        mut ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&ctx).await;
+        ctx.extensions.insert(self.own.clone());
         pipeline::call(&self.gw, caller, request, pipeline::Via::Mcp(ctx)).await.into_mcp()
     }
 

@@ -65,6 +65,13 @@ pub async fn open(name: &str, transport: &Transport, handler: Handler) -> Result
     result.map_err(|e| e.map_text(|t| scrub(t, transport)))
 }
 
+/// Opens a 2025-11-25 session (`initialize`), for one agent's own session
+/// (see `own`): whatever else the upstream speaks.
+pub async fn open_legacy(name: &str, transport: &Transport, handler: Handler) -> Result<Opened, ConnectError> {
+    let result = open_with(name, transport, handler, ClientLifecycleMode::Initialize).await;
+    result.map_err(|e| e.map_text(|t| scrub(t, transport)))
+}
+
 /// Errors end up in logs, `/readyz` and `tollgate tools`: never with the URL,
 /// which may carry a credential.
 fn scrub(message: String, transport: &Transport) -> String {

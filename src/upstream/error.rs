@@ -30,6 +30,11 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// The server came up but refused the handshake (an era it does not speak).
+    pub fn is_handshake(&self) -> bool {
+        matches!(self, ConnectError::Handshake(_))
+    }
+
     /// The same failure with its text passed through `f` (a scrubber).
     pub fn map_text(self, f: impl Fn(String) -> String) -> ConnectError {
         match self {
@@ -57,6 +62,11 @@ pub enum UpstreamError {
     /// It did not answer within `after`.
     #[error("upstream `{upstream}` did not answer the {what} within {after:?}")]
     TimedOut { upstream: Arc<str>, what: &'static str, after: Duration },
+    /// Its `[agent_sessions] max` agents' own sessions are open.
+    #[error(
+        "upstream `{upstream}` already has its {cap} agent sessions open (its manifest's `[agent_sessions] max`); try again when one closes"
+    )]
+    Full { upstream: Arc<str>, cap: usize },
     /// The request failed on the way or the upstream refused it.
     #[error("upstream `{upstream}` {how}: {why}")]
     Failed { upstream: Arc<str>, how: &'static str, why: String },

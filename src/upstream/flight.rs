@@ -99,7 +99,7 @@ pub async fn start(
     timeout: Duration,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<Flight, UpstreamError> {
-    let conn = up.conn()?;
+    let conn = super::own::conn_for(up, ctx).await?;
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (logs, logs_rx) = mpsc::channel(LOG_BUFFER);
     let client = AgentClient::of(ctx);

@@ -11,11 +11,11 @@
 
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult,
-    ElicitRequest, ElicitRequestParams, ElicitResult, Implementation, InputRequest, LoggingMessageNotificationParam,
-    ResourceUpdatedNotificationParam,
+    ElicitRequest, ElicitRequestParams, ElicitResult, Implementation, InputRequest, ListRootsResult,
+    LoggingMessageNotificationParam, ProtocolVersion, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext, RoleClient};
-use rmcp::{ClientHandler, ErrorData as McpError};
+use rmcp::{ClientHandler, ErrorData as McpError, Peer, RoleServer};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,10 +40,28 @@ pub struct Handler {
     pub refresh: mpsc::UnboundedSender<Refresh>,
     /// Where resource updates are published (see `subscription`).
     pub updates: tokio::sync::broadcast::Sender<String>,
+    /// The agent whose own session this is (see `own`); none on the shared
+    /// connection.
+    pub agent: Option<Arc<OwnAgent>>,
+}
+
+/// The agent an own session speaks for: what it declared, and its session
+/// at tollgate, which the upstream's `roots/list` is relayed to.
+pub struct OwnAgent {
+    pub capabilities: ClientCapabilities,
+    pub info: Implementation,
+    pub peer: Peer<RoleServer>,
 }
 
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
+        if let Some(agent) = &self.agent {
+            // An agent's own session says what the agent said, in the last
+            // era with a handshake.
+            let mut config = ClientConfig::new(agent.capabilities.clone(), agent.info.clone());
+            config.protocol_version = ProtocolVersion::LATEST_WITH_INITIALIZE;
+            return config;
+        }
         let mut caps = ClientCapabilities::default();
         caps.elicitation = Some(Default::default());
         caps.sampling = Some(Default::default());
@@ -84,6 +102,17 @@ impl ClientHandler for Handler {
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         decode(self.ask(&ctx, InputRequest::Elicitation(ElicitRequest::new(request))).await?)
+    }
+
+    async fn list_roots(&self, _ctx: RequestContext<RoleClient>) -> Result<ListRootsResult, McpError> {
+        // Only an agent's own session declared roots, and only for an agent that did.
+        match &self.agent {
+            Some(agent) if agent.capabilities.roots.is_some() => agent.peer.list_roots().await.map_err(|e| match e {
+                rmcp::service::ServiceError::McpError(e) => e,
+                other => McpError::internal_error(format!("the agent did not list its roots: {other}"), None),
+            }),
+            _ => Err(McpError::new(rmcp::model::ErrorCode::METHOD_NOT_FOUND, "roots are not supported", None)),
+        }
     }
 
     async fn create_message(

@@ -99,6 +99,11 @@ impl Inflight {
         }
     }
 
+    /// Whether no request is in flight on the connection.
+    pub fn is_idle(&self) -> bool {
+        self.calls.locked().is_empty() && self.others.load(Ordering::SeqCst) == 0
+    }
+
     fn find(&self, origin: Option<&InboundStreamOrigin>) -> Option<Agent> {
         let map = self.calls.locked();
         match origin {

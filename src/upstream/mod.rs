@@ -13,9 +13,11 @@ pub mod flight;
 pub use connect::resolve_program;
 pub mod handler;
 pub mod inflight;
+pub mod own;
 pub mod park;
 pub mod progress;
 mod requests;
+mod seats;
 mod sse;
 pub mod subscription;
 mod tap;
@@ -67,6 +69,8 @@ pub struct Status {
     pub protocol: Option<String>,
     /// Connections made after the first one.
     pub restarts: u64,
+    /// Upstream sessions of agents' own open now (see `own`).
+    pub agent_sessions: usize,
     /// When the health last changed (RFC 3339 in JSON).
     #[serde(serialize_with = "rfc3339")]
     pub since: SystemTime,
@@ -86,6 +90,10 @@ pub struct Upstream {
     /// overrides, prefix, scans), so those change without a reconnect.
     live: RwLock<Arc<Manifest>>,
     state: RwLock<State>,
+    /// Where resource updates are published (see `subscription`).
+    updates: tokio::sync::broadcast::Sender<String>,
+    /// Agents' own sessions on this upstream (see `own`).
+    pub seats: seats::Seats,
 }
 
 /// One live connection to an upstream. Request ids and progress tokens are
@@ -135,8 +143,25 @@ impl Upstream {
             health: st.health.clone(),
             protocol: st.protocol.as_ref().map(|p| p.as_str().to_string()),
             restarts: st.connections.saturating_sub(1),
+            agent_sessions: self.seats.open(),
             since: st.since,
         }
+    }
+
+    /// A handler for a new connection: tollgate's shared one (`agent`
+    /// none), or one agent's own session. The receiver hears the upstream's
+    /// list changes.
+    fn handler_for(&self, agent: Option<handler::OwnAgent>) -> (Handler, mpsc::UnboundedReceiver<handler::Refresh>) {
+        let (refresh, refresh_rx) = mpsc::unbounded_channel();
+        let handler = Handler {
+            upstream: self.name.clone(),
+            progress: Progress::default(),
+            inflight: Inflight::default(),
+            refresh,
+            updates: self.updates.clone(),
+            agent: agent.map(Arc::new),
+        };
+        (handler, refresh_rx)
     }
 
     fn set(&self, f: impl FnOnce(&mut State)) {
@@ -179,6 +204,7 @@ impl Upstreams {
         pins: catalog::Pins,
         shutdown: CancellationToken,
     ) -> Upstreams {
+        let subscriptions = Subscriptions::default();
         let list: Vec<Arc<Upstream>> = manifests
             .into_iter()
             .enumerate()
@@ -197,6 +223,8 @@ impl Upstreams {
                         since: SystemTime::now(),
                         attempted: false,
                     }),
+                    updates: subscriptions.publisher(),
+                    seats: seats::Seats::default(),
                 })
             })
             .collect();
@@ -217,7 +245,7 @@ impl Upstreams {
                 pins: RwLock::new(Arc::new(pins)),
                 rebuild: Default::default(),
                 attempted: watch::channel(0).0,
-                subscriptions: Subscriptions::default(),
+                subscriptions,
                 shutdown,
                 supervisors: tokio_util::task::TaskTracker::new(),
             }),
@@ -417,15 +445,9 @@ async fn supervise(pool: Upstreams, up: Arc<Upstream>) {
     let mut backoff = m.restart.initial;
     let shutdown = pool.inner.shutdown.clone();
     loop {
-        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
-        let (progress, inflight) = (Progress::default(), Inflight::default());
-        let handler = Handler {
-            upstream: up.name.clone(),
-            progress: progress.clone(),
-            inflight: inflight.clone(),
-            refresh: refresh_tx.clone(),
-            updates: pool.inner.subscriptions.publisher(),
-        };
+        let (handler, mut refresh_rx) = up.handler_for(None);
+        let (progress, inflight, refresh_tx) =
+            (handler.progress.clone(), handler.inflight.clone(), handler.refresh.clone());
         let attempt = async {
             let opened = connect::open(&up.name, &m.transport, handler).await?;
             let listing = list(opened.service.peer()).await.map_err(|e| ConnectError::Listing(e.to_string()))?;

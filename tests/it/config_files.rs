@@ -318,3 +318,28 @@ fn an_optional_llm_provider_without_its_key_loads_unconfigured() {
     assert!(config.llm.providers[0].unconfigured.is_none());
     assert_eq!(config.llm.providers[0].api_key.as_ref().map(|k| k.expose().to_string()).as_deref(), Some("sk-1"));
 }
+
+/// `[agent_sessions]`: defaults per transport (64 remote, 0 stdio, 5 min
+/// idle), and out-of-range or unknown values refused with file, line and field.
+#[test]
+fn agent_sessions_have_defaults_per_transport_and_bad_values_are_refused() {
+    let http = "name = \"gh\"\n[transport]\ntype = \"http\"\nurl = \"http://x\"\n";
+    let stdio = "name = \"gs\"\n[transport]\ntype = \"stdio\"\ncommand = \"x\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "tollgate.toml", "");
+    write(dir.path(), "tool-manifests/gh.toml", http);
+    write(dir.path(), "tool-manifests/gs.toml", &format!("{stdio}[agent_sessions]\nmax = 3\nidle = \"90s\"\n"));
+    let config = tollgate::config::load(&dir.path().join("tollgate.toml")).expect("loads");
+    let by_name = |n: &str| config.manifests.iter().find(|m| m.name == n).expect("manifest").agent_sessions;
+    let five_minutes = std::time::Duration::from_secs(300);
+    assert_eq!(by_name("gh"), tollgate::config::AgentSessions { max: 64, idle: five_minutes });
+    assert_eq!(by_name("gs"), tollgate::config::AgentSessions { max: 3, idle: std::time::Duration::from_secs(90) });
+    let e = load_errors("", &[("gs.toml", &format!("{stdio}[agent_sessions]\nmax = -1\n"))]);
+    assert!(e.contains("gs.toml:6: agent_sessions.max: must be 0 to 10000"), "{e}");
+    let e = load_errors("", &[("gh.toml", &format!("{http}[agent_sessions]\nidle = \"0s\"\n"))]);
+    assert!(e.contains("gh.toml:6: agent_sessions.idle:"), "{e}");
+    let e = load_errors("", &[("gh.toml", &format!("{http}[agent_sessions]\nidle = \"soon\"\n"))]);
+    assert!(e.contains("gh.toml:6: agent_sessions.idle:"), "{e}");
+    let e = load_errors("", &[("gh.toml", &format!("{http}[agent_sessions]\nmaximum = 3\n"))]);
+    assert!(e.contains("gh.toml:") && e.contains("maximum"), "{e}");
+}

@@ -210,6 +210,7 @@ pub enum Heard {
     ToolsChanged,
     ResourceUpdated(String),
     Elicited,
+    Sampled,
     Log(serde_json::Value),
 }
 
@@ -222,6 +223,8 @@ pub struct Agent {
     pub elicit: Option<&'static str>,
     /// Whether the client declares the tasks extension (SEP-2663).
     pub tasks: bool,
+    /// Whether the client declares sampling (it answers with a fixed text).
+    pub sampling: bool,
 }
 
 impl ClientHandler for Agent {
@@ -229,6 +232,10 @@ impl ClientHandler for Agent {
         let mut caps = ClientCapabilities::default();
         if self.elicit.is_some() {
             caps.elicitation = Some(Default::default());
+            caps.roots = Some(Default::default());
+        }
+        if self.sampling {
+            caps.sampling = Some(Default::default());
         }
         if self.tasks {
             let elicitation = caps.elicitation.take();
@@ -237,6 +244,31 @@ impl ClientHandler for Agent {
         }
         ClientConfig::new(caps, Implementation::new("test-agent", "1.0.0"))
     }
+    /// An answering agent's one root names its answer, so a test can tell
+    /// whose roots an upstream was given.
+    #[allow(deprecated)]
+    async fn list_roots(
+        &self,
+        _c: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        let root = serde_json::json!({"uri": format!("file:///agent/{}", self.elicit.unwrap_or("none"))});
+        Ok(rmcp::model::ListRootsResult::new(vec![serde_json::from_value(root).expect("root")]))
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _request: rmcp::model::CreateMessageRequestParams,
+        _c: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        if !self.sampling {
+            return Err(rmcp::ErrorData::new(rmcp::model::ErrorCode::METHOD_NOT_FOUND, "no sampling", None));
+        }
+        let _ = self.tx.send(Heard::Sampled);
+        let answer = serde_json::json!({"role": "assistant", "content": {"type": "text", "text": "sampled by the test agent"}, "model": "test-model", "stopReason": "endTurn"});
+        Ok(serde_json::from_value(answer).expect("sampling result"))
+    }
+
     async fn create_elicitation(
         &self,
         _request: rmcp::model::ElicitRequestParams,
@@ -301,7 +333,23 @@ pub async fn http_agent_with(
         config = config.auth_header(k.to_string());
     }
     let t = StreamableHttpClientTransport::from_config(config);
-    let svc = Agent { tx, elicit, tasks: false }.serve_with_lifecycle(t, lifecycle(era)).await.expect("agent connects");
+    let svc = Agent { tx, elicit, tasks: false, sampling: false }
+        .serve_with_lifecycle(t, lifecycle(era))
+        .await
+        .expect("agent connects");
+    (svc, rx)
+}
+
+/// An agent over Streamable HTTP that declares sampling, elicitation
+/// (declining) and roots.
+pub async fn sampling_agent(url: &str, era: Era, key: &str) -> (AgentService, mpsc::UnboundedReceiver<Heard>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(key.to_string());
+    let t = StreamableHttpClientTransport::from_config(config);
+    let svc = Agent { tx, elicit: Some("decline"), tasks: false, sampling: true }
+        .serve_with_lifecycle(t, lifecycle(era))
+        .await
+        .expect("agent connects");
     (svc, rx)
 }
 
@@ -310,7 +358,7 @@ pub async fn tasks_agent(url: &str, key: &str) -> AgentService {
     let (tx, _rx) = mpsc::unbounded_channel();
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(key.to_string());
     let t = StreamableHttpClientTransport::from_config(config);
-    Agent { tx, elicit: None, tasks: true }
+    Agent { tx, elicit: None, tasks: true, sampling: false }
         .serve_with_lifecycle(t, lifecycle(Era::Modern))
         .await
         .expect("agent connects")
@@ -350,6 +398,13 @@ pub async fn spawn_listening(program: &str, args: &[&str]) -> Listening {
 
 pub async fn fixture_http(name: &str) -> Listening {
     spawn_listening(FIXTURE, &["--name", name, "--http", "127.0.0.1:0"]).await
+}
+
+/// The HTTP fixture with extra flags (`--session-input-only`, ...).
+pub async fn fixture_http_with(name: &str, flags: &[&str]) -> Listening {
+    let mut args = vec!["--name", name, "--http", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    spawn_listening(FIXTURE, &args).await
 }
 
 pub fn text_of(r: &rmcp::model::CallToolResult) -> String {

@@ -479,3 +479,110 @@ async fn progress_is_relayed_in_order_before_the_result() {
     assert_eq!(progress, (1..=30).map(f64::from).collect::<Vec<_>>(), "in order");
     assert_eq!(messages.last().unwrap()["result"]["content"][0]["text"], "done after 30 steps", "result last");
 }
+
+/// A manifest for the HTTP fixture with an `[agent_sessions]` table.
+fn sessions_manifest(name: &str, url: &str, table: &str) -> String {
+    format!("{}[agent_sessions]\n{table}\n", remote_manifest(name, "http", url))
+}
+
+/// Waits (generously) until the upstream reports `n` agents' own sessions.
+async fn own_sessions_become(tg: &TestGateway, n: usize) {
+    let up = tg.gw.upstreams.all()[0].clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = up.status().agent_sessions;
+    while seen != n {
+        assert!(tokio::time::Instant::now() < deadline, "agent sessions stayed at {seen}, expected {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seen = up.status().agent_sessions;
+    }
+}
+
+/// A server that speaks both eras but asks its client questions only on a
+/// legacy session: tollgate's shared connection to it is 2026-07-28, so a
+/// legacy agent that can answer questions gets an upstream session of its
+/// own, declaring exactly what the agent declared; it is asked, its roots
+/// are listed, and the session closes with the agent's. An agent that
+/// cannot answer keeps the shared connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_agent_gets_a_session_of_its_own_where_only_sessions_ask() {
+    let up = fixture_http_with("fh", &["--session-input-only"]).await;
+    let tg = TestGateway::builder().manifest("fh", remote_manifest("fh", "http", &up.url)).spawn().await;
+    assert_eq!(tg.gw.upstreams.all()[0].status().protocol.as_deref(), Some("2026-07-28"));
+
+    let (bare, _) = tg.agent(Era::Legacy).await;
+    let told = call(&bare, "fh__client", json!({})).await.structured_content.expect("structured");
+    assert_eq!(told["capabilities"], json!({}), "{told}");
+    assert_eq!(tg.gw.upstreams.all()[0].status().agent_sessions, 0, "no session for an agent that cannot answer");
+
+    let (agent, mut heard) = tg.agent_answering(Era::Legacy, Some("yes")).await;
+    let r = agent.call_tool(CallToolRequestParams::new("fh__confirm")).await.expect("call");
+    assert_eq!(text_of(&r), "confirmed: yes");
+    assert!(matches!(heard.try_recv(), Ok(Heard::Elicited)), "the agent's user was asked");
+    assert_eq!(tg.gw.upstreams.all()[0].status().agent_sessions, 1);
+    let told = call(&agent, "fh__client", json!({})).await.structured_content.expect("structured");
+    let caps = told["capabilities"].as_object().expect("capabilities").clone();
+    let mut declared: Vec<&String> = caps.keys().collect();
+    declared.sort();
+    assert_eq!(declared, ["elicitation", "roots"], "exactly the agent's own: {told}");
+    assert_eq!(told["client"], "test-agent");
+    assert_eq!(text_of(&call(&agent, "fh__roots", json!({})).await), "file:///agent/yes");
+    // The same session serves the agent's next calls.
+    let (other, _) = tg.agent_answering(Era::Legacy, Some("sure")).await;
+    assert_eq!(text_of(&call(&other, "fh__roots", json!({})).await), "file:///agent/sure", "each agent its own");
+    own_sessions_become(&tg, 2).await;
+
+    // A 2026-07-28 agent keeps the shared, stateless path: this server
+    // refuses it questions there, as it would directly.
+    let (modern, _) = tg.agent_answering(Era::Modern, Some("yes")).await;
+    let said = match modern.call_tool(CallToolRequestParams::new("fh__confirm")).await {
+        Ok(r) => text_of(&r),
+        Err(e) => e.to_string(),
+    };
+    assert!(said.contains("not supported"), "{said}");
+    assert_eq!(tg.gw.upstreams.all()[0].status().agent_sessions, 2);
+
+    agent.cancel().await.expect("agent closes");
+    own_sessions_become(&tg, 1).await;
+    other.cancel().await.expect("agent closes");
+    own_sessions_become(&tg, 0).await;
+}
+
+/// `[agent_sessions] max` bounds them per upstream with a clear refusal, a
+/// closed one frees its place, and one unused for `idle` is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_own_sessions_are_capped_and_closed_when_idle() {
+    let up = fixture_http_with("fh", &["--session-input-only"]).await;
+    let m = sessions_manifest("fh", &up.url, "max = 1\nidle = \"2s\"");
+    let tg = TestGateway::builder().manifest("fh", m).spawn().await;
+    let (first, _) = tg.agent_answering(Era::Legacy, Some("yes")).await;
+    assert_eq!(text_of(&call(&first, "fh__roots", json!({})).await), "file:///agent/yes");
+    let (second, _) = tg.agent_answering(Era::Legacy, Some("sure")).await;
+    let mut p = CallToolRequestParams::new("fh__roots");
+    p.arguments = Some(args(json!({})));
+    let refused = second.peer().call_tool(p).await.expect("a tool result");
+    assert_eq!(refused.is_error, Some(true));
+    assert!(text_of(&refused).contains("already has its 1 agent sessions open"), "{}", text_of(&refused));
+    // Unused for `idle`, the first agent's session closes though the agent stays.
+    own_sessions_become(&tg, 0).await;
+    assert_eq!(text_of(&call(&second, "fh__roots", json!({})).await), "file:///agent/sure");
+    // The first agent gets a new one when the place is free again.
+    second.cancel().await.expect("agent closes");
+    own_sessions_become(&tg, 0).await;
+    assert_eq!(text_of(&call(&first, "fh__roots", json!({})).await), "file:///agent/yes");
+}
+
+/// An upstream that speaks only 2026-07-28 cannot give an agent a legacy
+/// session: the agent is served on the shared connection, and tollgate stops
+/// asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_legacy_sessions_serves_every_agent_on_its_shared_connection() {
+    let up = fixture_http_with("fh", &["--modern-only"]).await;
+    let tg = TestGateway::builder().manifest("fh", remote_manifest("fh", "http", &up.url)).spawn().await;
+    assert_eq!(tg.gw.upstreams.all()[0].status().protocol.as_deref(), Some("2026-07-28"));
+    for answer in ["yes", "sure"] {
+        let (agent, _) = tg.agent_answering(Era::Legacy, Some(answer)).await;
+        let r = agent.call_tool(CallToolRequestParams::new("fh__confirm")).await.expect("call");
+        assert_eq!(text_of(&r), format!("confirmed: {answer}"), "bridged from input_required");
+    }
+    assert_eq!(tg.gw.upstreams.all()[0].status().agent_sessions, 0);
+}

@@ -211,7 +211,7 @@ async fn spans_reach_the_otlp_receiver_parented_to_the_agents_traceparent() {
     );
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let legacy = rmcp::service::ClientServiceExt::serve_with_lifecycle(
-        Agent { tx, elicit: None, tasks: false },
+        Agent { tx, elicit: None, tasks: false, sampling: false },
         rmcp::transport::StreamableHttpClientTransport::from_config(config),
         lifecycle(Era::Legacy),
     )

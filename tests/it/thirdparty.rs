@@ -256,3 +256,42 @@ async fn python_agent_over_stdio() {
         assert_plan_results(&report, &format!("stdio {mode}"));
     }
 }
+
+/// server-everything asks its client for sampling and elicitation on its
+/// session. Over stdio and Streamable HTTP, a legacy and a 2026-07-28 agent
+/// on the same tollgate each get both questions from the same upstream and
+/// answer them; an agent that declared neither is refused, as a client
+/// without the capability is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs node (server-everything from npm)"]
+async fn server_everything_asks_agents_of_both_eras_for_sampling_and_elicitation() {
+    let http =
+        spawn_listening("node", &[repo_root().join("tests/node/everything-http.mjs").to_str().unwrap(), "0"]).await;
+    let tg = TestGateway::builder()
+        .manifest("everything", everything_stdio_manifest())
+        .manifest("evhttp", remote_manifest("evhttp", "http", &http.url))
+        .spawn()
+        .await;
+    for up in ["everything", "evhttp"] {
+        for era in [Era::Legacy, Era::Modern] {
+            let (agent, mut heard) = sampling_agent(&tg.mcp_url(), era, &tg.key).await;
+            let sample = params(&format!("{up}__trigger-sampling-request"), json!({"prompt": "hi", "maxTokens": 10}));
+            let r = agent.call_tool(sample).await.unwrap_or_else(|e| panic!("{up} {era:?}: {e}"));
+            assert!(text_of(&r).contains("sampled by the test agent"), "{up} {era:?}: {}", text_of(&r));
+            assert!(matches!(heard.try_recv(), Ok(Heard::Sampled)), "{up} {era:?}: the agent sampled");
+            let elicit = params(&format!("{up}__trigger-elicitation-request"), json!({}));
+            let r = agent.call_tool(elicit).await.unwrap_or_else(|e| panic!("{up} {era:?}: {e}"));
+            assert_ne!(r.is_error, Some(true), "{up} {era:?}: {}", text_of(&r));
+            assert!(text_of(&r).to_lowercase().contains("decline"), "{up} {era:?}: {}", text_of(&r));
+            assert!(matches!(heard.try_recv(), Ok(Heard::Elicited)), "{up} {era:?}: the agent was asked");
+            let (bare, mut heard) = tg.agent(era).await;
+            let sample = params(&format!("{up}__trigger-sampling-request"), json!({"prompt": "hi", "maxTokens": 10}));
+            let said = match bare.call_tool(sample).await {
+                Ok(r) => text_of(&r),
+                Err(e) => e.to_string(),
+            };
+            assert!(said.contains("does not support sampling"), "{up} {era:?}: {said}");
+            assert!(heard.try_recv().is_err(), "{up} {era:?}: nobody was asked");
+        }
+    }
+}

@@ -252,6 +252,8 @@ pub struct UpstreamView {
     pub error: Option<String>,
     pub protocol: Option<String>,
     pub restarts: u64,
+    /// Upstream sessions of agents' own open now (`[agent_sessions]`).
+    pub agent_sessions: u64,
     pub since: String,
 }
 
@@ -287,6 +289,7 @@ pub async fn catalog(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Re
                 error,
                 protocol: s.protocol,
                 restarts: s.restarts,
+                agent_sessions: s.agent_sessions as u64,
                 since: crate::audit::rfc3339(
                     s.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64),
                 ),

@@ -134,12 +134,11 @@ impl Session {
         let (mut subscribe, mut completions, mut logging) = (false, false, false);
         if let Ok(principal) = self.principal(ctx).await {
             let catalog = self.catalog().await;
-            for (i, open) in self.visible_upstreams(&principal, &catalog).into_iter().enumerate() {
-                let theirs = match self.upstream(i).peer() {
-                    Ok(peer) if open => peer.peer_info().map(|p| p.capabilities.clone()),
-                    _ => None,
-                };
-                if let Some(c) = theirs {
+            let open = self.visible_upstreams(&principal, &catalog);
+            for (i, _) in open.iter().enumerate().filter(|(_, open)| **open) {
+                let theirs = self.upstream(i).peer().ok().and_then(|peer| peer.peer_info());
+                if let Some(info) = theirs {
+                    let c = &info.capabilities;
                     subscribe |= c.resources.as_ref().and_then(|r| r.subscribe) == Some(true);
                     completions |= c.completions.is_some();
                     logging |= c.logging.is_some();
@@ -158,6 +157,14 @@ impl Session {
             caps.logging = None;
         }
         caps
+    }
+
+    /// The upstream serving `uri`, if the principal may see it; else the
+    /// unknown-resource error (an invisible one is not told apart).
+    async fn resource_upstream(&self, principal: &Principal, uri: &str) -> Result<usize, McpError> {
+        let catalog = self.catalog().await;
+        let open = self.visible_upstreams(principal, &catalog);
+        catalog.route_resource(uri).filter(|i| open[*i]).ok_or_else(|| unknown_resource(uri))
     }
 
     fn upstream(&self, index: usize) -> &Upstream {
@@ -332,10 +339,7 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let principal = self.principal(&ctx).await?;
-        let catalog = self.catalog().await;
-        let open = self.visible_upstreams(&principal, &catalog);
-        let index =
-            catalog.route_resource(&request.uri).filter(|i| open[*i]).ok_or_else(|| unknown_resource(&request.uri))?;
+        let index = self.resource_upstream(&principal, &request.uri).await?;
         let up = self.upstream(index);
         let mut out = ReadResourceRequestParams::new(request.uri);
         out.input_responses = request.input_responses;
@@ -394,9 +398,10 @@ impl ServerHandler for Session {
         request: SetLevelRequestParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        // Upstream sessions are shared by every agent, so one agent's level is
-        // not forwarded: it would silence or flood everyone else's logs.
-        let _ = request;
+        // A shared upstream connection serves every agent, so one agent's
+        // level is not forwarded there: it would silence or flood everyone
+        // else's logs. The agent's own upstream sessions are told.
+        self.own.set_level(request.level).await;
         Ok(())
     }
 
@@ -406,10 +411,7 @@ impl ServerHandler for Session {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let principal = self.principal(&ctx).await?;
-        let catalog = self.catalog().await;
-        let open = self.visible_upstreams(&principal, &catalog);
-        let index =
-            catalog.route_resource(&request.uri).filter(|i| open[*i]).ok_or_else(|| unknown_resource(&request.uri))?;
+        let index = self.resource_upstream(&principal, &request.uri).await?;
         if !self.gw.watchers.add(&request.uri, ctx.peer.clone()) {
             return Ok(());
         }

@@ -77,7 +77,10 @@ pub async fn call_detached(
             up.name
         ))])),
         Ok(Err(ServiceError::McpError(e))) => Err(e),
-        Ok(Err(e)) => Err(McpError::internal_error(format!("upstream `{}` failed: {e}", up.name), None)),
+        Ok(Err(e)) => {
+            let failed = UpstreamError::Failed { upstream: up.name.clone(), how: "failed", why: e.to_string() };
+            Err(McpError::internal_error(failed.to_string(), None))
+        }
         Err(_) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
             "upstream `{}` did not answer within {timeout:?}",
             up.name

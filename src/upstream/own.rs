@@ -22,11 +22,14 @@
 //! Governance is unchanged: only [`super::flight::start`] uses these
 //! sessions, and only the pipeline's execute stage starts a flight.
 
+// Logging and roots are deprecated by SEP-2577 but legacy agents still use them.
+#![allow(deprecated)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rmcp::model::{ClientCapabilities, Implementation};
+use rmcp::model::{ClientCapabilities, Implementation, LoggingLevel, SetLevelRequestParams};
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer};
 use tokio::sync::OnceCell;
@@ -43,6 +46,30 @@ use crate::sync::Locked;
 #[derive(Clone, Default)]
 pub struct AgentUpstreams {
     open: Arc<Slots>,
+    /// The log level the agent set (`logging/setLevel`), for each of its
+    /// sessions, those open now and those opened later.
+    level: Arc<Mutex<Option<LoggingLevel>>>,
+}
+
+impl AgentUpstreams {
+    /// The agent's `logging/setLevel`: passed to each of its own sessions
+    /// whose upstream has logging (the shared connection is everyone's, so
+    /// it is not told). Failures are logged, not the agent's concern.
+    pub async fn set_level(&self, level: LoggingLevel) {
+        *self.level.locked() = Some(level);
+        let open: Vec<Arc<Own>> = self.open.locked().values().filter_map(|c| c.get().cloned()).collect();
+        for own in open {
+            tell_level(&own.conn, level).await;
+        }
+    }
+}
+
+async fn tell_level(conn: &Conn, level: LoggingLevel) {
+    if conn.peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())
+        && let Err(e) = conn.peer.set_level(SetLevelRequestParams::new(level)).await
+    {
+        tracing::debug!(error = %e, "an upstream refused an agent's log level");
+    }
 }
 
 /// An agent's sessions by upstream index; a slot is filled once, by the
@@ -91,7 +118,16 @@ pub async fn conn_for(up: &Upstream, ctx: &RequestContext<RoleServer>) -> Result
     }
     loop {
         let cell = agent.open.locked().entry(up.index).or_default().clone();
-        let opened = cell.get_or_try_init(|| open(up, &ctx.peer, Arc::downgrade(&agent.open))).await;
+        let opened = cell
+            .get_or_try_init(|| async {
+                let own = open(up, &ctx.peer, Arc::downgrade(&agent.open)).await?;
+                let level = *agent.level.locked();
+                if let Some(level) = level {
+                    tell_level(&own.conn, level).await;
+                }
+                Ok(own)
+            })
+            .await;
         match opened {
             // A session the upstream closed (or that idled out) is replaced.
             Ok(own) if own.conn.peer.is_transport_closed() => forget(&agent.open, up.index, &cell),

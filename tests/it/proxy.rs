@@ -586,3 +586,38 @@ async fn an_upstream_without_legacy_sessions_serves_every_agent_on_its_shared_co
     }
     assert_eq!(tg.gw.upstreams.all()[0].status().agent_sessions, 0);
 }
+
+/// A legacy agent's `logging/setLevel` reaches its own upstream sessions,
+/// whether set before one opens or after, and neither another agent's
+/// session nor the shared connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)]
+async fn a_legacy_agents_log_level_reaches_only_its_own_upstream_session() {
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    let up = fixture_http_with("fh", &["--session-input-only"]).await;
+    let tg = TestGateway::builder().manifest("fh", remote_manifest("fh", "http", &up.url)).spawn().await;
+    let (quiet, _) = tg.agent_answering(Era::Legacy, Some("yes")).await;
+    quiet.peer().set_level(SetLevelRequestParams::new(LoggingLevel::Error)).await.expect("set level");
+    let r = call(&quiet, "fh__log", json!({"message": "hello"})).await;
+    assert_eq!(text_of(&r), "below the session's log level", "set before its session opened");
+
+    let (loud, mut heard) = tg.agent_answering(Era::Legacy, Some("sure")).await;
+    assert_eq!(text_of(&call(&loud, "fh__log", json!({"message": "hello"})).await), "logged");
+    let log = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Heard::Log(data)) = heard.recv().await {
+                return data;
+            }
+        }
+    })
+    .await
+    .expect("the log message reaches its agent");
+    assert_eq!(log, json!("hello"));
+    loud.peer().set_level(SetLevelRequestParams::new(LoggingLevel::Error)).await.expect("set level");
+    let r = call(&loud, "fh__log", json!({"message": "hello"})).await;
+    assert_eq!(text_of(&r), "below the session's log level", "set while its session was open");
+
+    // The shared connection is not told: an agent on it still gets logs.
+    let (bare, _) = tg.agent(Era::Legacy).await;
+    assert_eq!(text_of(&call(&bare, "fh__log", json!({"message": "hello"})).await), "logged");
+}

@@ -183,13 +183,25 @@ async fn ready<T: rmcp::transport::Transport<RoleClient>>(transport: &mut T) -> 
 /// teardown per call. A gateway makes many calls to the same few hosts, so it
 /// keeps idle connections (hyper only reuses one after its body is fully read)
 /// and sets TCP_NODELAY. Redirects are not followed: the manifest names the URL.
+///
+/// One client serves every connection (a clone shares its pool): building
+/// one per connection costs a TLS configuration and a pool each, about a
+/// third of a megabyte for every agent's own upstream session (see `own`).
+/// Sessions stay apart: each request carries its own session id and the
+/// manifest's headers, never anything of the client's.
 fn pooled_client() -> Result<reqwest::Client, ConnectError> {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(HTTP_MAX_CONCURRENT)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| ConnectError::Settings(format!("cannot build the HTTP client: {e}")))
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(HTTP_MAX_CONCURRENT)
+                .tcp_nodelay(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        })
+        .clone()
+        .map_err(ConnectError::Settings)
 }
 
 pub fn headers(r: &Remote) -> Result<HashMap<HeaderName, HeaderValue>, ConnectError> {

@@ -15,6 +15,12 @@
 //! An rmcp client on each path reports p50/p99 latency of a trivial `echo`
 //! call at concurrency 1 and calls per second at concurrency 16 and 64, with
 //! ratios. Paths are measured alternately in rounds so drift affects all alike.
+//!
+//! The governed paths run the `tollgate` and `tollgate-fixture` binaries at
+//! the paths this bench was compiled with (`target/<profile>/...`). To
+//! compare two builds, keep each build's bench binary and `tollgate` aside
+//! and copy the matching `tollgate` into place before each run: two builds
+//! in one target folder otherwise both run the later build's `tollgate`.
 
 #[path = "common/mcp.rs"]
 mod mcp;

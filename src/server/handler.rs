@@ -224,7 +224,10 @@ impl ServerHandler for Session {
         mut ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&ctx).await;
-        ctx.extensions.insert(self.own.clone());
+        // Only a legacy agent can need an upstream session of its own.
+        if !ctx.protocol_version().is_some_and(|v| crate::protocol::is_modern(&v)) {
+            ctx.extensions.insert(self.own.clone());
+        }
         pipeline::call(&self.gw, caller, request, pipeline::Via::Mcp(ctx)).await.into_mcp()
     }
 

@@ -44,11 +44,14 @@ use crate::sync::Locked;
 /// Held by the agent's edge session and handed to the pipeline in each
 /// request's extensions; dropping the last clone closes them all.
 #[derive(Clone, Default)]
-pub struct AgentUpstreams {
-    open: Arc<Slots>,
+pub struct AgentUpstreams(Arc<Held>);
+
+#[derive(Default)]
+struct Held {
+    open: Slots,
     /// The log level the agent set (`logging/setLevel`), for each of its
     /// sessions, those open now and those opened later.
-    level: Arc<Mutex<Option<LoggingLevel>>>,
+    level: Mutex<Option<LoggingLevel>>,
 }
 
 impl AgentUpstreams {
@@ -56,8 +59,8 @@ impl AgentUpstreams {
     /// whose upstream has logging (the shared connection is everyone's, so
     /// it is not told). Failures are logged, not the agent's concern.
     pub async fn set_level(&self, level: LoggingLevel) {
-        *self.level.locked() = Some(level);
-        let open: Vec<Arc<Own>> = self.open.locked().values().filter_map(|c| c.get().cloned()).collect();
+        *self.0.level.locked() = Some(level);
+        let open: Vec<Arc<Own>> = self.0.open.locked().values().filter_map(|c| c.get().cloned()).collect();
         for own in open {
             tell_level(&own.conn, level).await;
         }
@@ -116,12 +119,13 @@ pub async fn conn_for(up: &Upstream, ctx: &RequestContext<RoleServer>) -> Result
     if !needs_own(up, &shared, ctx) {
         return Ok(shared);
     }
-    loop {
-        let cell = agent.open.locked().entry(up.index).or_default().clone();
+    // Twice at most: a session found closed is replaced once, not forever.
+    for _ in 0..2 {
+        let cell = agent.0.open.locked().entry(up.index).or_default().clone();
         let opened = cell
             .get_or_try_init(|| async {
-                let own = open(up, &ctx.peer, Arc::downgrade(&agent.open)).await?;
-                let level = *agent.level.locked();
+                let own = open(up, &ctx.peer, Arc::downgrade(&agent.0)).await?;
+                let level = *agent.0.level.locked();
                 if let Some(level) = level {
                     tell_level(&own.conn, level).await;
                 }
@@ -130,21 +134,26 @@ pub async fn conn_for(up: &Upstream, ctx: &RequestContext<RoleServer>) -> Result
             .await;
         match opened {
             // A session the upstream closed (or that idled out) is replaced.
-            Ok(own) if own.conn.peer.is_transport_closed() => forget(&agent.open, up.index, &cell),
+            Ok(own) if own.conn.peer.is_transport_closed() => forget(&agent.0.open, up.index, &cell),
             Ok(own) => {
                 own.touch();
                 return Ok(own.conn.clone());
             }
             Err(Refused::NoLegacy) => {
-                forget(&agent.open, up.index, &cell);
+                forget(&agent.0.open, up.index, &cell);
                 return Ok(shared);
             }
             Err(Refused::Error(e)) => {
-                forget(&agent.open, up.index, &cell);
+                forget(&agent.0.open, up.index, &cell);
                 return Err(e);
             }
         }
     }
+    Err(UpstreamError::Failed {
+        upstream: up.name.clone(),
+        how: "closed the agent's session",
+        why: "it closed again as soon as it was opened".into(),
+    })
 }
 
 /// Removes `cell` from the agent's map, if it is still the one there.
@@ -161,7 +170,7 @@ enum Refused {
     Error(UpstreamError),
 }
 
-async fn open(up: &Upstream, agent: &Peer<RoleServer>, map: Weak<Slots>) -> Result<Arc<Own>, Refused> {
+async fn open(up: &Upstream, agent: &Peer<RoleServer>, held: Weak<Held>) -> Result<Arc<Own>, Refused> {
     let cap = up.manifest.agent_sessions.max;
     let seat =
         up.seats.take(cap).ok_or_else(|| Refused::Error(UpstreamError::Full { upstream: up.name.clone(), cap }))?;
@@ -214,7 +223,7 @@ async fn open(up: &Upstream, agent: &Peer<RoleServer>, map: Weak<Slots>) -> Resu
         used: Mutex::new(Instant::now()),
     });
     tracing::debug!(upstream = %up.name, open = up.seats.open(), "opened an agent's own upstream session");
-    tokio::spawn(close_when_idle(Arc::downgrade(&own), map, up.index, up.manifest.agent_sessions.idle));
+    tokio::spawn(close_when_idle(Arc::downgrade(&own), held, up.index, up.manifest.agent_sessions.idle));
     Ok(own)
 }
 
@@ -230,7 +239,7 @@ fn relayed(declared: &ClientCapabilities) -> ClientCapabilities {
 
 /// Closes the session after `idle` without a call (never while a request is
 /// in flight on it), unless the agent's session ended first.
-async fn close_when_idle(own: Weak<Own>, map: Weak<Slots>, index: usize, idle: Duration) {
+async fn close_when_idle(own: Weak<Own>, held: Weak<Held>, index: usize, idle: Duration) {
     let mut at = Instant::now() + idle;
     loop {
         tokio::time::sleep_until(at).await;
@@ -247,8 +256,8 @@ async fn close_when_idle(own: Weak<Own>, map: Weak<Slots>, index: usize, idle: D
         }
         // The agent's map lets go of it; calls that still hold the
         // connection see it closed.
-        if let Some(map) = map.upgrade() {
-            let mut map = map.locked();
+        if let Some(held) = held.upgrade() {
+            let mut map = held.open.locked();
             if map.get(&index).and_then(|c| c.get()).is_some_and(|c| Arc::ptr_eq(c, &o)) {
                 map.remove(&index);
             }

@@ -601,18 +601,10 @@ async fn a_legacy_agents_log_level_reaches_only_its_own_upstream_session() {
     let r = call(&quiet, "fh__log", json!({"message": "hello"})).await;
     assert_eq!(text_of(&r), "below the session's log level", "set before its session opened");
 
-    let (loud, mut heard) = tg.agent_answering(Era::Legacy, Some("sure")).await;
+    // (Whether the message then reaches the agent is the log relay's
+    // matter, tested elsewhere: the fixture's answer says what it sent.)
+    let (loud, _) = tg.agent_answering(Era::Legacy, Some("sure")).await;
     assert_eq!(text_of(&call(&loud, "fh__log", json!({"message": "hello"})).await), "logged");
-    let log = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(Heard::Log(data)) = heard.recv().await {
-                return data;
-            }
-        }
-    })
-    .await
-    .expect("the log message reaches its agent");
-    assert_eq!(log, json!("hello"));
     loud.peer().set_level(SetLevelRequestParams::new(LoggingLevel::Error)).await.expect("set level");
     let r = call(&loud, "fh__log", json!({"message": "hello"})).await;
     assert_eq!(text_of(&r), "below the session's log level", "set while its session was open");

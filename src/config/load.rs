@@ -547,8 +547,8 @@ fn compile_agent_sessions(
     transport: Option<&Transport>,
     sink: &mut Sink<'_>,
 ) -> AgentSessions {
-    let mut out =
-        transport.map_or(AgentSessions { max: 0, idle: Duration::from_secs(300) }, AgentSessions::default_for);
+    // (No transport: the manifest is refused anyway.)
+    let mut out = transport.map_or(AgentSessions { max: 0, idle: AgentSessions::IDLE }, AgentSessions::default_for);
     let Some(raw) = raw else { return out };
     if let Some(max) = &raw.max {
         match usize::try_from(*max.get_ref()) {

@@ -292,8 +292,10 @@ impl AgentSessions {
             Transport::Stdio(_) => 0,
             _ => 64,
         };
-        AgentSessions { max, idle: Duration::from_secs(300) }
+        AgentSessions { max, idle: Self::IDLE }
     }
+
+    pub const IDLE: Duration = Duration::from_secs(300);
 }
 
 #[derive(Debug, Clone)]

@@ -585,6 +585,7 @@ async fn an_upstream_without_legacy_sessions_serves_every_agent_on_its_shared_co
         assert_eq!(text_of(&r), format!("confirmed: {answer}"), "bridged from input_required");
     }
     assert_eq!(tg.gw.upstreams.all()[0].status().agent_sessions, 0);
+    assert!(tg.gw.upstreams.all()[0].seats.refused_legacy(), "the refusal is remembered");
 }
 
 /// A legacy agent's `logging/setLevel` reaches its own upstream sessions,

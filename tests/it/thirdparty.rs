@@ -37,9 +37,9 @@ fn params(name: &str, a: Value) -> CallToolRequestParams {
     p
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs node (server-everything from npm)"]
-async fn server_everything_over_stdio_and_http_is_listed_and_called() {
+/// A gateway in front of server-everything twice: `everything` over stdio
+/// and `evhttp` over Streamable HTTP (the returned process).
+async fn everything_over_stdio_and_http() -> (Listening, TestGateway) {
     let http =
         spawn_listening("node", &[repo_root().join("tests/node/everything-http.mjs").to_str().unwrap(), "0"]).await;
     let tg = TestGateway::builder()
@@ -47,6 +47,13 @@ async fn server_everything_over_stdio_and_http_is_listed_and_called() {
         .manifest("evhttp", remote_manifest("evhttp", "http", &http.url))
         .spawn()
         .await;
+    (http, tg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs node (server-everything from npm)"]
+async fn server_everything_over_stdio_and_http_is_listed_and_called() {
+    let (_http, tg) = everything_over_stdio_and_http().await;
     assert_eq!(tg.health("everything"), tollgate::upstream::Health::Up);
     assert_eq!(tg.health("evhttp"), tollgate::upstream::Health::Up);
     for era in [Era::Legacy, Era::Modern] {
@@ -265,13 +272,7 @@ async fn python_agent_over_stdio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs node (server-everything from npm)"]
 async fn server_everything_asks_agents_of_both_eras_for_sampling_and_elicitation() {
-    let http =
-        spawn_listening("node", &[repo_root().join("tests/node/everything-http.mjs").to_str().unwrap(), "0"]).await;
-    let tg = TestGateway::builder()
-        .manifest("everything", everything_stdio_manifest())
-        .manifest("evhttp", remote_manifest("evhttp", "http", &http.url))
-        .spawn()
-        .await;
+    let (_http, tg) = everything_over_stdio_and_http().await;
     for up in ["everything", "evhttp"] {
         for era in [Era::Legacy, Era::Modern] {
             let (agent, mut heard) = sampling_agent(&tg.mcp_url(), era, &tg.key).await;
